@@ -1,0 +1,40 @@
+"""A Runner that also trains multi-process on CPU."""
+from __future__ import annotations
+
+import copy
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmseg.registry import RUNNERS
+
+from ..compat import setup_cpu_distributed
+
+
+@RUNNERS.register_module()
+class CompatRunner(Runner):
+    """mmengine's :class:`~mmengine.runner.Runner` plus a CPU ``pytorch`` launcher.
+
+    Select it with ``runner_type = 'CompatRunner'`` (mmseg's ``tools/train.py``
+    and ``mim train`` honour the key). Under ``torchrun`` without a GPU it
+    starts a gloo process group and wraps the model in DDP without device ids;
+    on GPUs it is exactly mmengine's Runner.
+    """
+
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> Runner:
+        cfg = copy.deepcopy(cfg)
+        setup_cpu_distributed(cfg)
+        return super().from_cfg(cfg)
+
+
+def build_runner(cfg: Config) -> Runner:
+    """Build the runner a config asks for (``runner_type``), CPU-DDP ready.
+
+    What this package's ``tools/train.py`` and ``tools/test.py`` use; configs
+    without ``runner_type`` get mmengine's Runner as in mmseg's tools.
+    """
+    setup_cpu_distributed(cfg)
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)

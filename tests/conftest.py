@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny generated data set and helpers to run the tools."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from mmseg_uncert.datasets.synthetic_streets import SceneSize, generate
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+HELPERS = osp.join(ROOT, 'tests', 'helpers')
+
+
+@pytest.fixture(scope='session')
+def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """12 train / 4 val images of 64x128 in the Cityscapes layout."""
+    root = str(tmp_path_factory.mktemp('synthetic_streets'))
+    generate(root, {'train': 12, 'val': 4}, seed=7, size=SceneSize(64, 128),
+             workers=1)
+    return root
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for the tools: the test helpers importable, one thread."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT, HELPERS, env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+    env['OMP_NUM_THREADS'] = '1'
+    return env
+
+
+def run_tool(args: list[str], cwd: str = ROOT, timeout: int = 600,
+             python: bool = True, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command like a user would; fail the test with its output.
+
+    With ``check=False`` the process is returned whatever its exit code.
+    """
+    cmd = [sys.executable, *args] if python else args
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f'{" ".join(cmd)} exited {proc.returncode}\n'
+                    f'--- stdout ---\n{proc.stdout[-6000:]}\n'
+                    f'--- stderr ---\n{proc.stderr[-6000:]}')
+    return proc

@@ -1,0 +1,45 @@
+"""Write a config that runs the project's CPU config on tiny data, fast."""
+from __future__ import annotations
+
+import os.path as osp
+import textwrap
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+PROJECT_CONFIG = osp.join(ROOT, 'configs',
+                          'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
+
+
+def write_tiny_config(path: str, data_root: str, max_iters: int,
+                      base: str = PROJECT_CONFIG, extra: str = '') -> str:
+    """A derived config: 64x128 images, batch 2, no worker processes."""
+    text = textwrap.dedent(f'''
+        _base_ = [{base!r}]
+        data_root = {data_root!r}
+        train_pipeline = [
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='RandomFlip', prob=0.5),
+            dict(type='PackSegInputs'),
+        ]
+        test_pipeline = [
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='PackSegInputs'),
+        ]
+        train_dataloader = dict(
+            batch_size=2, num_workers=0, persistent_workers=False,
+            dataset=dict(data_root=data_root, pipeline=train_pipeline))
+        val_dataloader = dict(
+            num_workers=0, persistent_workers=False,
+            dataset=dict(data_root=data_root, pipeline=test_pipeline))
+        test_dataloader = val_dataloader
+        train_cfg = dict(max_iters={max_iters}, val_interval={max_iters})
+        param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+        default_hooks = dict(
+            logger=dict(interval=1),
+            checkpoint=dict(interval=2, max_keep_ckpts=10),
+            visualization=dict(type='SegVisualizationHook'))
+        ''') + textwrap.dedent(extra)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path

@@ -1,0 +1,48 @@
+"""Every config under configs/ builds its model (new configs are picked up)."""
+import glob
+import importlib.util
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope, init_default_scope
+
+import mmseg_uncert  # noqa: F401
+from mmseg.datasets import CityscapesDataset
+from mmseg.registry import MODELS
+
+from conftest import ROOT
+
+CONFIGS = sorted(
+    p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in p.split(osp.sep))
+
+
+def test_there_are_configs():
+    assert CONFIGS
+
+
+@pytest.mark.parametrize('path', CONFIGS,
+                         ids=[osp.relpath(p, ROOT) for p in CONFIGS])
+def test_config_builds_its_model(path):
+    text = open(path).read()
+    if 'mmpretrain' in text and importlib.util.find_spec('mmpretrain') is None:
+        pytest.skip('mmpretrain is not installed (optional extra: '
+                    '`EXTRAS=tests,mim,mmpretrain make setup`)')
+    cfg = Config.fromfile(path)
+    assert 'mmseg_uncert' in cfg.custom_imports['imports']
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    # The head predicts one map per class of the data set the config trains on.
+    num_classes = model.decode_head.num_classes
+    dataset_type = cfg.train_dataloader.dataset.type
+    if dataset_type == 'CityscapesDataset':
+        assert num_classes == len(CityscapesDataset.METAINFO['classes']) == 19
+    with torch.no_grad():
+        logits = model(torch.rand(1, 3, 64, 128), mode='tensor')
+    assert logits.shape[1] == num_classes
+    assert torch.isfinite(logits).all()

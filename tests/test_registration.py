@@ -1,0 +1,81 @@
+"""Importing the package registers its parts; configs find them."""
+import importlib.metadata
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+import mmseg_uncert
+from mmseg.registry import MODELS, RUNNERS
+from mmseg_uncert.engine import CompatRunner
+from mmseg_uncert.utils import dependencies
+
+from conftest import ROOT, tool_env
+
+
+def test_version_and_runner_registered():
+    assert mmseg_uncert.__version__ == importlib.metadata.version('mmseg-uncert')
+    assert RUNNERS.get('CompatRunner') is CompatRunner
+
+
+def test_custom_imports_loads_the_package(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text("custom_imports = dict(imports=['mmseg_uncert'], "
+                   "allow_failed_imports=False)\n")
+    code = ('import sys; from mmengine.config import Config; '
+            f'Config.fromfile({str(cfg)!r}); '
+            "print('mmseg_uncert' in sys.modules)")
+    out = subprocess.run([sys.executable, '-c', code], env=tool_env(), cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'True'
+
+
+def test_unknown_component_names_type_and_scope():
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        with pytest.raises(KeyError) as info:
+            MODELS.build(dict(type='NoSuchDualHead'))
+    assert 'NoSuchDualHead' in str(info.value)
+    assert 'mmseg' in str(info.value)
+
+
+def test_runner_type_from_config_builds_compat_runner(tmp_path):
+    cfg = Config(dict(runner_type='CompatRunner'))
+    assert RUNNERS.get(cfg.runner_type) is CompatRunner
+
+
+@pytest.mark.parametrize('dist,version,expected', [
+    ('mmcv', '2.2.0', 'mmcv 2.2.0 is installed, but >=2.0.0rc4,<2.2.0'),
+    ('mmengine', '1.0.0', 'mmengine 1.0.0 is installed, but >=0.10.0,<1.0.0'),
+    ('mmsegmentation', None, 'mmsegmentation is not installed'),
+])
+def test_wrong_dependency_versions_are_named(monkeypatch, dist, version,
+                                             expected):
+    real = importlib.metadata.version
+
+    def fake(name):
+        if name == dist:
+            if version is None:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return version
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, 'version', fake)
+    with pytest.raises(ImportError) as info:
+        dependencies.check_dependencies()
+    assert expected in str(info.value)
+    assert 'make setup' in str(info.value)
+
+
+def test_mmcv_lite_is_named(monkeypatch):
+    real = importlib.metadata.version
+
+    def fake(name):
+        if name == 'mmcv':
+            raise importlib.metadata.PackageNotFoundError(name)
+        return '2.1.0' if name == 'mmcv-lite' else real(name)
+
+    monkeypatch.setattr(importlib.metadata, 'version', fake)
+    with pytest.raises(ImportError, match='mmcv-lite is installed'):
+        dependencies.check_dependencies()

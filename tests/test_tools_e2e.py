@@ -1,0 +1,189 @@
+"""The tools end to end on generated images, as a user runs them."""
+import glob
+import json
+import os.path as osp
+import shutil
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_tool
+from helpers.tiny_config import write_tiny_config
+
+NUM_CLASSES = 19
+
+
+def _latest_metrics(work_dir: str) -> dict:
+    """The metrics json mmengine writes under work_dir/<timestamp>/."""
+    files = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
+    assert files, f'no metrics json under {work_dir}'
+    return json.load(open(files[-1]))
+
+
+def _miou_from_pngs(pred_dir: str, data_root: str) -> float:
+    """mIoU over the val split, computed from the saved prediction PNGs."""
+    intersect = np.zeros(NUM_CLASSES)
+    union = np.zeros(NUM_CLASSES)
+    gts = sorted(glob.glob(osp.join(data_root, 'gtFine', 'val', '*',
+                                    '*_gtFine_labelTrainIds.png')))
+    assert gts
+    for gt_path in gts:
+        stem = osp.basename(gt_path).replace('_gtFine_labelTrainIds.png', '')
+        pred = cv2.imread(osp.join(pred_dir, f'{stem}_leftImg8bit.png'),
+                          cv2.IMREAD_UNCHANGED)
+        gt = cv2.imread(gt_path, cv2.IMREAD_UNCHANGED)
+        valid = gt != 255
+        p, g = pred[valid], gt[valid]
+        for c in range(NUM_CLASSES):
+            intersect[c] += np.sum((p == c) & (g == c))
+            union[c] += np.sum((p == c) | (g == c))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return float(np.nanmean(intersect / union) * 100)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, tiny_data_root):
+    """4 training iterations with tools/train.py; checkpoints at 2 and 4."""
+    work = tmp_path_factory.mktemp('e2e')
+    cfg = write_tiny_config(str(work / 'tiny.py'), tiny_data_root, max_iters=4)
+    run_dir = str(work / 'run')
+    run_tool(['tools/train.py', cfg, '--work-dir', run_dir])
+    return dict(cfg=cfg, run_dir=run_dir, work=work, data_root=tiny_data_root)
+
+
+def test_train_writes_runner_checkpoints(trained):
+    ckpt = torch.load(osp.join(trained['run_dir'], 'iter_4.pth'))
+    assert ckpt['meta']['iter'] == 4
+    assert 'message_hub' in ckpt and 'optimizer' in ckpt
+    assert ckpt['meta']['dataset_meta']['classes'][0] == 'road'
+    with open(osp.join(trained['run_dir'], 'last_checkpoint')) as f:
+        assert f.read().strip().endswith('iter_4.pth')
+
+
+def test_resume_continues_where_training_stopped(trained, tmp_path):
+    run_dir = str(tmp_path / 'resumed')
+    shutil.copytree(trained['run_dir'], run_dir)
+    proc = run_tool(['tools/train.py', trained['cfg'], '--work-dir', run_dir,
+                     '--resume', '--cfg-options', 'train_cfg.max_iters=6'])
+    log = proc.stdout + proc.stderr
+    assert 'resumed' in log.lower()
+    assert 'Iter(train) [5/6]' in log and 'Iter(train) [1/6]' not in log
+    before = torch.load(osp.join(run_dir, 'iter_4.pth'))
+    after = torch.load(osp.join(run_dir, 'iter_6.pth'))
+    assert after['meta']['iter'] == 6
+    name = 'decode_head.conv_seg.weight'
+    assert not torch.equal(before['state_dict'][name], after['state_dict'][name])
+
+
+def test_test_tool_with_out_and_a_list_of_evaluators(trained, tmp_path):
+    out = str(tmp_path / 'pred')
+    work_dir = str(tmp_path / 'test')
+    evaluators = ("[dict(type='IoUMetric',iou_metrics=['mIoU']),"
+                  "dict(type='IoUMetric',iou_metrics=['mDice'],prefix='dice')]")
+    run_tool(['tools/test.py', trained['cfg'],
+              osp.join(trained['run_dir'], 'iter_4.pth'), '--work-dir',
+              work_dir, '--out', out, '--cfg-options',
+              f'test_evaluator={evaluators}'])
+    metrics = _latest_metrics(work_dir)
+    assert {'mIoU', 'aAcc', 'dice/mDice', 'dice/aAcc'} <= set(metrics)
+    assert len(glob.glob(osp.join(out, '*.png'))) == 4
+    expected = _miou_from_pngs(out, trained['data_root'])
+    assert metrics['mIoU'] == pytest.approx(expected, abs=0.01)
+
+
+def test_plain_mmseg_config_without_custom_imports(tiny_data_root, tmp_path):
+    """tools/train.py still runs configs that know nothing of this package."""
+    base = osp.join(tmp_path, 'plain_base.py')
+    with open(base, 'w') as f:
+        f.write(textwrap.dedent('''
+            _base_ = [
+                'mmseg::_base_/default_runtime.py',
+                'mmseg::_base_/schedules/schedule_20k.py',
+            ]
+            norm_cfg = dict(type='BN', requires_grad=True)
+            model = dict(
+                type='EncoderDecoder',
+                data_preprocessor=dict(type='SegDataPreProcessor',
+                                       mean=[0., 0., 0.], std=[255., 255., 255.],
+                                       bgr_to_rgb=True, seg_pad_val=255),
+                backbone=dict(type='MobileNetV3', arch='small',
+                              out_indices=(12, ), norm_cfg=norm_cfg),
+                decode_head=dict(type='FCNHead', in_channels=576, channels=16,
+                                 num_convs=1, num_classes=19,
+                                 norm_cfg=norm_cfg),
+                test_cfg=dict(mode='whole'))
+            train_dataloader = dict(
+                sampler=dict(type='InfiniteSampler', shuffle=True),
+                dataset=dict(type='CityscapesDataset',
+                             data_prefix=dict(img_path='leftImg8bit/train',
+                                              seg_map_path='gtFine/train')))
+            val_dataloader = dict(
+                batch_size=1,
+                sampler=dict(type='DefaultSampler', shuffle=False),
+                dataset=dict(type='CityscapesDataset',
+                             data_prefix=dict(img_path='leftImg8bit/val',
+                                              seg_map_path='gtFine/val')))
+            test_dataloader = val_dataloader
+            val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+            test_evaluator = val_evaluator
+            '''))
+    cfg = write_tiny_config(str(tmp_path / 'plain.py'), tiny_data_root,
+                            max_iters=2, base=base)
+    assert 'custom_imports' not in open(cfg).read() + open(base).read()
+    run_dir = str(tmp_path / 'run')
+    run_tool(['tools/train.py', cfg, '--work-dir', run_dir])
+    assert torch.load(osp.join(run_dir, 'iter_2.pth'))['meta']['iter'] == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
+def test_two_processes_train_with_gloo_on_cpu(tiny_data_root, tmp_path):
+    cfg = write_tiny_config(
+        str(tmp_path / 'ddp.py'), tiny_data_root, max_iters=3,
+        extra='''
+        custom_imports = dict(imports=['mmseg_uncert', 'rank_probe'],
+                              allow_failed_imports=False)
+        custom_hooks = [dict(type='RankProbeHook')]
+        ''')
+    run_dir = str(tmp_path / 'run')
+    run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
+              '--master_port=29651', 'tools/train.py', cfg, '--launcher',
+              'pytorch', '--work-dir', run_dir])
+    ranks = [json.load(open(osp.join(run_dir, f'rank{r}.json'))) for r in (0, 1)]
+    for r, info in enumerate(ranks):
+        assert info['rank'] == r and info['world_size'] == 2
+        assert info['backend'] == 'gloo' and info['wrapped']
+        assert info['iters'] == 3
+    # DDP averages gradients: both ranks end with the same weights, which
+    # moved away from the (identical, broadcast) initial ones.
+    assert ranks[0]['initial'] == pytest.approx(ranks[1]['initial'], rel=1e-9)
+    assert ranks[0]['final'] == pytest.approx(ranks[1]['final'], rel=1e-9)
+    assert ranks[0]['final'] != pytest.approx(ranks[0]['initial'], rel=1e-9)
+
+
+def _mim() -> str:
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    if not osp.exists(mim):
+        pytest.skip('openmim is not installed (extra `mim`; `make setup` '
+                    'installs it)')
+    return mim
+
+
+def test_mim_train_and_test_with_custom_imports(trained, tmp_path):
+    mim = _mim()
+    run_dir = str(tmp_path / 'mim_run')
+    run_tool([mim, 'train', 'mmseg', trained['cfg'], '--work-dir', run_dir,
+              '--cfg-options', 'train_cfg.max_iters=2'], python=False)
+    assert torch.load(osp.join(run_dir, 'iter_2.pth'))['meta']['iter'] == 2
+
+    ckpt = osp.join(trained['run_dir'], 'iter_4.pth')
+    mim_dir, tool_dir = str(tmp_path / 'mim_test'), str(tmp_path / 'tool_test')
+    run_tool([mim, 'test', 'mmseg', trained['cfg'], '--checkpoint', ckpt,
+              '--work-dir', mim_dir], python=False)
+    run_tool(['tools/test.py', trained['cfg'], ckpt, '--work-dir', tool_dir])
+    mim_metrics, tool_metrics = _latest_metrics(mim_dir), _latest_metrics(tool_dir)
+    assert mim_metrics['mIoU'] == tool_metrics['mIoU']
+    assert mim_metrics['aAcc'] == tool_metrics['aAcc']

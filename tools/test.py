@@ -1,0 +1,113 @@
+"""Test (and evaluate) a segmentor: mmseg's tools/test.py plus fixes.
+
+Same flags as mmseg's script. Differences: ``test_evaluator`` may be a list
+of metrics (``--out`` is given to every metric that takes an ``output_dir``;
+mmseg's script breaks on a list), ``--launcher pytorch`` works on CPU-only
+machines, and the package's components and checkpoint allow-list are loaded.
+"""
+import argparse
+import inspect
+import os
+import os.path as osp
+
+from mmengine.config import Config, ConfigDict, DictAction
+
+import mmseg_uncert  # noqa: F401  (registers components, checkpoint allow-list)
+from mmseg.registry import METRICS
+from mmseg_uncert.engine import build_runner
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='MMSeg test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help='directory where the evaluation results are dumped as json')
+    parser.add_argument(
+        '--out', type=str,
+        help='directory to save the predictions (and every metric\'s '
+        'files) for offline evaluation')
+    parser.add_argument(
+        '--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir',
+        help='directory where painted images are saved (inside '
+        'work_dir/timestamp)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings in the config, as key=value pairs')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none', help='job launcher')
+    parser.add_argument(
+        '--tta', action='store_true', help='test time augmentation')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> None:
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise RuntimeError(
+            '--show/--show-dir need a VisualizationHook in default_hooks: add '
+            "visualization=dict(type='SegVisualizationHook') to the config")
+    hooks['visualization']['draw'] = True
+    if args.show:
+        hooks['visualization']['show'] = True
+        hooks['visualization']['wait_time'] = args.wait_time
+    if args.show_dir:
+        cfg.visualizer['save_dir'] = args.show_dir
+
+
+def _accepts(metric_type: str, arg: str) -> bool:
+    metric_cls = METRICS.get(metric_type)
+    if metric_cls is None:
+        raise KeyError(f'test_evaluator: metric type {metric_type!r} is not '
+                       f'registered in the {METRICS.scope}::metric registry')
+    return arg in inspect.signature(metric_cls.__init__).parameters
+
+
+def set_output_dir(evaluator: ConfigDict | list, out: str) -> None:
+    """Give ``--out`` to every metric in ``test_evaluator`` that takes it."""
+    metrics = evaluator if isinstance(evaluator, list) else [evaluator]
+    for metric in metrics:
+        if _accepts(metric['type'], 'output_dir'):
+            metric['output_dir'] = out
+        if _accepts(metric['type'], 'keep_results'):
+            metric['keep_results'] = True
+
+
+def main() -> None:
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        trigger_visualization_hook(cfg, args)
+    if args.tta:
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.out is not None:
+        set_output_dir(cfg.test_evaluator, args.out)
+
+    runner = build_runner(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
