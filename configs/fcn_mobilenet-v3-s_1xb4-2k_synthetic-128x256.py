@@ -8,3 +8,6 @@ _base_ = [
 ]
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)
+crop_size = (128, 256)
+data_preprocessor = dict(size=crop_size)
+model = dict(data_preprocessor=data_preprocessor)

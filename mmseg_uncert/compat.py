@@ -40,20 +40,27 @@ from mmengine.runner.checkpoint import CheckpointLoader
 TRUSTED_GLOBALS_ENV = 'MMSEG_UNCERT_TRUSTED_GLOBALS'
 
 
+#: HistoryBuffer's built-in statistics; it adds them to its registry only when
+#: a first buffer is created, which a fresh process loading a checkpoint has
+#: not done yet.
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'mean', 'current')
+
+
 def _history_buffer_statistic(owner: type, name: str) -> Callable:
     """Stand-in for ``builtins.getattr`` inside the checkpoint unpickler.
 
     A pickled ``HistoryBuffer`` references its statistics methods as
     ``getattr(HistoryBuffer, 'min')``. Allow-listing the real ``getattr`` would
     let a checkpoint reach any attribute of any allowed object, so this resolves
-    only the statistics methods HistoryBuffer has registered.
+    only HistoryBuffer's statistics methods (built-in or registered).
     """
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    allowed = set(HISTORY_BUFFER_STATISTICS) | set(
+        HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and name in allowed:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'checkpoint asks for getattr({owner!r}, {name!r}); only the '
-        f'statistics methods of HistoryBuffer '
-        f'({sorted(HistoryBuffer._statistics_methods)}) are allowed')
+        f'statistics methods of HistoryBuffer ({sorted(allowed)}) are allowed')
 
 
 def _numpy_checkpoint_globals() -> list:

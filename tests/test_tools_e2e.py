@@ -82,12 +82,16 @@ def test_resume_continues_where_training_stopped(trained, tmp_path):
 def test_test_tool_with_out_and_a_list_of_evaluators(trained, tmp_path):
     out = str(tmp_path / 'pred')
     work_dir = str(tmp_path / 'test')
-    evaluators = ("[dict(type='IoUMetric',iou_metrics=['mIoU']),"
-                  "dict(type='IoUMetric',iou_metrics=['mDice'],prefix='dice')]")
-    run_tool(['tools/test.py', trained['cfg'],
-              osp.join(trained['run_dir'], 'iter_4.pth'), '--work-dir',
-              work_dir, '--out', out, '--cfg-options',
-              f'test_evaluator={evaluators}'])
+    cfg = write_tiny_config(
+        str(tmp_path / 'two_metrics.py'), trained['data_root'], max_iters=4,
+        extra="""
+        test_evaluator = [
+            dict(type='IoUMetric', iou_metrics=['mIoU']),
+            dict(type='IoUMetric', iou_metrics=['mDice'], prefix='dice'),
+        ]
+        """)
+    run_tool(['tools/test.py', cfg, osp.join(trained['run_dir'], 'iter_4.pth'),
+              '--work-dir', work_dir, '--out', out])
     metrics = _latest_metrics(work_dir)
     assert {'mIoU', 'aAcc', 'dice/mDice', 'dice/aAcc'} <= set(metrics)
     assert len(glob.glob(osp.join(out, '*.png'))) == 4
@@ -109,7 +113,8 @@ def test_plain_mmseg_config_without_custom_imports(tiny_data_root, tmp_path):
                 type='EncoderDecoder',
                 data_preprocessor=dict(type='SegDataPreProcessor',
                                        mean=[0., 0., 0.], std=[255., 255., 255.],
-                                       bgr_to_rgb=True, seg_pad_val=255),
+                                       bgr_to_rgb=True, seg_pad_val=255,
+                                       size=(64, 128)),
                 backbone=dict(type='MobileNetV3', arch='small',
                               out_indices=(12, ), norm_cfg=norm_cfg),
                 decode_head=dict(type='FCNHead', in_channels=576, channels=16,

@@ -33,6 +33,7 @@ def write_tiny_config(path: str, data_root: str, max_iters: int,
             num_workers=0, persistent_workers=False,
             dataset=dict(data_root=data_root, pipeline=test_pipeline))
         test_dataloader = val_dataloader
+        model = dict(data_preprocessor=dict(size=(64, 128)))
         train_cfg = dict(max_iters={max_iters}, val_interval={max_iters})
         param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
         default_hooks = dict(
