@@ -192,3 +192,24 @@ def test_mim_train_and_test_with_custom_imports(trained, tmp_path):
     mim_metrics, tool_metrics = _latest_metrics(mim_dir), _latest_metrics(tool_dir)
     assert mim_metrics['mIoU'] == tool_metrics['mIoU']
     assert mim_metrics['aAcc'] == tool_metrics['aAcc']
+
+
+def test_test_tool_tta_and_show_dir(trained, tmp_path):
+    work_dir = str(tmp_path / 'tta')
+    run_tool(['tools/test.py', trained['cfg'],
+              osp.join(trained['run_dir'], 'iter_4.pth'), '--work-dir',
+              work_dir, '--tta', '--show-dir', 'vis'])
+    metrics = _latest_metrics(work_dir)
+    assert 0.0 <= metrics['mIoU'] <= 100.0 and 0.0 <= metrics['aAcc'] <= 100.0
+    painted = glob.glob(osp.join(work_dir, 'vis', '**', '*.png'),
+                        recursive=True)
+    assert len(painted) == 4
+
+
+def test_amp_without_gpu_stops_with_a_message(trained, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU-only message')
+    proc = run_tool(['tools/train.py', trained['cfg'], '--amp', '--work-dir',
+                     str(tmp_path / 'amp')], check=False)
+    assert proc.returncode != 0
+    assert '--amp needs a GPU' in proc.stderr

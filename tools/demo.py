@@ -71,7 +71,7 @@ def main() -> None:
     train_dir = osp.join(work_dir, 'train')
     ckpt = osp.join(train_dir, f'iter_{iters}.pth')
     interval = max(iters // 4, 1)
-               f'train_dataloader.dataset.data_root={data_root}',
+    options = [f'train_dataloader.dataset.data_root={data_root}',
                f'val_dataloader.dataset.data_root={data_root}',
                f'test_dataloader.dataset.data_root={data_root}',
                f'train_cfg.max_iters={iters}',

@@ -14,7 +14,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 
 import mmseg_uncert  # noqa: F401  (registers components, checkpoint allow-list)
 from mmseg.registry import METRICS
-from mmseg_uncert.engine import build_runner
+from mmseg_uncert.engine import build_runner, load_run_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,8 +33,8 @@ def parse_args() -> argparse.Namespace:
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
         '--show-dir',
-        help='directory where painted images are saved (inside '
-        'work_dir/timestamp)')
+        help='directory where painted images of every test image are saved '
+        '(a relative path is taken inside --work-dir)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
@@ -59,11 +59,14 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> None:
             '--show/--show-dir need a VisualizationHook in default_hooks: add '
             "visualization=dict(type='SegVisualizationHook') to the config")
     hooks['visualization']['draw'] = True
+    # mmseg's hook draws every 50th batch by default; asked for pictures, a
+    # user wants every image unless the config chose an interval.
+    hooks['visualization'].setdefault('interval', 1)
     if args.show:
         hooks['visualization']['show'] = True
         hooks['visualization']['wait_time'] = args.wait_time
     if args.show_dir:
-        cfg.visualizer['save_dir'] = args.show_dir
+        cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, args.show_dir)
 
 
 def _accepts(metric_type: str, arg: str) -> bool:
@@ -86,15 +89,8 @@ def set_output_dir(evaluator: ConfigDict | list, out: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options,
+                          args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         trigger_visualization_hook(cfg, args)

@@ -9,14 +9,13 @@ Plain mmseg configs work unchanged.
 import argparse
 import logging
 import os
-import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.device import get_device
 from mmengine.logging import print_log
 
 import mmseg_uncert  # noqa: F401  (registers components, checkpoint allow-list)
-from mmseg_uncert.engine import build_runner
+from mmseg_uncert.engine import build_runner, load_run_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,16 +61,8 @@ def enable_amp(cfg: Config) -> None:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    # work_dir priority: CLI > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args.config, args.launcher, args.cfg_options,
+                          args.work_dir)
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume

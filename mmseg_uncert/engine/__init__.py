@@ -1,3 +1,3 @@
-from .runner import CompatRunner, build_runner
+from .runner import CompatRunner, build_runner, load_run_config
 
-__all__ = ['CompatRunner', 'build_runner']
+__all__ = ['CompatRunner', 'build_runner', 'load_run_config']

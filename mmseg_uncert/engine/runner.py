@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os.path as osp
 
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -38,3 +39,23 @@ def build_runner(cfg: Config) -> Runner:
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def load_run_config(path: str, launcher: str = 'none',
+                    cfg_options: dict | None = None,
+                    work_dir: str | None = None) -> Config:
+    """Load a config as the tools do: launcher, ``--cfg-options``, work_dir.
+
+    work_dir priority: the argument, then the config's, then
+    ``./work_dirs/<config name>``.
+    """
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(path))[0])
+    return cfg
