@@ -144,8 +144,19 @@ def test_plain_mmseg_config_without_custom_imports(tiny_data_root, tmp_path):
     assert torch.load(osp.join(run_dir, 'iter_2.pth'))['meta']['iter'] == 2
 
 
+def _mim() -> str:
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    if not osp.exists(mim):
+        pytest.skip('openmim is not installed (extra `mim`; `make setup` '
+                    'installs it)')
+    return mim
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
-def test_two_processes_train_with_gloo_on_cpu(tiny_data_root, tmp_path):
+@pytest.mark.parametrize('launch', ['torchrun', 'mim'])
+def test_two_processes_train_with_gloo_on_cpu(tiny_data_root, tmp_path, launch):
+    """torchrun + our tools/train.py, and mim + mmseg's own train.py (which
+    reaches CompatRunner through the config's runner_type)."""
     cfg = write_tiny_config(
         str(tmp_path / 'ddp.py'), tiny_data_root, max_iters=3,
         extra='''
@@ -154,9 +165,14 @@ def test_two_processes_train_with_gloo_on_cpu(tiny_data_root, tmp_path):
         custom_hooks = [dict(type='RankProbeHook')]
         ''')
     run_dir = str(tmp_path / 'run')
-    run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
-              '--master_port=29651', 'tools/train.py', cfg, '--launcher',
-              'pytorch', '--work-dir', run_dir])
+    if launch == 'torchrun':
+        run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
+                  '--master_port=29651', 'tools/train.py', cfg, '--launcher',
+                  'pytorch', '--work-dir', run_dir])
+    else:
+        run_tool([_mim(), 'train', 'mmseg', cfg, '--launcher', 'pytorch',
+                  '--gpus', '2', '--port', '29653', '--work-dir', run_dir],
+                 python=False)
     ranks = [json.load(open(osp.join(run_dir, f'rank{r}.json'))) for r in (0, 1)]
     for r, info in enumerate(ranks):
         assert info['rank'] == r and info['world_size'] == 2
@@ -167,14 +183,6 @@ def test_two_processes_train_with_gloo_on_cpu(tiny_data_root, tmp_path):
     assert ranks[0]['initial'] == pytest.approx(ranks[1]['initial'], rel=1e-9)
     assert ranks[0]['final'] == pytest.approx(ranks[1]['final'], rel=1e-9)
     assert ranks[0]['final'] != pytest.approx(ranks[0]['initial'], rel=1e-9)
-
-
-def _mim() -> str:
-    mim = osp.join(osp.dirname(sys.executable), 'mim')
-    if not osp.exists(mim):
-        pytest.skip('openmim is not installed (extra `mim`; `make setup` '
-                    'installs it)')
-    return mim
 
 
 def test_mim_train_and_test_with_custom_imports(trained, tmp_path):

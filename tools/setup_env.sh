@@ -102,8 +102,9 @@ else
   if [ -n "$(installed mmcv-lite)" ]; then
     "$VENV/bin/python" -m pip uninstall -y mmcv-lite >>"$LOG" 2>&1
   fi
-  echo "             no wheel exists for torch $TORCH_VERSION: building from source."
-  echo "             First build: about 15-20 min on 2 cores; pip caches the wheel, so later installs take seconds."
+  echo "             no wheel exists for torch $TORCH_VERSION: built from source, or taken from"
+  echo "             pip's cache if it was built on this machine before (then seconds)."
+  echo "             A first build takes about 15-20 min on 2 cores."
   # --no-build-isolation: the build must see the installed torch.
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "$VENV/bin/python" -m pip install \
       --progress-bar off -v --no-build-isolation --force-reinstall --no-deps \
