@@ -8,18 +8,19 @@ import sys
 
 import pytest
 
-from mmseg_uncert.datasets.synthetic_streets import SceneSize, generate
+from mmseg_uncert.datasets.synthetic_streets import SceneSpec, generate
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 HELPERS = osp.join(ROOT, 'tests', 'helpers')
+TINY_COUNTS = {'train': 12, 'val': 4, 'ood': 4, 'shift_train': 2,
+               'shift_val': 2}
 
 
 @pytest.fixture(scope='session')
 def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """12 train / 4 val images of 64x128 in the Cityscapes layout."""
+    """Every split, 64x128: 12 train, 4 val, 4 ood, 2 shift_train, 2 shift_val."""
     root = str(tmp_path_factory.mktemp('synthetic_streets'))
-    generate(root, {'train': 12, 'val': 4}, seed=7, size=SceneSize(64, 128),
-             workers=1)
+    generate(root, TINY_COUNTS, seed=7, spec=SceneSpec(64, 128), workers=1)
     return root
 
 

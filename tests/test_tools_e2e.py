@@ -137,7 +137,7 @@ def test_plain_mmseg_config_without_custom_imports(tiny_data_root, tmp_path):
             test_evaluator = val_evaluator
             '''))
     cfg = write_tiny_config(str(tmp_path / 'plain.py'), tiny_data_root,
-                            max_iters=2, base=base)
+                            max_iters=2, base=base, uncertainty_gt=False)
     assert 'custom_imports' not in open(cfg).read() + open(base).read()
     run_dir = str(tmp_path / 'run')
     run_tool(['tools/train.py', cfg, '--work-dir', run_dir])

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from mmseg_uncert.datasets.synthetic_streets import DEFAULT_COUNTS
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
 
@@ -25,7 +27,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo'))
     parser.add_argument('--data-root', default=osp.join('data', 'synthetic_streets'))
     parser.add_argument('--quick', action='store_true',
-                        help='small data set and 200 iterations')
+                        help='small data set (80 train images) and 200 '
+                        'iterations')
     return parser.parse_args()
 
 
@@ -52,20 +55,24 @@ def main() -> None:
     work_dir = osp.abspath(args.work_dir)
     data_root = osp.abspath(args.data_root)
     os.makedirs(work_dir, exist_ok=True)
-    counts = (80, 20) if args.quick else (1000, 200)
+    counts = (dict(train=80, val=20, ood=20, shift_train=40, shift_val=20)
+              if args.quick else DEFAULT_COUNTS)
     iters = 200 if args.quick else 2000
     start = time.time()
     py = sys.executable
     steps = 3
 
-    data_stamp = osp.join(data_root, f'.complete-{counts[0]}-{counts[1]}')
+    count_args = [arg for split, n in counts.items()
+                  for arg in (f'--{split.replace("_", "-")}', str(n))]
+    data_stamp = osp.join(data_root, '.complete-' + '-'.join(
+        str(n) for n in counts.values()))
     if osp.exists(data_stamp):
         print(f'=== step 1 of {steps}: data in {data_root} exists, skipped ===')
     else:
         run_step(1, steps, 'generate the synthetic benchmark',
                  [py, 'tools/make_synthetic.py', '--out-dir', data_root,
-                  '--train', str(counts[0]), '--val', str(counts[1]),
-                  '--overwrite'], osp.join(work_dir, 'generate.log'), start)
+                  *count_args, '--overwrite'],
+                 osp.join(work_dir, 'generate.log'), start)
         open(data_stamp, 'w').close()
 
     train_dir = osp.join(work_dir, 'train')

@@ -1,3 +1,9 @@
-from .synthetic_streets import SceneSize, generate, render_scene
+from .synthetic_streets import SceneSpec, generate, make_sample, render_scene
+from .synthetic_streets_dataset import SyntheticStreetsDataset
+from .transforms import LoadUncertaintyAnnotations, PackSegUncertaintyInputs
 
-__all__ = ['SceneSize', 'generate', 'render_scene']
+__all__ = [
+    'SceneSpec', 'generate', 'make_sample', 'render_scene',
+    'SyntheticStreetsDataset', 'LoadUncertaintyAnnotations',
+    'PackSegUncertaintyInputs'
+]

@@ -10,8 +10,15 @@ PROJECT_CONFIG = osp.join(ROOT, 'configs',
 
 
 def write_tiny_config(path: str, data_root: str, max_iters: int,
-                      base: str = PROJECT_CONFIG, extra: str = '') -> str:
-    """A derived config: 64x128 images, batch 2, no worker processes."""
+                      base: str = PROJECT_CONFIG, extra: str = '',
+                      uncertainty_gt: bool = True) -> str:
+    """A derived config: 64x128 images, batch 2, no worker processes.
+
+    ``uncertainty_gt``: val/test samples carry gt_aleatoric and gt_ood (needs
+    this package's dataset and transforms).
+    """
+    test_tail = (['LoadUncertaintyAnnotations', 'PackSegUncertaintyInputs']
+                 if uncertainty_gt else ['PackSegInputs'])
     text = textwrap.dedent(f'''
         _base_ = [{base!r}]
         data_root = {data_root!r}
@@ -24,8 +31,7 @@ def write_tiny_config(path: str, data_root: str, max_iters: int,
         test_pipeline = [
             dict(type='LoadImageFromFile'),
             dict(type='LoadAnnotations'),
-            dict(type='PackSegInputs'),
-        ]
+        ] + [dict(type=t) for t in {test_tail!r}]
         train_dataloader = dict(
             batch_size=2, num_workers=0, persistent_workers=False,
             dataset=dict(data_root=data_root, pipeline=train_pipeline))

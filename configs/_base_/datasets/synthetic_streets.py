@@ -1,6 +1,7 @@
 # The embedded synthetic street-scene benchmark (tools/make_synthetic.py), in
-# the Cityscapes layout and with Cityscapes' 19 train ids.
-dataset_type = 'CityscapesDataset'
+# the Cityscapes layout and with Cityscapes' 19 train ids. Val/test samples
+# also carry the true aleatoric map (gt_aleatoric) and OOD mask (gt_ood).
+dataset_type = 'SyntheticStreetsDataset'
 data_root = 'data/synthetic_streets/'
 img_scale = (512, 256)  # (width, height) of the generated images
 crop_size = (128, 256)  # (height, width)
@@ -19,7 +20,8 @@ test_pipeline = [
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     # annotations are loaded after Resize: metrics compare at label size
     dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
+    dict(type='LoadUncertaintyAnnotations'),
+    dict(type='PackSegUncertaintyInputs'),
 ]
 img_ratios = [0.75, 1.0, 1.25]
 tta_pipeline = [
@@ -31,7 +33,8 @@ tta_pipeline = [
              [dict(type='RandomFlip', prob=0., direction='horizontal'),
               dict(type='RandomFlip', prob=1., direction='horizontal')],
              [dict(type='LoadAnnotations')],
-             [dict(type='PackSegInputs')],
+             [dict(type='LoadUncertaintyAnnotations')],
+             [dict(type='PackSegUncertaintyInputs')],
          ]),
 ]
 train_dataloader = dict(

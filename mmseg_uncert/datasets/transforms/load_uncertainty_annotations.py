@@ -1,0 +1,77 @@
+"""Load the per-pixel uncertainty ground truth into the results dict."""
+from __future__ import annotations
+
+import mmcv
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmengine import fileio
+
+from mmseg.registry import TRANSFORMS
+
+from ..annotation_noise import decode_entropy
+
+
+@TRANSFORMS.register_module()
+class LoadUncertaintyAnnotations(BaseTransform):
+    """Load ``gt_aleatoric`` and ``gt_ood`` from ``aleatoric_path``/``ood_path``.
+
+    * ``gt_aleatoric``: float32 (H, W), the true label entropy in nats
+      (stored as a uint16 PNG of ``round(10000 x nats)``).
+    * ``gt_ood``: uint8 (H, W), 1 where the object never occurs in training.
+
+    Both are added to ``seg_fields``, so mmseg's geometric transforms
+    (resize, crop, flip) treat them like the label map. Place it after
+    ``LoadAnnotations``; pack with ``PackSegUncertaintyInputs``.
+
+    Args:
+        keys: which of ``('aleatoric', 'ood')`` to load.
+        backend_args: file backend arguments, as mmseg's loaders take.
+    """
+
+    KEYS = ('aleatoric', 'ood')
+
+    def __init__(self, keys: tuple[str, ...] = KEYS,
+                 backend_args: dict | None = None) -> None:
+        unknown = set(keys) - set(self.KEYS)
+        if unknown:
+            raise ValueError(f'LoadUncertaintyAnnotations: unknown keys '
+                             f'{sorted(unknown)}; choose from {self.KEYS}')
+        self.keys = tuple(keys)
+        self.backend_args = backend_args
+
+    def _read(self, path: str, key: str, img_path: str) -> np.ndarray:
+        arr = mmcv.imfrombytes(fileio.get(path, backend_args=self.backend_args),
+                               flag='unchanged', backend='cv2')
+        if arr is None or arr.ndim != 2:
+            raise ValueError(f'{path}: the {key} mask of image {img_path} is not '
+                             f'a single-channel PNG')
+        if key == 'aleatoric':
+            if arr.dtype != np.uint16:
+                raise ValueError(f'{path}: the aleatoric map must be a 16-bit '
+                                 f'PNG (round(10000 x entropy in nats)), got '
+                                 f'{arr.dtype}')
+            return decode_entropy(arr)
+        return (arr > 0).astype(np.uint8)
+
+    def transform(self, results: dict) -> dict:
+        img_path = results.get('img_path', '<unknown image>')
+        for key in self.keys:
+            path = results.get(f'{key}_path')
+            if path is None:
+                raise KeyError(
+                    f'image {img_path} has no {key}_path: use a dataset that '
+                    f"provides it (type='SyntheticStreetsDataset') or remove "
+                    f'LoadUncertaintyAnnotations from the pipeline')
+            arr = self._read(path, key, img_path)
+            label = results.get('gt_seg_map')
+            if label is not None and label.shape != arr.shape:
+                raise ValueError(
+                    f'{path}: the {key} mask has shape {arr.shape}, the label '
+                    f'of image {img_path} has {label.shape}; load both before '
+                    f'any resize')
+            results[f'gt_{key}'] = arr
+            results.setdefault('seg_fields', []).append(f'gt_{key}')
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(keys={self.keys})'

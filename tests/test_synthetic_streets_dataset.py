@@ -1,0 +1,149 @@
+"""Loading the benchmark: dataset class, mask transform, configs per split."""
+import os
+import os.path as osp
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hub import get_config
+from mmengine.registry import init_default_scope
+
+import mmseg_uncert  # noqa: F401
+from mmseg.registry import DATASETS
+from mmseg_uncert.datasets import synthetic_streets as ss
+from mmseg_uncert.datasets.annotation_noise import decode_entropy
+from mmseg_uncert.datasets.transforms import LoadUncertaintyAnnotations
+
+from conftest import ROOT, TINY_COUNTS
+
+BASE = osp.join(ROOT, 'configs', '_base_', 'datasets')
+
+
+def _dataset(config: str, data_root: str, split_cfg: str = 'test_dataloader'):
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(osp.join(BASE, config))
+    dataset_cfg = cfg[split_cfg].dataset
+    dataset_cfg.data_root = data_root
+    return DATASETS.build(dataset_cfg)
+
+
+@pytest.mark.parametrize('config,split', [
+    ('synthetic_streets.py', 'val'),
+    ('synthetic_streets_ood.py', 'ood'),
+    ('synthetic_streets_shift.py', 'shift_val'),
+])
+def test_each_split_config_packs_label_aleatoric_and_ood(tiny_data_root, config,
+                                                         split):
+    dataset = _dataset(config, tiny_data_root)
+    assert len(dataset) == TINY_COUNTS[split]
+    for index in range(len(dataset)):
+        sample = dataset[index]['data_samples']
+        paths = ss.file_paths(tiny_data_root, split, index)
+        assert osp.samefile(sample.img_path, paths['img'])
+        label = cv2.imread(paths['label'], cv2.IMREAD_UNCHANGED)
+        aleatoric = decode_entropy(cv2.imread(paths['aleatoric'],
+                                              cv2.IMREAD_UNCHANGED))
+        ood = cv2.imread(paths['ood'], cv2.IMREAD_UNCHANGED)
+        # test pipeline: image resized, masks kept at label size
+        assert torch.equal(sample.gt_sem_seg.data[0],
+                           torch.from_numpy(label.astype(np.int64)))
+        np.testing.assert_array_equal(sample.gt_aleatoric.data[0].numpy(),
+                                      aleatoric)
+        np.testing.assert_array_equal(sample.gt_ood.data[0].numpy(), ood)
+        assert bool(ood.any()) == (split == 'ood')
+
+
+def test_masks_follow_geometric_transforms(tiny_data_root):
+    """Resized and flipped with the label, as mmseg's seg_fields are."""
+    init_default_scope('mmseg')
+    dataset = DATASETS.build(dict(
+        type='SyntheticStreetsDataset', data_root=tiny_data_root,
+        data_prefix=dict(img_path='leftImg8bit/ood', seg_map_path='gtFine/ood'),
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='LoadUncertaintyAnnotations'),
+            dict(type='Resize', scale=(256, 128), keep_ratio=False),
+            dict(type='RandomFlip', prob=1.0, direction='horizontal'),
+            dict(type='PackSegUncertaintyInputs'),
+        ]))
+    sample = dataset[0]['data_samples']
+    paths = ss.file_paths(tiny_data_root, 'ood', 0)
+    ood = cv2.imread(paths['ood'], cv2.IMREAD_UNCHANGED)
+    expected = cv2.resize(ood, (256, 128), interpolation=cv2.INTER_NEAREST)[:, ::-1]
+    np.testing.assert_array_equal(sample.gt_ood.data[0].numpy(), expected)
+    assert sample.gt_aleatoric.data.shape == sample.gt_sem_seg.data.shape
+
+
+def test_mmseg_cityscapes_config_runs_on_it_by_changing_data_root(
+        tiny_data_root):
+    init_default_scope('mmseg')
+    cfg = get_config('mmseg::_base_/datasets/cityscapes.py')
+    dataset_cfg = cfg.val_dataloader.dataset
+    dataset_cfg.data_root = tiny_data_root
+    dataset = DATASETS.build(dataset_cfg)
+    assert len(dataset) == TINY_COUNTS['val']
+    sample = dataset[0]
+    assert sample['inputs'].shape[0] == 3
+    label = cv2.imread(ss.file_paths(tiny_data_root, 'val', 0)['label'],
+                       cv2.IMREAD_UNCHANGED)
+    assert torch.equal(sample['data_samples'].gt_sem_seg.data[0],
+                       torch.from_numpy(label.astype(np.int64)))
+
+
+def test_missing_mask_is_named_when_the_dataset_is_built(tiny_data_root,
+                                                         tmp_path):
+    root = str(tmp_path / 'copy')
+    shutil.copytree(tiny_data_root, root)
+    missing = ss.file_paths(root, 'val', 2)['aleatoric']
+    os.remove(missing)
+    with pytest.raises(FileNotFoundError) as info:
+        _dataset('synthetic_streets.py', root)
+    assert missing in str(info.value)
+    assert 'make_synthetic.py' in str(info.value)
+    # without uncertainty ground truth it is a plain Cityscapes dataset
+    init_default_scope('mmseg')
+    plain = DATASETS.build(dict(
+        type='SyntheticStreetsDataset', data_root=root,
+        with_uncertainty_gt=False,
+        data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
+        pipeline=[]))
+    assert len(plain) == TINY_COUNTS['val']
+    assert 'aleatoric_path' not in plain.get_data_info(0)
+
+
+def test_transform_names_the_image_without_mask_paths():
+    with pytest.raises(KeyError, match='frame_7.png'):
+        LoadUncertaintyAnnotations()(dict(img_path='frame_7.png'))
+
+
+def test_transform_rejects_a_mask_of_another_size(tiny_data_root):
+    paths = ss.file_paths(tiny_data_root, 'val', 0)
+    results = dict(img_path=paths['img'], ood_path=paths['ood'],
+                   gt_seg_map=np.zeros((10, 10), np.uint8), seg_fields=[])
+    with pytest.raises(ValueError, match=r'\(64, 128\).*\(10, 10\)'):
+        LoadUncertaintyAnnotations(keys=('ood', ))(results)
+
+
+def test_transform_rejects_an_8_bit_aleatoric_map(tmp_path):
+    path = str(tmp_path / 'x_gtFine_aleatoric.png')
+    cv2.imwrite(path, np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match='16-bit'):
+        LoadUncertaintyAnnotations(keys=('aleatoric', ))(
+            dict(img_path='x.png', aleatoric_path=path))
+
+
+def test_shift_train_target_dataset_never_loads_labels(tiny_data_root):
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(osp.join(BASE, 'synthetic_streets_shift.py'))
+    dataset_cfg = cfg.shift_train_dataset
+    dataset_cfg.data_root = tiny_data_root
+    dataset = DATASETS.build(dataset_cfg)
+    assert len(dataset) == TINY_COUNTS['shift_train']
+    sample = dataset[0]['data_samples']
+    assert 'gt_sem_seg' not in sample
+    assert sample.img_path.endswith(
+        osp.join('shift_train', 'synthcity', 'synthcity_000000_000019_leftImg8bit.png'))
