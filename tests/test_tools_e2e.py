@@ -1,6 +1,7 @@
 """The tools end to end on generated images, as a user runs them."""
 import glob
 import json
+import os
 import os.path as osp
 import shutil
 import sys
@@ -19,7 +20,8 @@ NUM_CLASSES = 19
 
 def _latest_metrics(work_dir: str) -> dict:
     """The metrics json mmengine writes under work_dir/<timestamp>/."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
+    files = sorted(f for f in glob.glob(osp.join(work_dir, '*', '*.json'))
+                   if osp.basename(f)[:-5] == osp.basename(osp.dirname(f)))
     assert files, f'no metrics json under {work_dir}'
     return json.load(open(files[-1]))
 
@@ -88,13 +90,18 @@ def test_test_tool_with_out_and_a_list_of_evaluators(trained, tmp_path):
         test_evaluator = [
             dict(type='IoUMetric', iou_metrics=['mIoU']),
             dict(type='IoUMetric', iou_metrics=['mDice'], prefix='dice'),
+            dict(type='UncertaintyMetric', scores=['max_prob', 'entropy']),
         ]
         """)
     run_tool(['tools/test.py', cfg, osp.join(trained['run_dir'], 'iter_4.pth'),
               '--work-dir', work_dir, '--out', out])
     metrics = _latest_metrics(work_dir)
-    assert {'mIoU', 'aAcc', 'dice/mDice', 'dice/aAcc'} <= set(metrics)
-    assert len(glob.glob(osp.join(out, '*.png'))) == 4
+    assert {'mIoU', 'aAcc', 'dice/mDice', 'dice/aAcc', 'ECE', 'NLL',
+            'auroc/entropy', 'aleatoric_auroc/max_prob'} <= set(metrics)
+    # the uncertainty metric writes its plots to --out as well
+    assert {'reliability_diagram.png', 'reliability_diagram.json',
+            'risk_coverage_entropy.png'} <= set(os.listdir(out))
+    assert len(glob.glob(osp.join(out, '*_leftImg8bit.png'))) == 4
     expected = _miou_from_pngs(out, trained['data_root'])
     assert metrics['mIoU'] == pytest.approx(expected, abs=0.01)
 
@@ -221,3 +228,21 @@ def test_amp_without_gpu_stops_with_a_message(trained, tmp_path):
                      str(tmp_path / 'amp')], check=False)
     assert proc.returncode != 0
     assert '--amp needs a GPU' in proc.stderr
+
+
+def test_uncertainty_metric_on_the_ood_split(trained, tmp_path):
+    cfg = write_tiny_config(
+        str(tmp_path / 'ood.py'), trained['data_root'], max_iters=4,
+        extra="""
+        test_dataloader = dict(
+            num_workers=0, persistent_workers=False,
+            dataset=dict(data_root=data_root, pipeline=test_pipeline,
+                         data_prefix=dict(img_path='leftImg8bit/ood',
+                                          seg_map_path='gtFine/ood')))
+        """)
+    work_dir = str(tmp_path / 'test')
+    run_tool(['tools/test.py', cfg, osp.join(trained['run_dir'], 'iter_4.pth'),
+              '--work-dir', work_dir])
+    metrics = _latest_metrics(work_dir)
+    for key in ('ood_auroc/entropy', 'ood_aupr/max_prob', 'ood_fpr95/entropy'):
+        assert 0.0 <= metrics[key] <= 1.0, key

@@ -98,7 +98,9 @@ def main() -> None:
              [py, 'tools/test.py', CONFIG, ckpt, '--work-dir', test_dir,
               '--out', osp.join(test_dir, 'pred'), '--cfg-options', *options],
              osp.join(work_dir, 'test.log'), start)
-    results = sorted(glob.glob(osp.join(test_dir, '*', '*.json')))
+    # mmengine writes <work_dir>/<timestamp>/<timestamp>.json
+    results = sorted(f for f in glob.glob(osp.join(test_dir, '*', '*.json'))
+                     if osp.basename(f)[:-5] == osp.basename(osp.dirname(f)))
     metrics = json.load(open(results[-1]))
     print(f'\ndemo finished in {time.time() - start:.0f} s: val mIoU '
           f"{metrics['mIoU']:.2f}, aAcc {metrics['aAcc']:.2f} "

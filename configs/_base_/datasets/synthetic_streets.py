@@ -59,5 +59,9 @@ val_dataloader = dict(
         data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+# mIoU plus calibration, misclassification, OOD and aleatoric-region metrics
+val_evaluator = [
+    dict(type='IoUMetric', iou_metrics=['mIoU']),
+    dict(type='UncertaintyMetric', scores=['max_prob', 'entropy']),
+]
 test_evaluator = val_evaluator

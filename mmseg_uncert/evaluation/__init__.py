@@ -1,0 +1,3 @@
+from .metrics import UncertaintyMetric
+
+__all__ = ['UncertaintyMetric']

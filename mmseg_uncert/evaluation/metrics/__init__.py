@@ -1,0 +1,3 @@
+from .uncertainty_metric import UncertaintyMetric
+
+__all__ = ['UncertaintyMetric']

@@ -1,0 +1,3 @@
+from .calibration_plots import plot_reliability_diagram, plot_risk_coverage
+
+__all__ = ['plot_reliability_diagram', 'plot_risk_coverage']

@@ -1,0 +1,68 @@
+"""Reliability diagrams and risk–coverage curves, written as PNG."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only: no display on servers and CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def plot_reliability_diagram(count: Tensor, conf_sum: Tensor,
+                             correct_sum: Tensor, path: str) -> dict:
+    """Per-bin accuracy against confidence, with the pixel count of each bin.
+
+    Returns the diagram's data (bin edges, counts, mean confidence and
+    accuracy per bin; None for empty bins), as written next to the PNG.
+    """
+    num_bins = count.numel()
+    edges = torch.linspace(0, 1, num_bins + 1)
+    filled = count > 0
+    conf = torch.where(filled, conf_sum / count.clamp(min=1), torch.nan)
+    acc = torch.where(filled, correct_sum / count.clamp(min=1), torch.nan)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
+    width = 1.0 / num_bins
+    top.bar(edges[:-1], acc.nan_to_num(0).numpy(), width=width, align='edge',
+            edgecolor='black', color='tab:blue', label='accuracy')
+    top.plot([0, 1], [0, 1], '--', color='grey', label='perfect calibration')
+    top.set_ylabel('accuracy')
+    top.set_ylim(0, 1)
+    top.legend(loc='upper left')
+    bottom.bar(edges[:-1], count.numpy(), width=width, align='edge',
+               edgecolor='black', color='tab:grey')
+    bottom.set_yscale('log')
+    bottom.set_xlabel('confidence (max probability)')
+    bottom.set_ylabel('pixels')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+    def listed(t: Tensor) -> list:
+        return [None if v != v else float(v) for v in t.tolist()]
+
+    return dict(bin_edges=edges.tolist(), count=[int(c) for c in count.tolist()],
+                confidence=listed(conf), accuracy=listed(acc))
+
+
+def plot_risk_coverage(wrong: Tensor, right: Tensor, score_name: str,
+                       path: str) -> None:
+    """Error rate of the kept pixels as the most uncertain are rejected."""
+    kept = torch.cumsum(wrong + right, 0)
+    errors = torch.cumsum(wrong, 0)
+    keep = (wrong + right) > 0
+    total = kept[-1].clamp(min=1)
+    coverage = (kept[keep] / total).numpy()
+    risk = (errors[keep] / kept[keep].clamp(min=1)).numpy()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(coverage, risk, color='tab:red')
+    ax.set_xlabel('coverage (fraction of pixels kept)')
+    ax.set_ylabel('risk (error rate of kept pixels)')
+    ax.set_title(f'risk-coverage, score: {score_name}')
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,316 @@
+"""UncertaintyMetric against scikit-learn, torchmetrics and naive computations."""
+import itertools
+import json
+import math
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from torchmetrics.classification import MulticlassCalibrationError
+
+from mmseg_uncert.evaluation import UncertaintyMetric
+from mmseg_uncert.evaluation import functional as F
+
+from conftest import run_tool
+from helpers.metric_samples import make_sample, random_samples
+
+# --------------------------------------------------------------- helpers
+
+
+def _curves(pos_scores: np.ndarray, neg_scores: np.ndarray, bins: int = 2**16,
+            value_range=(0.0, 1.0)) -> dict:
+    unit_pos = F.score_to_unit(torch.from_numpy(pos_scores), value_range)
+    unit_neg = F.score_to_unit(torch.from_numpy(neg_scores), value_range)
+    return F.binary_curve_metrics(F.histogram(unit_pos, bins),
+                                  F.histogram(unit_neg, bins))
+
+
+def _sklearn_curves(pos_scores, neg_scores) -> dict:
+    y = np.r_[np.ones(len(pos_scores)), np.zeros(len(neg_scores))]
+    s = np.r_[pos_scores, neg_scores]
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return dict(auroc=roc_auc_score(y, s), aupr=average_precision_score(y, s),
+                fpr95=fpr[np.argmax(tpr >= 0.95)])
+
+
+def _naive_aurc(scores: np.ndarray, wrong: np.ndarray) -> tuple[float, float]:
+    order = np.argsort(scores, kind='stable')  # most certain first
+    errors = np.cumsum(wrong[order])
+    k = np.arange(1, len(scores) + 1)
+    aurc = np.mean(errors / k)
+    best = np.cumsum(np.sort(wrong))  # errors last
+    return aurc, aurc - np.mean(best / k)
+
+
+def _evaluate(metric: UncertaintyMetric, samples: list, batch: int = 2) -> dict:
+    for i in range(0, len(samples), batch):
+        metric.process({}, samples[i:i + batch])
+    return metric.evaluate(len(samples))
+
+
+def _flatten(samples: list) -> dict:
+    """Every pixel of the samples, with the naive quantities."""
+    probs, labels, oods, ales, stds = [], [], [], [], []
+    for s in samples:
+        p = torch.softmax(s['seg_logits']['data'].double(), 0)
+        probs.append(p.flatten(1).T)
+        labels.append(s['gt_sem_seg']['data'].flatten())
+        oods.append(s['gt_ood']['data'].flatten())
+        ales.append(s['gt_aleatoric']['data'].flatten())
+        stds.append(s['pred_uncertainty']['std'].flatten())
+    return dict(prob=torch.cat(probs).numpy(), label=torch.cat(labels).numpy(),
+                ood=torch.cat(oods).numpy(), ale=torch.cat(ales).numpy(),
+                std=torch.cat(stds).double().numpy())
+
+
+# ------------------------------------------------------ functional maths
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_curves_equal_sklearn_with_ties(seed):
+    """Scores on a grid coarser than the bins: ties are ties in both."""
+    rng = np.random.default_rng(seed)
+    pos = np.round(rng.beta(3, 2, 3000), 3)
+    neg = np.round(rng.beta(2, 3, 5000), 3)
+    ours, ref = _curves(pos, neg), _sklearn_curves(pos, neg)
+    for key in ('auroc', 'aupr', 'fpr95'):
+        assert ours[key] == pytest.approx(ref[key], abs=1e-9), key
+
+
+def test_curves_on_continuous_scores_within_1e_3_of_exact_sorting():
+    rng = np.random.default_rng(3)
+    pos, neg = rng.normal(1.0, 1.0, 20000), rng.normal(0.0, 1.5, 40000)
+    # unbounded scores go through the order-keeping transform
+    ours = _curves(pos, neg, bins=2**14, value_range=None)
+    ref = _sklearn_curves(pos, neg)
+    for key in ('auroc', 'aupr', 'fpr95'):
+        assert abs(ours[key] - ref[key]) <= 1e-3, key
+
+
+@pytest.mark.parametrize('pos,neg', [
+    (np.full(10, 0.5), np.full(20, 0.5)),  # everything tied
+    (np.array([0.9, 0.8]), np.array([0.1, 0.2, 0.3])),  # perfect separation
+    (np.array([0.1]), np.array([0.9, 0.8])),  # perfectly wrong
+])
+def test_curves_adversarial(pos, neg):
+    ours, ref = _curves(pos, neg), _sklearn_curves(pos, neg)
+    for key in ('auroc', 'aupr', 'fpr95'):
+        assert ours[key] == pytest.approx(ref[key], abs=1e-12), key
+
+
+def test_curves_without_positives_or_negatives_are_nan():
+    hist = F.histogram(torch.rand(10, dtype=torch.float64), 2**14)
+    empty = torch.zeros(2**14, dtype=torch.float64)
+    assert all(math.isnan(v) for v in F.binary_curve_metrics(empty, hist).values())
+    assert all(math.isnan(v) for v in F.binary_curve_metrics(hist, empty).values())
+
+
+def test_risk_coverage_equals_naive_sorting():
+    rng = np.random.default_rng(4)
+    n = 5000
+    scores = rng.permutation(n) / n  # distinct, one per bin
+    wrong = rng.random(n) < 0.2 + 0.6 * scores
+    unit = torch.from_numpy(scores)
+    ours = F.risk_coverage(F.histogram(unit[torch.from_numpy(wrong)], 2**16),
+                           F.histogram(unit[torch.from_numpy(~wrong)], 2**16))
+    aurc, eaurc = _naive_aurc(scores, wrong.astype(float))
+    assert ours['aurc'] == pytest.approx(aurc, abs=1e-9)
+    assert ours['eaurc'] == pytest.approx(eaurc, abs=1e-9)
+
+
+def test_risk_coverage_with_ties_is_the_mean_over_every_tie_order():
+    """Within a tie, every order of the pixels is equally likely."""
+    scores = np.array([0.0, 0.0, 0.0, 0.5, 0.5, 1.0, 1.0, 1.0])
+    wrong = np.array([1, 0, 0, 1, 0, 1, 1, 0], bool)
+    unit = torch.from_numpy(scores)
+    ours = F.risk_coverage(F.histogram(unit[torch.from_numpy(wrong)], 2**14),
+                           F.histogram(unit[torch.from_numpy(~wrong)], 2**14))
+    orders = [np.array(o) for o in itertools.permutations(range(8))
+              if np.all(np.diff(scores[list(o)]) >= 0)]
+    expected = np.mean([_naive_aurc(np.arange(8.0), wrong[o].astype(float))[0]
+                        for o in orders])
+    assert len(orders) == 3 * 2 * 1 * 2 * 3 * 2 * 1
+    assert ours['aurc'] == pytest.approx(expected, abs=1e-12)
+
+
+def test_calibration_matches_torchmetrics():
+    g = torch.Generator().manual_seed(6)
+    prob = torch.softmax(torch.randn(20000, 7, generator=g) * 2, 1)
+    target = torch.randint(0, 7, (20000, ), generator=g)
+    conf, pred = prob.max(1)
+    correct = (pred == target).double()
+    sums = [F.histogram(conf, 15), F.histogram(conf, 15, conf),
+            F.histogram(conf, 15, correct)]
+    ece, mce = F.calibration_errors(*sums)
+    ref_ece = MulticlassCalibrationError(7, n_bins=15, norm='l1')(prob, target)
+    ref_mce = MulticlassCalibrationError(7, n_bins=15, norm='max')(prob, target)
+    assert ece == pytest.approx(ref_ece.item(), abs=1e-6)
+    assert mce == pytest.approx(ref_mce.item(), abs=1e-6)
+
+
+def test_adaptive_ece_matches_equal_mass_bins():
+    g = torch.Generator().manual_seed(7)
+    conf = torch.rand(30000, generator=g, dtype=torch.float64) ** 0.3
+    correct = (torch.rand(30000, generator=g, dtype=torch.float64) < conf).double()
+    ours = F.adaptive_calibration_error(
+        F.histogram(conf, 2**16), F.histogram(conf, 2**16, conf),
+        F.histogram(conf, 2**16, correct), num_bins=15)
+    order = torch.argsort(conf)
+    groups = torch.tensor_split(order, 15)
+    naive = sum(len(i) / 30000 * abs(correct[i].mean() - conf[i].mean())
+                for i in groups).item()
+    assert ours == pytest.approx(naive, abs=1e-3)
+
+
+def test_pavpu_by_hand():
+    accurate = torch.zeros(4, dtype=torch.float64)
+    inaccurate = torch.zeros(4, dtype=torch.float64)
+    accurate[[0, 3]] = torch.tensor([6.0, 2.0], dtype=torch.float64)  # 6 certain, 2 uncertain
+    inaccurate[[1, 2]] = torch.tensor([1.0, 3.0], dtype=torch.float64)  # 1 certain, 3 uncertain
+    out = F.pavpu(accurate, inaccurate, threshold_bin=1)
+    assert out['pavpu'] == pytest.approx((6 + 3) / 12)
+    assert out['p_accurate_certain'] == pytest.approx(6 / 7)
+    assert out['p_uncertain_inaccurate'] == pytest.approx(3 / 4)
+
+
+# ------------------------------------------------------------- the metric
+
+def test_metric_against_independent_implementations():
+    samples = random_samples(0)
+    metric = UncertaintyMetric(scores=('max_prob', 'entropy', 'std'))
+    out = _evaluate(metric, samples)
+    px = _flatten(samples)
+    valid = px['label'] != 255
+    p, y = px['prob'][valid], px['label'][valid]
+    pred = p.argmax(1)
+    wrong = pred != y
+    entropy = -(p * np.log(p)).sum(1)
+    # calibration
+    ref_ece = MulticlassCalibrationError(5, n_bins=15, norm='l1')(
+        torch.from_numpy(p), torch.from_numpy(y))
+    assert out['ECE'] == pytest.approx(ref_ece.item(), abs=1e-6)
+    assert out['NLL'] == pytest.approx(-np.log(p[np.arange(len(y)), y]).mean())
+    onehot = np.eye(5)[y]
+    assert out['Brier'] == pytest.approx(((p - onehot) ** 2).sum(1).mean())
+    # misclassification, per score
+    for name, score in [('max_prob', 1 - p.max(1)), ('entropy', entropy),
+                        ('std', px['std'][valid])]:
+        assert abs(out[f'auroc/{name}'] - roc_auc_score(wrong, score)) <= 1e-3
+        assert abs(out[f'aupr/{name}']
+                   - average_precision_score(wrong, score)) <= 1e-3
+        aurc, eaurc = _naive_aurc(score, wrong.astype(float))
+        assert abs(out[f'aurc/{name}'] - aurc) <= 1e-3
+        assert abs(out[f'eaurc/{name}'] - eaurc) <= 1e-3
+        # PAvPU at the default threshold: the mean score
+        t = score.mean()
+        assert out[f'pavpu_threshold/{name}'] == pytest.approx(t)
+        unc = score > t
+        n_ac, n_iu = np.sum(~wrong & ~unc), np.sum(wrong & unc)
+        assert abs(out[f'pavpu/{name}'] - (n_ac + n_iu) / len(y)) <= 2e-3
+    # OOD: OOD pixels against valid in-distribution ones
+    ood = px['ood'] == 1
+    ent_all = -(px['prob'] * np.log(px['prob'])).sum(1)
+    sel = ood | (valid & ~ood)
+    assert abs(out['ood_auroc/entropy']
+               - roc_auc_score(ood[sel], ent_all[sel])) <= 1e-3
+    # aleatoric regions among valid in-distribution pixels
+    amb = px['ale'][valid] > 0
+    assert abs(out['aleatoric_auroc/entropy'] - roc_auc_score(amb, entropy)) <= 1e-3
+
+
+def test_patch_pavpu_against_a_loop():
+    samples = random_samples(1, n=2, h=9, w=10)  # partial patches at edges
+    out = _evaluate(UncertaintyMetric(scores=('entropy', )), samples)
+    n_ac = n_au = n_ic = n_iu = 0
+    t = out['pavpu_threshold/entropy']
+    for s in samples:
+        p = torch.softmax(s['seg_logits']['data'].double(), 0)
+        label = s['gt_sem_seg']['data'][0]
+        ent = -(p * p.log()).sum(0)
+        for y0 in range(0, 9, 4):
+            for x0 in range(0, 10, 4):
+                lab = label[y0:y0 + 4, x0:x0 + 4]
+                valid = lab != 255
+                if not valid.any():
+                    continue
+                acc = (p.argmax(0)[y0:y0 + 4, x0:x0 + 4] == lab)[valid].double().mean()
+                unc = ent[y0:y0 + 4, x0:x0 + 4][valid].mean() > t
+                accurate = acc >= 0.5
+                n_ac += int(accurate and not unc)
+                n_au += int(accurate and unc)
+                n_ic += int(not accurate and not unc)
+                n_iu += int(not accurate and unc)
+    expected = (n_ac + n_iu) / (n_ac + n_au + n_ic + n_iu)
+    assert out['patch_pavpu/entropy'] == pytest.approx(expected, abs=1e-9)
+
+
+def test_all_correct_all_wrong_one_class():
+    logits = torch.zeros(3, 4, 4)
+    logits[1] = 5.0  # predicts class 1 everywhere
+    right = make_sample(logits, torch.ones(4, 4, dtype=torch.long))
+    out = _evaluate(UncertaintyMetric(), [right])
+    assert out['NLL'] == pytest.approx(-math.log(math.exp(5) / (math.exp(5) + 2)))
+    assert math.isnan(out['auroc/entropy'])  # no wrong pixel to detect
+    assert out['aurc/entropy'] == pytest.approx(0.0)
+    wrong = make_sample(logits, torch.zeros(4, 4, dtype=torch.long))
+    out = _evaluate(UncertaintyMetric(), [wrong])
+    conf = math.exp(5) / (math.exp(5) + 2)
+    assert out['ECE'] == pytest.approx(conf)  # accuracy 0, confidence conf
+    assert out['aurc/entropy'] == pytest.approx(1.0)
+    assert out['eaurc/entropy'] == pytest.approx(0.0)
+
+
+def test_no_valid_pixel_batch_is_skipped_and_empty_run_is_nan(caplog):
+    samples = random_samples(2, n=2)
+    empty = make_sample(torch.randn(5, 12, 16), torch.full((12, 16), 255))
+    with_empty = _evaluate(UncertaintyMetric(), [empty, *samples, empty])
+    without = _evaluate(UncertaintyMetric(), samples)
+    assert with_empty == pytest.approx(without, nan_ok=True)
+    out = _evaluate(UncertaintyMetric(), [empty])
+    assert math.isnan(out['ECE']) and math.isnan(out['NLL'])
+
+
+def test_bad_inputs_are_named():
+    logits = torch.randn(3, 4, 4)
+    logits[0, 1, 1] = float('nan')
+    label = torch.zeros(4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match='frame_3.png.*NaN or Inf'):
+        UncertaintyMetric().process({}, [make_sample(logits, label, 'frame_3.png')])
+    with pytest.raises(ValueError, match=r"unknown score\(s\) \['epistemic'\].*"
+                       r"available: \['entropy', 'max_prob', 'std'\]"):
+        UncertaintyMetric(scores=('entropy', 'epistemic')).process({}, [make_sample(
+            torch.randn(3, 4, 4), label, pred_uncertainty=dict(std=torch.rand(1, 4, 4)))])
+    with pytest.raises(ValueError, match=r'\(2, 2\).*\(4, 4\)'):
+        UncertaintyMetric(scores=('std', )).process({}, [make_sample(
+            torch.randn(3, 4, 4), label, pred_uncertainty=dict(std=torch.rand(1, 2, 2)))])
+    with pytest.raises(ValueError, match='2\\*\\*14'):
+        UncertaintyMetric(num_score_bins=1000)
+
+
+def test_output_dir_gets_plots_and_diagram_data(tmp_path):
+    samples = random_samples(3)
+    out = _evaluate(UncertaintyMetric(scores=('entropy', 'std'),
+                                      output_dir=str(tmp_path)), samples)
+    data = json.load(open(tmp_path / 'reliability_diagram.json'))
+    px = _flatten(samples)
+    assert sum(data['count']) == int((px['label'] != 255).sum())
+    filled = [i for i, c in enumerate(data['count']) if c]
+    ece = sum(data['count'][i] / sum(data['count'])
+              * abs(data['accuracy'][i] - data['confidence'][i]) for i in filled)
+    assert ece == pytest.approx(out['ECE'])
+    for name in ('reliability_diagram.png', 'risk_coverage_entropy.png',
+                 'risk_coverage_std.png'):
+        assert osp.getsize(tmp_path / name) > 1000
+
+
+def test_two_process_gloo_run_equals_one_process(tmp_path):
+    """5 images on 2 ranks: DefaultSampler repeats one; it must not count."""
+    one, two = str(tmp_path / 'one.json'), str(tmp_path / 'two.json')
+    run_tool(['tests/helpers/metric_ddp.py', one])
+    run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
+              '--master_port=29657', 'tests/helpers/metric_ddp.py', two])
+    a, b = json.load(open(one)), json.load(open(two))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], abs=1e-12, nan_ok=True), key
