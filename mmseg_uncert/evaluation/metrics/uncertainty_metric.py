@@ -1,11 +1,13 @@
 """Calibration, misclassification, OOD and aleatoric-region metrics for mmseg."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import os.path as osp
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import torch
@@ -20,6 +22,13 @@ from .. import functional as F
 from ...visualization import plot_reliability_diagram, plot_risk_coverage
 
 BUILTIN_SCORES = ('max_prob', 'entropy')
+
+
+@functools.lru_cache(maxsize=None)
+def _stripe_pool(workers: int) -> ThreadPoolExecutor:
+    """One long-lived pool per size: threads (and their allocator arenas)
+    are reused from image to image instead of being made anew."""
+    return ThreadPoolExecutor(workers, thread_name_prefix='uncertainty-metric')
 
 
 def _merge(into: dict[str, Tensor], other: dict[str, Tensor]) -> None:
@@ -62,9 +71,12 @@ class UncertaintyMetric(BaseMetric):
     and any channel of ``pred_uncertainty`` (e.g. ``epistemic``, ``std``);
     a higher score means more uncertain.
 
-    Sums are exact; ranking metrics come from ``num_score_bins`` histogram
-    bins per score (see :mod:`mmseg_uncert.evaluation.functional`), so memory
-    does not grow with the data set. Under DDP each rank accumulates and the
+    Every valid pixel counts (no sampling). Per-pixel values are computed in
+    float32, as the network's output, and summed in float64, so ECE, NLL and
+    Brier are exact sums; ranking metrics come from ``num_score_bins``
+    histogram bins per score (see :mod:`mmseg_uncert.evaluation.functional`).
+    Memory grows neither with the data set nor with the image size: images
+    are processed in stripes of about 2**15 pixels. Under DDP each rank accumulates and the
     accumulators are summed; the one sample that mmengine's ``DefaultSampler``
     repeats to even out ranks is recognised and dropped, so a multi-process
     run gives the numbers of a single process.
@@ -160,9 +172,6 @@ class UncertaintyMetric(BaseMetric):
         that temporary memory stays bounded whatever the image size."""
         logits = sample['seg_logits']['data']
         img = sample.get('img_path', '<unknown image>')
-        if not torch.isfinite(logits).all():
-            raise ValueError(f'image {img}: seg_logits has NaN or Inf values; '
-                             f'the model diverged or its output is broken')
         label = sample['gt_sem_seg']['data'].squeeze(0).to(logits.device)
         shape = tuple(logits.shape[1:])
         if tuple(label.shape) != shape:
@@ -171,25 +180,54 @@ class UncertaintyMetric(BaseMetric):
         maps = self._score_maps(sample, shape)
         extra = {key: sample[key]['data'].squeeze(0)
                  for key in ('gt_ood', 'gt_aleatoric') if sample.get(key)}
-        # whole patches per stripe, about 2**15 pixels: bounded temporaries
+        # Whole patches per stripe, about 2**15 pixels: bounded temporaries.
+        # Ops on tensors this small run on one core, so stripes are shared
+        # out to one thread per core, each with its own sums.
         rows = self.patch_size * max(1, 2**15 // (shape[1] * self.patch_size))
-        acc: dict[str, Tensor] = {}
-        for y0 in range(0, shape[0], rows):
-            part = slice(y0, y0 + rows)
-            self._add_stripe(acc, logits[:, part], label[part],
-                             {k: v[part] for k, v in maps.items()},
-                             {k: v[part] for k, v in extra.items()})
-        return acc if acc.get('n_pixels', 0) > 0 else None
+        stripes = [slice(y0, y0 + rows) for y0 in range(0, shape[0], rows)]
+        workers = max(1, min(torch.get_num_threads(), len(stripes)))
+
+        def run(part_of_stripes: list[slice]) -> dict[str, Tensor]:
+            acc: dict[str, Tensor] = {}
+            for part in part_of_stripes:
+                if not torch.isfinite(logits[:, part]).all():
+                    raise ValueError(f'image {img}: seg_logits has NaN or Inf '
+                                     f'values; the model diverged or its '
+                                     f'output is broken')
+                self._add_stripe(acc, logits[:, part], label[part],
+                                 {k: v[part] for k, v in maps.items()},
+                                 {k: v[part] for k, v in extra.items()})
+            return acc
+
+        shares = [stripes[i::workers] for i in range(workers)]
+        if workers == 1:
+            parts = [run(shares[0])]
+        else:
+            parts = list(_stripe_pool(workers).map(run, shares))
+        total: dict[str, Tensor] = {}
+        for part in parts:
+            _merge(total, part)
+        return total if total.get('n_pixels', 0) > 0 else None
 
     @staticmethod
     def _add(acc: dict[str, Tensor], key: str, shape: tuple[int, ...],
-             index: Tensor, weights: Tensor | None = None) -> None:
-        """acc[key].flatten()[index] += weights (or 1), in place."""
+             index: Tensor, weights: Tensor | None = None,
+             keep: Tensor | None = None) -> None:
+        """acc[key].flatten()[index] += weights (or 1), where ``keep`` is True.
+
+        Pixels not kept go to a spare bin past the end, which is dropped:
+        cheaper than selecting them out of every map.
+        """
         if key not in acc:
             acc[key] = torch.zeros(shape, dtype=torch.float64)
-        values = (torch.ones(index.numel(), dtype=torch.float64)
-                  if weights is None else weights.double().reshape(-1))
-        acc[key].view(-1).index_add_(0, index.reshape(-1), values)
+        size = acc[key].numel()
+        index = index.reshape(-1)
+        if keep is not None:
+            index = torch.where(keep.reshape(-1), index, size)
+        counts = torch.bincount(
+            index, weights=None if weights is None else weights.reshape(-1).double(),
+            minlength=size + 1)
+        acc[key].view(-1).add_(counts[:size])
 
     def _add_stripe(self, acc: dict[str, Tensor], logits: Tensor,
                     label: Tensor, maps: dict[str, Tensor],
@@ -204,65 +242,72 @@ class UncertaintyMetric(BaseMetric):
             return
         zero = torch.zeros(1, dtype=torch.long)
         self._add(acc, 'n_pixels', (1, ), zero, n_pixels.double())
-        # per-pixel arithmetic in float32 (as the network's own output);
-        # every sum and histogram accumulates in float64
-        prob = torch.softmax(logits.float(), dim=0)
-        conf_map, pred_map = prob.max(0)
+        # per-pixel arithmetic in float32 (as the network's own output) on the
+        # whole stripe; every sum and histogram accumulates in float64
+        logits = logits.float()
+        prob = torch.softmax(logits, dim=0)
+        conf, pred = prob.max(0)
         scores = dict(maps)
         if 'max_prob' in self.scores:
-            scores['max_prob'] = 1.0 - conf_map
+            scores['max_prob'] = 1.0 - conf
         if 'entropy' in self.scores:
             scores['entropy'] = -(prob * torch.log(prob.clamp(min=1e-30))).sum(0)
 
-        # calibration sums over valid pixels; pv is (C, N), contiguous
-        pv, y = prob[:, valid], label[valid].long()
-        conf = conf_map[valid]
-        correct = (pred_map[valid] == y).double()
-        p_true = pv.gather(0, y[None]).squeeze(0)
-        self._add(acc, 'n_valid', (1, ), zero, torch.tensor(float(y.numel())))
+        # calibration over valid pixels
+        y = torch.where(valid, label, 0).long()
+        correct = pred == y
         # NLL from log-softmax: accurate where p_y is close to 1
-        log_p_true = torch.log_softmax(logits[:, valid].float(), 0).gather(
-            0, y[None]).squeeze(0)
-        self._add(acc, 'nll_sum', (1, ), zero, -log_p_true.double().sum())
+        log_p_true = torch.log_softmax(logits, 0).gather(0, y[None])[0]
+        p_true = prob.gather(0, y[None])[0]
         # Brier: sum_c (p_c - 1[y=c])^2 = sum_c p_c^2 - 2 p_y + 1
-        self._add(acc, 'brier_sum', (1, ), zero,
-                  ((pv * pv).sum(0) - 2 * p_true + 1).double().sum())
+        brier = (prob * prob).sum(0) - 2 * p_true + 1
+        # no routing at all where every pixel is valid (the common case)
+        keep = None if bool(valid.all()) else valid
+        n_valid = valid.sum().double()
+        self._add(acc, 'n_valid', (1, ), zero, n_valid)
+        self._add(acc, 'nll_sum', (1, ), zero.expand(valid.shape), -log_p_true,
+                  keep=keep)
+        self._add(acc, 'brier_sum', (1, ), zero.expand(valid.shape), brier,
+                  keep=keep)
         for key, bins in (('ece', B), ('ece_fine', NB)):
+            # rows: wrong count, right count, confidence sum
             idx = F.bin_index(conf, bins)
-            self._add(acc, key, (3, bins), idx)
-            self._add(acc, key, (3, bins), idx + bins, conf)
-            self._add(acc, key, (3, bins), idx + 2 * bins, correct)
-        cw_idx = F.bin_index(pv, B) + (torch.arange(C) * B)[:, None]  # (C, N)
-        self._add(acc, 'classwise', (3, C, B), cw_idx)
-        self._add(acc, 'classwise', (3, C, B), cw_idx + C * B, pv)
+            self._add(acc, key, (3, bins), idx + bins * correct.long(), keep=keep)
+            self._add(acc, key, (3, bins), idx + 2 * bins, conf, keep=keep)
+        cw_idx = F.bin_index(prob, B) + (torch.arange(C) * B)[:, None, None]
+        cw_keep = None if keep is None else keep.expand_as(cw_idx)
+        self._add(acc, 'classwise', (3, C, B), cw_idx, keep=cw_keep)
+        self._add(acc, 'classwise', (3, C, B), cw_idx + C * B, prob, keep=cw_keep)
         self._add(acc, 'classwise', (3, C, B),
-                  cw_idx.gather(0, y[None]) + 2 * C * B)
+                  cw_idx.gather(0, y[None]) + 2 * C * B,
+                  keep=None if keep is None else keep[None])
 
-        wrong_map = (pred_map != label) & valid
-        patch_acc, patch_valid = F.patch_means((~wrong_map).double(), valid,
+        wrong = ~correct & valid
+        patch_acc, patch_valid = F.patch_means((~wrong).double(), valid,
                                                self.patch_size)
-        accurate_patch = (patch_acc >= 0.5)[patch_valid].long()
+        accurate_patch = (patch_acc >= 0.5).long()
         in_dist = valid if ood is None else valid & ~ood
         for name in self.scores:
             score = scores[name]
             value_range = self._range(name, C)
             idx = F.bin_index(F.score_to_unit(score, value_range), NB)
             # row 0 counts the positives: wrong / inaccurate / OOD / ambiguous
-            self._add(acc, f'mis/{name}', (2, NB),
-                      idx[valid] + NB * (~wrong_map[valid]).long())
-            self._add(acc, f'score_sum/{name}', (1, ), zero,
-                      score[valid].double().sum())
+            self._add(acc, f'mis/{name}', (2, NB), idx + NB * correct.long(),
+                      keep=keep)
+            self._add(acc, f'score_sum/{name}', (1, ), zero.expand(valid.shape),
+                      score, keep=keep)
             patch_score, _ = F.patch_means(score, valid, self.patch_size)
             patch_idx = F.bin_index(F.score_to_unit(patch_score, value_range), NB)
             self._add(acc, f'patch/{name}', (2, NB),
-                      patch_idx[patch_valid] + NB * accurate_patch)
+                      patch_idx + NB * accurate_patch, keep=patch_valid)
             if ood is not None:
-                self._add(acc, f'ood/{name}', (2, NB), idx[ood])
-                self._add(acc, f'ood/{name}', (2, NB), idx[valid & ~ood] + NB)
+                self._add(acc, f'ood/{name}', (2, NB), idx, keep=ood)
+                self._add(acc, f'ood/{name}', (2, NB), idx + NB,
+                          keep=valid & ~ood)
             if 'gt_aleatoric' in extra:
-                ambiguous = extra['gt_aleatoric'] > 0
-                self._add(acc, f'aleatoric/{name}', (2, NB),
-                          idx[in_dist] + NB * (~ambiguous[in_dist]).long())
+                clean = (extra['gt_aleatoric'] <= 0).long()
+                self._add(acc, f'aleatoric/{name}', (2, NB), idx + NB * clean,
+                          keep=in_dist)
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Fold each sample's sums and histograms into this rank's totals."""
@@ -298,13 +343,14 @@ class UncertaintyMetric(BaseMetric):
             return {'ECE': math.nan, 'NLL': math.nan}
         n = total['n_valid']
         metrics: dict[str, float] = {}
-        metrics['ECE'], metrics['MCE'] = F.calibration_errors(*total['ece'])
+        metrics['ECE'], metrics['MCE'] = F.calibration_errors(
+            *self._ece_sums(total['ece']))
         cw = total['classwise']
         per_class = [F.calibration_errors(cw[0, c], cw[1, c], cw[2, c])[0]
                      for c in range(cw.shape[1])]
         metrics['cwECE'] = float(torch.tensor(per_class).nanmean())
         metrics['aECE'] = F.adaptive_calibration_error(
-            *total['ece_fine'], num_bins=self.num_ece_bins)
+            *self._ece_sums(total['ece_fine']), num_bins=self.num_ece_bins)
         metrics['NLL'] = (total['nll_sum'] / n).item()
         metrics['Brier'] = (total['brier_sum'] / n).item()
         for name in self.scores:
@@ -337,9 +383,16 @@ class UncertaintyMetric(BaseMetric):
             self._write_plots(total)
         return metrics
 
+    @staticmethod
+    def _ece_sums(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(wrong, right, confidence sum) rows to (count, confidence sum,
+        correct count) per bin."""
+        wrong, right, conf_sum = rows
+        return wrong + right, conf_sum, right
+
     def _write_plots(self, total: dict[str, Tensor]) -> None:
         os.makedirs(self.output_dir, exist_ok=True)
-        count, conf_sum, correct_sum = total['ece']
+        count, conf_sum, correct_sum = self._ece_sums(total['ece'])
         diagram = plot_reliability_diagram(
             count, conf_sum, correct_sum,
             osp.join(self.output_dir, 'reliability_diagram.png'))
