@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument('--images', type=int, default=48)
     parser.add_argument('--size', type=int, default=1024)
     parser.add_argument('--side', choices=['ours', 'torchmetrics'])
+    parser.add_argument('--mmap-threshold', type=int, default=None,
+                        help='glibc MALLOC_MMAP_THRESHOLD_ for both sides '
+                        '(default: the allocator as users run it)')
     parser.add_argument('--out', default=osp.join(
         osp.dirname(osp.abspath(__file__)), 'results',
         'uncertainty_metric_vs_torchmetrics.json'))
@@ -114,17 +117,25 @@ def main() -> None:
     if args.side:  # one side, in its own process
         print(json.dumps(run_side(args.side, args.images, args.size)))
         return
+    # Optionally both sides run with glibc's mmap threshold fixed: by default
+    # glibc raises it after large frees and keeps freed buffers in its heaps,
+    # so resident memory partly measures the allocator's cache (fixing it
+    # trades that memory for mmap calls, i.e. speed).
+    env = dict(os.environ)
+    if args.mmap_threshold:
+        env['MALLOC_MMAP_THRESHOLD_'] = str(args.mmap_threshold)
     sides = {}
     for side in ('ours', 'torchmetrics'):
         proc = subprocess.run(
             [sys.executable, __file__, '--side', side, '--images',
              str(args.images), '--size', str(args.size)],
-            capture_output=True, text=True, check=True)
+            capture_output=True, text=True, check=True, env=env)
         sides[side] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(side, sides[side], flush=True)
     ours, theirs = sides['ours'], sides['torchmetrics']
     result = dict(
         date=datetime.date.today().isoformat(), cores=os.cpu_count(),
+        malloc_mmap_threshold=args.mmap_threshold,
         images=args.images, size=args.size, sides=sides,
         speed_ratio=round(ours['pixels_per_second'] / theirs['pixels_per_second'], 2),
         peak_memory_ratio=round(ours['peak_mib_above_data']

@@ -76,8 +76,8 @@ class UncertaintyMetric(BaseMetric):
     Brier are exact sums; ranking metrics come from ``num_score_bins``
     histogram bins per score (see :mod:`mmseg_uncert.evaluation.functional`).
     Memory grows neither with the data set nor with the image size: images
-    are processed in stripes of about 2**15 pixels. Under DDP each rank accumulates and the
-    accumulators are summed; the one sample that mmengine's ``DefaultSampler``
+    are processed in stripes of about 2**14 pixels. Under DDP each rank
+    accumulates and the accumulators are summed; the one sample that mmengine's ``DefaultSampler``
     repeats to even out ranks is recognised and dropped, so a multi-process
     run gives the numbers of a single process.
 
@@ -180,10 +180,10 @@ class UncertaintyMetric(BaseMetric):
         maps = self._score_maps(sample, shape)
         extra = {key: sample[key]['data'].squeeze(0)
                  for key in ('gt_ood', 'gt_aleatoric') if sample.get(key)}
-        # Whole patches per stripe, about 2**15 pixels: bounded temporaries.
+        # Whole patches per stripe, about 2**14 pixels: bounded temporaries.
         # Ops on tensors this small run on one core, so stripes are shared
         # out to one thread per core, each with its own sums.
-        rows = self.patch_size * max(1, 2**15 // (shape[1] * self.patch_size))
+        rows = self.patch_size * max(1, 2**14 // (shape[1] * self.patch_size))
         stripes = [slice(y0, y0 + rows) for y0 in range(0, shape[0], rows)]
         workers = max(1, min(torch.get_num_threads(), len(stripes)))
 
