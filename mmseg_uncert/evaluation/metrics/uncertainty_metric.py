@@ -229,6 +229,13 @@ class UncertaintyMetric(BaseMetric):
             minlength=size + 1)
         acc[key].view(-1).add_(counts[:size])
 
+    @staticmethod
+    def _add_sum(acc: dict[str, Tensor], key: str, values: Tensor,
+                 keep: Tensor | None = None) -> None:
+        """acc[key] += the float64 sum of ``values`` (where ``keep``)."""
+        total = (values if keep is None else values[keep]).double().sum()
+        acc[key] = acc[key] + total if key in acc else total.reshape(1)
+
     def _add_stripe(self, acc: dict[str, Tensor], logits: Tensor,
                     label: Tensor, maps: dict[str, Tensor],
                     extra: dict[str, Tensor]) -> None:
@@ -240,8 +247,7 @@ class UncertaintyMetric(BaseMetric):
         n_pixels = valid.sum() + (ood.sum() if ood is not None else 0)
         if n_pixels == 0:
             return
-        zero = torch.zeros(1, dtype=torch.long)
-        self._add(acc, 'n_pixels', (1, ), zero, n_pixels.double())
+        self._add_sum(acc, 'n_pixels', n_pixels)
         # per-pixel arithmetic in float32 (as the network's own output) on the
         # whole stripe; every sum and histogram accumulates in float64
         logits = logits.float()
@@ -263,12 +269,9 @@ class UncertaintyMetric(BaseMetric):
         brier = (prob * prob).sum(0) - 2 * p_true + 1
         # no routing at all where every pixel is valid (the common case)
         keep = None if bool(valid.all()) else valid
-        n_valid = valid.sum().double()
-        self._add(acc, 'n_valid', (1, ), zero, n_valid)
-        self._add(acc, 'nll_sum', (1, ), zero.expand(valid.shape), -log_p_true,
-                  keep=keep)
-        self._add(acc, 'brier_sum', (1, ), zero.expand(valid.shape), brier,
-                  keep=keep)
+        self._add_sum(acc, 'n_valid', valid.sum())
+        self._add_sum(acc, 'nll_sum', -log_p_true, keep)
+        self._add_sum(acc, 'brier_sum', brier, keep)
         for key, bins in (('ece', B), ('ece_fine', NB)):
             # rows: wrong count, right count, confidence sum
             idx = F.bin_index(conf, bins)
@@ -294,8 +297,7 @@ class UncertaintyMetric(BaseMetric):
             # row 0 counts the positives: wrong / inaccurate / OOD / ambiguous
             self._add(acc, f'mis/{name}', (2, NB), idx + NB * correct.long(),
                       keep=keep)
-            self._add(acc, f'score_sum/{name}', (1, ), zero.expand(valid.shape),
-                      score, keep=keep)
+            self._add_sum(acc, f'score_sum/{name}', score, keep)
             patch_score, _ = F.patch_means(score, valid, self.patch_size)
             patch_idx = F.bin_index(F.score_to_unit(patch_score, value_range), NB)
             self._add(acc, f'patch/{name}', (2, NB),
