@@ -219,6 +219,74 @@ def test_metric_against_independent_implementations():
     assert abs(out['aleatoric_auroc/entropy'] - roc_auc_score(amb, entropy)) <= 1e-3
 
 
+def _naive_classwise(prob: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Mean over classes of the ECE of p_c against 1[y = c]."""
+    eces = []
+    for c in range(prob.shape[1]):
+        p = prob[:, c].astype(np.float64)
+        b = np.minimum((prob[:, c] * np.float32(bins)).astype(np.int64), bins - 1)
+        hit = (y == c).astype(np.float64)
+        eces.append(sum(np.sum(b == k) / len(y)
+                        * abs(hit[b == k].mean() - p[b == k].mean())
+                        for k in range(bins) if np.any(b == k)))
+    return float(np.mean(eces))
+
+
+@pytest.mark.parametrize('ignored', [False, True])
+def test_large_image_over_stripes_and_threads_against_naive(ignored):
+    """A 19-class image of several stripes, shared over two threads: the
+    class-wise sums (bin 0 by subtraction), ECE, NLL and Brier against a
+    pixel-by-pixel computation, with and without ignored pixels."""
+    g = torch.Generator().manual_seed(11)
+    c, h, w = 19, 100, 700  # 70 000 pixels: 5 stripes of 2**14
+    logits = torch.randn(c, h, w, generator=g) * 3
+    label = torch.randint(0, c, (h, w), generator=g)
+    agree = torch.rand(h, w, generator=g) < 0.7
+    label[agree] = logits.argmax(0)[agree]
+    if ignored:
+        label[torch.rand(h, w, generator=g) < 0.2] = 255
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = _evaluate(UncertaintyMetric(), [make_sample(logits, label)])
+    finally:
+        torch.set_num_threads(threads)
+    # float32 probabilities, as the metric computes them; sums in float64
+    prob = torch.softmax(logits, 0).flatten(1).T.numpy()
+    y = label.flatten().numpy()
+    valid = y != 255
+    p, y = prob[valid], y[valid]
+    p64 = p.astype(np.float64)
+    assert out['cwECE'] == pytest.approx(_naive_classwise(p, y), abs=1e-9)
+    ref_ece = MulticlassCalibrationError(c, n_bins=15, norm='l1')(
+        torch.from_numpy(p64), torch.from_numpy(y))
+    assert out['ECE'] == pytest.approx(ref_ece.item(), abs=1e-6)
+    onehot = np.eye(c)[y]
+    assert out['Brier'] == pytest.approx(((p64 - onehot) ** 2).sum(1).mean(),
+                                         rel=1e-6)
+    log_p = torch.log_softmax(logits.double(), 0).flatten(1).T.numpy()[valid]
+    assert out['NLL'] == pytest.approx(-log_p[np.arange(len(y)), y].mean(),
+                                       rel=1e-6)
+
+
+def test_tied_classes_predict_the_first_as_argmax_does():
+    logits = torch.zeros(4, 4, 4)  # every class ties
+    first = make_sample(logits, torch.zeros(4, 4, dtype=torch.long))
+    out = _evaluate(UncertaintyMetric(), [first])
+    assert out['ECE'] == pytest.approx(1 - 0.25)  # all right at confidence 1/4
+    later = make_sample(logits, torch.full((4, 4), 2, dtype=torch.long))
+    out = _evaluate(UncertaintyMetric(), [later])
+    assert out['ECE'] == pytest.approx(0.25)  # all wrong at confidence 1/4
+
+
+def test_a_change_of_class_count_is_named():
+    metric = UncertaintyMetric()
+    label = torch.zeros(4, 4, dtype=torch.long)
+    metric.process({}, [make_sample(torch.randn(3, 4, 4), label, 'a.png')])
+    with pytest.raises(ValueError, match='b.png.*4 classes.*had 3'):
+        metric.process({}, [make_sample(torch.randn(4, 4, 4), label, 'b.png')])
+
+
 def test_patch_pavpu_against_a_loop():
     samples = random_samples(1, n=2, h=9, w=10)  # partial patches at edges
     out = _evaluate(UncertaintyMetric(scores=('entropy', )), samples)
@@ -250,7 +318,9 @@ def test_all_correct_all_wrong_one_class():
     logits[1] = 5.0  # predicts class 1 everywhere
     right = make_sample(logits, torch.ones(4, 4, dtype=torch.long))
     out = _evaluate(UncertaintyMetric(), [right])
-    assert out['NLL'] == pytest.approx(-math.log(math.exp(5) / (math.exp(5) + 2)))
+    # per-pixel values are float32, as the network's output: ~1e-7 absolute
+    assert out['NLL'] == pytest.approx(
+        -math.log(math.exp(5) / (math.exp(5) + 2)), abs=2e-7)
     assert math.isnan(out['auroc/entropy'])  # no wrong pixel to detect
     assert out['aurc/entropy'] == pytest.approx(0.0)
     wrong = make_sample(logits, torch.zeros(4, 4, dtype=torch.long))

@@ -27,11 +27,11 @@ from torch import Tensor
 
 def score_to_unit(score: Tensor, value_range: tuple[float, float] | None) -> Tensor:
     """Map a score to [0, 1] keeping its order (see the module docstring)."""
-    score = score.double()
+    unit = score.to(torch.float64, copy=True)  # the one allocation
     if value_range is None:
-        return 0.5 + 0.5 * score / (1.0 + score.abs())
+        return unit.div_(unit.abs().add_(1.0)).mul_(0.5).add_(0.5)
     lo, hi = value_range
-    return ((score - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return unit.sub_(lo).div_(hi - lo).clamp_(0.0, 1.0)
 
 
 def bin_index(unit_score: Tensor, num_bins: int) -> Tensor:
