@@ -15,6 +15,7 @@ from . import compat  # noqa: E402
 from .datasets import *  # noqa: E402,F401,F403
 from .engine import *  # noqa: E402,F401,F403
 from .evaluation import *  # noqa: E402,F401,F403
+from .models import *  # noqa: E402,F401,F403
 from .version import __version__  # noqa: E402
 
 compat.register_checkpoint_safe_globals()

@@ -1,0 +1,8 @@
+from .ensemble_segmentor import EnsembleSegmentor
+from .mc_dropout_segmentor import MCDropoutSegmentor, dropout_layers
+from .members import build_member, load_config, mmseg_scope
+from .predictive_segmentor import PredictiveSegmentor
+
+__all__ = ['EnsembleSegmentor', 'MCDropoutSegmentor', 'PredictiveSegmentor',
+           'build_member', 'dropout_layers', 'load_config',
+           'mmseg_scope']

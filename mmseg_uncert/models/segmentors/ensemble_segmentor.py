@@ -1,0 +1,122 @@
+"""Deep ensemble of mmseg segmentors, with a per-pixel uncertainty split."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+from mmengine.config import ConfigDict
+from torch import Tensor, nn
+
+from mmseg.registry import MODELS
+
+from .members import build_member, mmseg_scope
+from .predictive_segmentor import PredictiveSegmentor, fresh_metas
+
+_NORMALISATION_KEYS = ('mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr')
+
+
+@MODELS.register_module()
+class EnsembleSegmentor(PredictiveSegmentor):
+    """Average of M segmentors' softmax outputs (Lakshminarayanan et al.,
+    "Simple and Scalable Predictive Uncertainty Estimation using Deep
+    Ensembles", NeurIPS 2017).
+
+    p̄ = (1/M) Σ_m softmax(f_m(x)), accumulated member by member: memory is
+    one member's output plus running sums. Each data sample gets
+    ``seg_logits`` = log p̄, ``pred_sem_seg`` = argmax p̄ and
+    ``pred_uncertainty`` with ``total`` (H[p̄]), ``aleatoric``
+    (mean H[p_m]), ``epistemic`` (their difference, the mutual information),
+    ``std`` (of p_m at the predicted class) and ``variation_ratio`` (see
+    :mod:`mmseg_uncert.models.uncertainty`).
+
+    Config::
+
+        model = dict(
+            type='EnsembleSegmentor',
+            members=[
+                dict(config='mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py',
+                     checkpoint='checkpoints/deeplabv3plus_r50.pth'),
+                dict(config='work_dirs/ens/member_1/cfg.py',
+                     checkpoint='work_dirs/ens/member_1/iter_2000.pth'),
+                dict(model=dict(type='EncoderDecoder', ...), checkpoint=...),
+            ],
+            test_cfg=dict(mode='slide', crop_size=(512, 1024), stride=(341, 683)))
+
+    Args:
+        members: one spec per member (see :func:`~.members.build_member`).
+        test_cfg: when given, replaces every member's ``test_cfg``
+            (``mode='whole'`` or ``'slide'``); otherwise each keeps its own.
+        data_preprocessor: normalisation applied once for all members;
+            defaults to the first member's, and every member must normalise
+            the same way.
+        init_cfg: unused (members carry their weights).
+    """
+
+    def __init__(self,
+                 members: Sequence[dict[str, Any] | str],
+                 test_cfg: dict | None = None,
+                 data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        if not members:
+            raise ValueError('EnsembleSegmentor: members is empty')
+        models, infos = [], []
+        for index, spec in enumerate(members):
+            spec = dict(spec) if not isinstance(spec, str) else dict(config=spec)
+            if test_cfg is not None:
+                spec['test_cfg'] = test_cfg
+            model, info = build_member(spec, f'ensemble member {index}')
+            models.append(model)
+            infos.append(info)
+        _check_compatible(infos, 'ensemble member')
+        if data_preprocessor is None:
+            data_preprocessor = infos[0]['data_preprocessor']
+        with mmseg_scope():
+            super().__init__(data_preprocessor=data_preprocessor,
+                             init_cfg=init_cfg)
+        self.members = nn.ModuleList(models)
+        self.member_info = infos
+        self.num_classes = infos[0]['num_classes']
+        self.align_corners = models[0].align_corners
+        self.out_channels = models[0].out_channels
+
+    def init_weights(self) -> None:
+        """Members hold trained weights: nothing to initialise."""
+
+    def member_probabilities(self, inputs: Tensor,
+                             batch_img_metas: list[dict]) -> Iterator[Tensor]:
+        for member in self.members:
+            yield member.inference(inputs, fresh_metas(batch_img_metas)).softmax(1)
+
+    def train(self, mode: bool = True) -> 'EnsembleSegmentor':
+        """Members stay in eval (dropout off, BN statistics frozen)."""
+        super().train(mode)
+        self.members.eval()
+        return self
+
+
+def _check_compatible(infos: list[dict], role: str) -> None:
+    """Members must agree on classes and on input normalisation."""
+    first = infos[0]
+    for index, info in enumerate(infos[1:], start=1):
+        if info['num_classes'] != first['num_classes']:
+            raise ValueError(
+                f"{role}s disagree on num_classes: {role} 0 ({first['source']}) "
+                f"has {first['num_classes']}, {role} {index} ({info['source']}) "
+                f"has {info['num_classes']}")
+        if first['classes'] and info['classes'] and info['classes'] != first['classes']:
+            raise ValueError(
+                f"{role}s disagree on class names: {role} 0 ({first['source']}) "
+                f"has {list(first['classes'])}, {role} {index} "
+                f"({info['source']}) has {list(info['classes'])}")
+        a = _normalisation(first['data_preprocessor'])
+        b = _normalisation(info['data_preprocessor'])
+        if a != b:
+            raise ValueError(
+                f"{role}s normalise inputs differently: {role} 0 "
+                f"({first['source']}) {a}, {role} {index} ({info['source']}) "
+                f"{b}; one data_preprocessor serves every member")
+
+
+def _normalisation(cfg: dict | ConfigDict | None) -> dict:
+    cfg = cfg or {}
+    return {key: (list(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key])
+            for key in _NORMALISATION_KEYS if key in cfg}

@@ -1,0 +1,111 @@
+"""Monte Carlo dropout around any mmseg segmentor."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from mmseg.registry import MODELS
+
+from .members import build_member, mmseg_scope
+from .predictive_segmentor import PredictiveSegmentor, fresh_metas
+
+
+def dropout_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's dropout layers with a non-zero rate (torch's Dropout,
+    Dropout1d/2d/3d, AlphaDropout and mmcv's DropPath)."""
+    from mmcv.cnn.bricks.drop import DropPath
+    found = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            found.append(module)
+        elif isinstance(module, DropPath) and module.drop_prob > 0:
+            found.append(module)
+    return found
+
+
+@MODELS.register_module()
+class MCDropoutSegmentor(PredictiveSegmentor):
+    """T stochastic passes with dropout on and BatchNorm in eval (Gal &
+    Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016; Kendall et
+    al., "Bayesian SegNet", BMVC 2017).
+
+    p̄ = (1/T) Σ_t softmax(f(x; dropout mask t)); the same outputs as
+    :class:`EnsembleSegmentor` (``seg_logits`` = log p̄, ``pred_sem_seg``,
+    ``pred_uncertainty`` with total / aleatoric / epistemic / std /
+    variation_ratio). Only the dropout layers are put in training mode for
+    the passes; BatchNorm keeps its running statistics, which are never
+    updated. The masks are drawn from a generator seeded with ``seed`` for
+    every batch, so a run is reproducible and the global RNG is untouched.
+
+    Config::
+
+        model = dict(type='MCDropoutSegmentor',
+                     model=dict(config='configs/fcn_...py', checkpoint='...pth'),
+                     num_samples=20, seed=0)
+
+    Args:
+        model: the segmentor, as an ensemble member is given: ``dict(config,
+            checkpoint)`` or ``dict(model=DICT, checkpoint)``.
+        num_samples: T, stochastic passes per batch.
+        seed: seed of the dropout masks.
+        test_cfg: replaces the model's ``test_cfg`` when given.
+        data_preprocessor: defaults to the model's.
+    """
+
+    def __init__(self,
+                 model: dict[str, Any] | str,
+                 num_samples: int = 20,
+                 seed: int = 0,
+                 test_cfg: dict | None = None,
+                 data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        if num_samples < 1:
+            raise ValueError(f'MCDropoutSegmentor: num_samples must be >= 1, '
+                             f'got {num_samples}')
+        spec = dict(model) if not isinstance(model, str) else dict(config=model)
+        if test_cfg is not None:
+            spec['test_cfg'] = test_cfg
+        segmentor, info = build_member(spec, 'MC-dropout model')
+        layers = dropout_layers(segmentor)
+        if not layers:
+            raise ValueError(
+                f"MCDropoutSegmentor: {info['source']} has no dropout layer "
+                f"with a non-zero rate, so every pass would be the same; add "
+                f"one (e.g. decode_head.dropout_ratio=0.1) and train with it")
+        with mmseg_scope():
+            super().__init__(
+                data_preprocessor=data_preprocessor or info['data_preprocessor'],
+                init_cfg=init_cfg)
+        self.model = segmentor
+        self.num_samples = num_samples
+        self.seed = seed
+        self.num_classes = info['num_classes']
+        self.align_corners = segmentor.align_corners
+        self.out_channels = segmentor.out_channels
+        self._dropout = layers
+
+    def init_weights(self) -> None:
+        """The model holds trained weights: nothing to initialise."""
+
+    def train(self, mode: bool = True) -> 'MCDropoutSegmentor':
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def member_probabilities(self, inputs: Tensor,
+                             batch_img_metas: list[dict]) -> Iterator[Tensor]:
+        self.model.eval()
+        devices = [inputs.device.index or 0] if inputs.is_cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            for layer in self._dropout:
+                layer.train()
+            try:
+                for _ in range(self.num_samples):
+                    logits = self.model.inference(inputs, fresh_metas(batch_img_metas))
+                    yield logits.softmax(1)
+            finally:
+                for layer in self._dropout:
+                    layer.eval()

@@ -1,0 +1,115 @@
+"""Shared inference of segmentors that predict from M probability maps."""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Iterator
+
+import torch
+from mmengine.structures import PixelData
+from torch import Tensor
+
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.structures import SegDataSample
+from mmseg.utils import OptSampleList, SampleList
+
+from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
+
+
+class PredictiveSegmentor(BaseSegmentor):
+    """Base of :class:`EnsembleSegmentor` and :class:`MCDropoutSegmentor`.
+
+    A subclass yields the M probability maps of a batch
+    (:meth:`member_probabilities`); this class folds them into running sums
+    (:class:`~mmseg_uncert.models.uncertainty.PredictiveStatistics`, never an
+    [M, B, C, H, W] tensor) and gives each data sample
+
+    * ``seg_logits``: log p̄ (softmax of it is p̄, as the metrics expect),
+    * ``pred_sem_seg``: argmax p̄,
+    * ``pred_uncertainty``: one (1, H, W) map per name in
+      :data:`~mmseg_uncert.models.uncertainty.UNCERTAINTY_NAMES`,
+
+    with padding removed, flips undone and resized to the original image by
+    mmseg's own post-processing. Inference only: ``loss`` raises.
+    """
+
+    align_corners: bool = False
+
+    @abstractmethod
+    def member_probabilities(self, inputs: Tensor,
+                             batch_img_metas: list[dict]) -> Iterator[Tensor]:
+        """Yield the M softmax maps (B, C, H, W) of a batch, one at a time."""
+
+    def predictive_statistics(self, inputs: Tensor,
+                              batch_img_metas: list[dict]) -> PredictiveStatistics:
+        """Σ p_m, Σ p_m², Σ H[p_m] and votes over the members of a batch."""
+        stats = PredictiveStatistics()
+        with torch.no_grad():
+            for prob in self.member_probabilities(inputs, batch_img_metas):
+                stats.add(prob)
+        return stats
+
+    @staticmethod
+    def _metas(inputs: Tensor, data_samples: OptSampleList) -> list[dict]:
+        if data_samples is not None:
+            return [sample.metainfo for sample in data_samples]
+        shape = tuple(inputs.shape[2:])
+        return [dict(ori_shape=shape, img_shape=shape, pad_shape=shape,
+                     padding_size=[0, 0, 0, 0])] * inputs.shape[0]
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        """log p̄ (B, C, H, W) at the input's resolution."""
+        return _log_prob(self.predictive_statistics(inputs, batch_img_metas).mean())
+
+    def _forward(self, inputs: Tensor, data_samples: OptSampleList = None) -> Tensor:
+        return self.encode_decode(inputs, self._metas(inputs, data_samples))
+
+    def predict(self, inputs: Tensor, data_samples: OptSampleList = None) -> SampleList:
+        """Data samples with ``seg_logits``, ``pred_sem_seg`` and
+        ``pred_uncertainty`` (see the class docstring)."""
+        stats = self.predictive_statistics(inputs, self._metas(inputs, data_samples))
+        maps = stats.decompose()
+        log_mean = _log_prob(stats.mean())
+        num_classes = log_mean.shape[1]
+        stacked = torch.cat(
+            [log_mean, torch.stack([maps[name] for name in UNCERTAINTY_NAMES], 1)], 1)
+        # mmseg's post-processing on all channels at once (crop the padding,
+        # undo a flip, resize to the original shape); the argmax it adds is
+        # over every channel, so the prediction is taken again below
+        carriers = None if data_samples is None else [
+            SegDataSample(metainfo=sample.metainfo) for sample in data_samples]
+        restored = [sample.seg_logits.data for sample in
+                    super().postprocess_result(stacked, carriers)]
+        if data_samples is None:
+            data_samples = [SegDataSample() for _ in restored]
+        for sample, channels in zip(data_samples, restored):
+            seg_logits = channels[:num_classes]
+            sample.set_data(dict(
+                seg_logits=PixelData(data=seg_logits),
+                pred_sem_seg=PixelData(data=seg_logits.argmax(0, keepdim=True)),
+                pred_uncertainty=PixelData(**{
+                    name: channels[num_classes + k:num_classes + k + 1]
+                    for k, name in enumerate(UNCERTAINTY_NAMES)})))
+        return data_samples
+
+    def extract_feat(self, inputs: Tensor) -> list[Tensor]:
+        raise NotImplementedError(
+            f'{type(self).__name__} has one feature pyramid per member; call '
+            f'extract_feat on a member')
+
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        raise RuntimeError(
+            f'{type(self).__name__} is for inference; train its model(s) on '
+            f'their own (an ensemble with tools/train_ensemble.py)')
+
+
+def fresh_metas(batch_img_metas: list[dict]) -> list[dict]:
+    """Copies of the image metas for one member's inference: mmseg's slide
+    inference overwrites ``img_shape`` with the crop's, which would change
+    the output size of the next member."""
+    return [dict(meta) for meta in batch_img_metas]
+
+
+def _log_prob(prob: Tensor) -> Tensor:
+    """log p with p = 0 mapped to the log of the smallest normal float, so
+    that the logits stay finite (the metrics refuse Inf)."""
+    return prob.clamp_min(torch.finfo(prob.dtype).tiny).log()

@@ -1,0 +1,111 @@
+"""Predictive uncertainty of M probability maps, accumulated one map at a time.
+
+For member probabilities p_m (ensemble members or MC-dropout samples),
+m = 1..M, per pixel:
+
+* mean p̄ = (1/M) Σ_m p_m, prediction ĉ = argmax_c p̄_c;
+* ``total`` = predictive entropy H[p̄] = −Σ_c p̄_c log p̄_c;
+* ``aleatoric`` = expected entropy (1/M) Σ_m H[p_m];
+* ``epistemic`` = mutual information H[p̄] − (1/M) Σ_m H[p_m] (≥ 0);
+* ``std`` = sqrt((1/M) Σ_m (p_m,ĉ − p̄_ĉ)²), the spread of the members at the
+  predicted class;
+* ``variation_ratio`` = 1 − f/M, f the number of members whose own prediction
+  is the most frequent one.
+
+Only running statistics (mean, squared deviations, Σ H[p_m], vote counts)
+are kept, never the M maps.
+
+References:
+    Lakshminarayanan et al., "Simple and Scalable Predictive Uncertainty
+    Estimation using Deep Ensembles", NeurIPS 2017.
+    Gal & Ghahramani, "Dropout as a Bayesian Approximation", ICML 2016.
+    Depeweg et al., "Decomposition of Uncertainty in Bayesian Deep Learning
+    for Efficient and Risk-sensitive Learning", ICML 2018 (entropy split).
+    Freeman, "Elementary Applied Statistics", 1965 (variation ratio).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: the per-pixel maps a predictive distribution is decomposed into
+UNCERTAINTY_NAMES = ('total', 'aleatoric', 'epistemic', 'std', 'variation_ratio')
+
+
+def entropy(prob: Tensor, dim: int = 1) -> Tensor:
+    """H[p] = −Σ_c p_c log p_c along ``dim`` (0 log 0 = 0)."""
+    return torch.special.entr(prob).sum(dim)
+
+
+class PredictiveStatistics:
+    """Running statistics of M probability maps of shape (B, C, H, W).
+
+    ``add`` one member's softmax at a time; ``mean`` and ``decompose`` give
+    the maps of the module docstring. The mean and the sum of squared
+    deviations are updated by Welford's algorithm (Welford, Technometrics
+    1962): sums of p and p² would leave the small spreads of agreeing members
+    to the cancellation of two nearly equal float32 numbers. Memory: three
+    (B, C, H, W) maps (the vote counts in 8 bits up to 255 members) and one
+    (B, H, W) sum.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean_prob: Tensor | None = None
+        self.squared_deviation: Tensor | None = None
+        self.sum_entropy: Tensor | None = None
+        self.votes: Tensor | None = None
+
+    def add(self, prob: Tensor) -> None:
+        """Fold in one member's probabilities (B, C, H, W)."""
+        if prob.dim() != 4:
+            raise ValueError(f'PredictiveStatistics.add expects (B, C, H, W) '
+                             f'probabilities, got shape {tuple(prob.shape)}')
+        prob = prob.float()
+        if self.mean_prob is None:
+            self.mean_prob = prob.clone()
+            self.squared_deviation = torch.zeros_like(prob)
+            self.sum_entropy = entropy(prob)
+            self.votes = torch.zeros(prob.shape, dtype=torch.uint8,
+                                     device=prob.device)
+        else:
+            if prob.shape != self.mean_prob.shape:
+                raise ValueError(
+                    f'member {self.count} gave probabilities of shape '
+                    f'{tuple(prob.shape)}, earlier members '
+                    f'{tuple(self.mean_prob.shape)}')
+            delta = prob - self.mean_prob
+            self.mean_prob.add_(delta, alpha=1.0 / (self.count + 1))
+            self.squared_deviation.addcmul_(delta, prob - self.mean_prob)
+            self.sum_entropy += entropy(prob)
+        if self.count == 255 and self.votes.dtype == torch.uint8:
+            self.votes = self.votes.to(torch.int32)
+        self.votes.scatter_add_(1, prob.argmax(1, keepdim=True),
+                                self.votes.new_ones(()).expand(
+                                    prob.shape[0], 1, *prob.shape[2:]))
+        self.count += 1
+
+    def _check(self) -> None:
+        if self.count == 0:
+            raise RuntimeError('PredictiveStatistics: no member added')
+
+    def mean(self) -> Tensor:
+        """p̄, (B, C, H, W)."""
+        self._check()
+        return self.mean_prob
+
+    def decompose(self) -> dict[str, Tensor]:
+        """The maps named in :data:`UNCERTAINTY_NAMES`, each (B, H, W)."""
+        self._check()
+        mean = self.mean_prob
+        total = entropy(mean)
+        aleatoric = self.sum_entropy / self.count
+        # H[p̄] >= mean H[p_m] by concavity; the clamp only removes rounding
+        epistemic = (total - aleatoric).clamp_(min=0)
+        pred = mean.argmax(1, keepdim=True)
+        variance = self.squared_deviation.gather(1, pred)[:, 0] / self.count
+        std = variance.clamp_(min=0).sqrt_()
+        modal = self.votes.amax(1).float()
+        variation_ratio = 1.0 - modal / self.count
+        return dict(total=total, aleatoric=aleatoric, epistemic=epistemic,
+                    std=std, variation_ratio=variation_ratio)
