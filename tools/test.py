@@ -13,7 +13,7 @@ import os.path as osp
 from mmengine.config import Config, ConfigDict, DictAction
 
 import mmseg_uncert  # noqa: F401  (registers components, checkpoint allow-list)
-from mmseg.registry import METRICS
+from mmseg.registry import METRICS, MODELS
 from mmseg_uncert.engine import build_runner, load_run_config
 
 
@@ -21,7 +21,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='MMSeg test (and eval) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint', nargs='?', default=None,
+        help='checkpoint file; left out for a model whose parts carry their '
+        'own weights (EnsembleSegmentor, MCDropoutSegmentor)')
     parser.add_argument(
         '--work-dir',
         help='directory where the evaluation results are dumped as json')
@@ -91,6 +94,14 @@ def main() -> None:
     args = parse_args()
     cfg = load_run_config(args.config, args.launcher, args.cfg_options,
                           args.work_dir)
+    if args.checkpoint is None:
+        model_cls = MODELS.get(cfg.model.get('type', ''))
+        if not getattr(model_cls, 'carries_weights', False):
+            raise SystemExit(
+                f"tools/test.py: give a checkpoint for {cfg.model.get('type')} "
+                f"(only models whose parts carry their own weights, such as "
+                f"EnsembleSegmentor and MCDropoutSegmentor, are tested "
+                f"without one)")
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         trigger_visualization_hook(cfg, args)

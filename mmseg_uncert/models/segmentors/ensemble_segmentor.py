@@ -78,9 +78,6 @@ class EnsembleSegmentor(PredictiveSegmentor):
         self.align_corners = models[0].align_corners
         self.out_channels = models[0].out_channels
 
-    def init_weights(self) -> None:
-        """Members hold trained weights: nothing to initialise."""
-
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:
         for member in self.members:

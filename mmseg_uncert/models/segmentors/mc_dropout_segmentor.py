@@ -86,9 +86,6 @@ class MCDropoutSegmentor(PredictiveSegmentor):
         self.out_channels = segmentor.out_channels
         self._dropout = layers
 
-    def init_weights(self) -> None:
-        """The model holds trained weights: nothing to initialise."""
-
     def train(self, mode: bool = True) -> 'MCDropoutSegmentor':
         super().train(mode)
         self.model.eval()

@@ -33,6 +33,12 @@ class PredictiveSegmentor(BaseSegmentor):
     """
 
     align_corners: bool = False
+    #: the wrapped models hold trained weights: tools/test.py needs no
+    #: checkpoint, and the runner's weight initialisation leaves them alone
+    carries_weights: bool = True
+
+    def init_weights(self) -> None:
+        """The members hold trained weights: nothing to initialise."""
 
     @abstractmethod
     def member_probabilities(self, inputs: Tensor,

@@ -1,0 +1,86 @@
+"""tools/train_ensemble.py and tools/test.py with ensembles and MC dropout,
+end to end on generated images."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+from conftest import run_tool
+from helpers.tiny_config import write_tiny_config
+from test_tools_e2e import _latest_metrics
+
+TEST_EVALUATOR = """
+test_evaluator = [
+    dict(type='IoUMetric', iou_metrics=['mIoU']),
+    dict(type='UncertaintyMetric',
+         scores=['max_prob', 'epistemic', 'aleatoric', 'std', 'variation_ratio']),
+]
+"""
+
+
+@pytest.fixture(scope='module')
+def ensemble(tmp_path_factory, tiny_data_root):
+    work = tmp_path_factory.mktemp('ensemble')
+    cfg = write_tiny_config(str(work / 'member.py'), tiny_data_root, max_iters=2,
+                            extra=TEST_EVALUATOR)
+    work_dir = str(work / 'ens')
+    proc = run_tool(['tools/train_ensemble.py', cfg, '--members', '2',
+                     '--work-dir', work_dir, '--seed', '5'])
+    return dict(cfg=cfg, work_dir=work_dir, log=proc.stdout + proc.stderr)
+
+
+def test_members_get_their_seeds_and_the_ensemble_config(ensemble):
+    for index in range(2):
+        record = json.load(open(osp.join(ensemble['work_dir'], f'member_{index}',
+                                         'member.json')))
+        assert record['seed'] == 5 + index
+        assert osp.isfile(record['checkpoint'])
+    # different seeds, different weights
+    weights = [torch.load(json.load(open(osp.join(
+        ensemble['work_dir'], f'member_{i}', 'member.json')))['checkpoint'],
+        map_location='cpu', weights_only=False)['state_dict']
+        ['decode_head.conv_seg.weight'] for i in range(2)]
+    assert not torch.equal(*weights)
+    assert osp.isfile(osp.join(ensemble['work_dir'], 'ensemble.py'))
+
+
+def test_finished_members_are_skipped(ensemble):
+    proc = run_tool(['tools/train_ensemble.py', ensemble['cfg'], '--members', '2',
+                     '--work-dir', ensemble['work_dir'], '--seed', '5'])
+    out = proc.stdout + proc.stderr
+    assert out.count('done, skipped') == 2
+    assert 'Iter(train)' not in out
+
+
+def test_ensemble_in_the_test_tool_with_uncertainty_scores(ensemble, tmp_path):
+    work_dir = str(tmp_path / 'test')
+    run_tool(['tools/test.py', osp.join(ensemble['work_dir'], 'ensemble.py'),
+              '--work-dir', work_dir])
+    metrics = _latest_metrics(work_dir)
+    for key in ('mIoU', 'ECE', 'auroc/epistemic', 'auroc/std',
+                'aleatoric_auroc/aleatoric', 'auroc/variation_ratio'):
+        assert key in metrics, key
+    assert 0 <= metrics['auroc/epistemic'] <= 1
+
+
+def test_mc_dropout_in_the_test_tool(ensemble, tiny_data_root, tmp_path):
+    member = json.load(open(osp.join(ensemble['work_dir'], 'member_0',
+                                     'member.json')))
+    cfg = write_tiny_config(
+        str(tmp_path / 'mc.py'), tiny_data_root, max_iters=2,
+        base=member['config'], extra=f"""
+        model = dict(_delete_=True, type='MCDropoutSegmentor', num_samples=3,
+                     model=dict(config={member['config']!r},
+                                checkpoint={member['checkpoint']!r}))
+        """)
+    work_dir = str(tmp_path / 'test')
+    run_tool(['tools/test.py', cfg, '--work-dir', work_dir])
+    assert 'auroc/epistemic' in _latest_metrics(work_dir)
+
+
+def test_a_plain_model_without_checkpoint_is_refused(ensemble, tmp_path):
+    proc = run_tool(['tools/test.py', ensemble['cfg'], '--work-dir',
+                     str(tmp_path)], check=False)
+    assert proc.returncode != 0
+    assert 'give a checkpoint for EncoderDecoder' in proc.stdout + proc.stderr

@@ -1,0 +1,136 @@
+"""Train M ensemble members from one config, then write the ensemble's config.
+
+    python tools/train_ensemble.py CONFIG --members 3 [--work-dir work_dirs/NAME]
+        [--seed 0] [--launcher none|pytorch|slurm] [--cfg-options ...]
+
+Member i is trained by tools/train.py with ``randomness.seed = seed + i``
+into ``WORK_DIR/member_<i>/`` (default WORK_DIR: ``work_dirs/<config name>_ensemble``).
+A finished member is skipped on a second run and an interrupted one resumes
+from its last checkpoint. Then ``WORK_DIR/ensemble.py`` is written: the
+member config's data, evaluators and runtime with an ``EnsembleSegmentor``
+whose members are the trained ones; test it with
+
+    python tools/test.py WORK_DIR/ensemble.py
+
+Under ``--launcher pytorch`` or ``slurm`` run this script as you would run
+tools/train.py (torchrun / srun): every member is trained by all processes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+TOOLS = osp.dirname(osp.abspath(__file__))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train an ensemble of segmentors')
+    parser.add_argument('config', help='config of one member')
+    parser.add_argument('--members', type=int, default=3, help='M (default 3)')
+    parser.add_argument('--work-dir', help='default: work_dirs/<config>_ensemble')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='member i is trained with seed + i')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        metavar='KEY=VALUE',
+                        help='overrides for every member, passed to tools/train.py')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if args.members < 1:
+        parser.error(f'--members must be at least 1, got {args.members}')
+    if not osp.isfile(args.config):
+        parser.error(f'config {args.config} does not exist')
+    return args
+
+
+def final_checkpoint(member_dir: str) -> str | None:
+    """The checkpoint a finished member ended with, from ``member.json``."""
+    record = osp.join(member_dir, 'member.json')
+    if not osp.isfile(record):
+        return None
+    with open(record) as f:
+        return json.load(f)['checkpoint']
+
+
+def train_member(args: argparse.Namespace, index: int, member_dir: str) -> str:
+    """Run tools/train.py for member ``index``; return its last checkpoint."""
+    command = [sys.executable, osp.join(TOOLS, 'train.py'), args.config,
+               '--work-dir', member_dir, '--launcher', args.launcher,
+               '--cfg-options', f'randomness.seed={args.seed + index}',
+               *args.cfg_options]
+    if osp.isfile(osp.join(member_dir, 'last_checkpoint')):
+        command.append('--resume')
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise SystemExit(f'member {index}: training failed (exit code '
+                         f'{result.returncode}); its log is in {member_dir}')
+    with open(osp.join(member_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    with open(osp.join(member_dir, 'member.json'), 'w') as f:
+        json.dump(dict(seed=args.seed + index, checkpoint=checkpoint,
+                       config=member_config(args.config, member_dir)), f, indent=2)
+    return checkpoint
+
+
+def member_config(config: str, member_dir: str) -> str:
+    """The config the runner dumped into the member's folder (with the
+    member's seed and overrides)."""
+    return osp.join(member_dir, osp.basename(config))
+
+
+def write_ensemble_config(args: argparse.Namespace, work_dir: str,
+                          members: list[dict]) -> str:
+    path = osp.join(work_dir, 'ensemble.py')
+    lines = [
+        '# Written by tools/train_ensemble.py: the members trained from',
+        f'# {args.config} with seeds {args.seed}..{args.seed + len(members) - 1}.',
+        # the first member's full config (with the overrides it was trained
+        # with) gives the data, evaluators and runtime
+        f"_base_ = [{members[0]['config']!r}]",
+        f'work_dir = {work_dir!r}',
+        'model = dict(',
+        "    _delete_=True,",
+        "    type='EnsembleSegmentor',",
+        '    members=[',
+        *[f"        dict(config={m['config']!r},\n"
+          f"             checkpoint={m['checkpoint']!r})," for m in members],
+        '    ])',
+        '',
+    ]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    return path
+
+
+def main() -> None:
+    args = parse_args()
+    name = osp.splitext(osp.basename(args.config))[0]
+    work_dir = args.work_dir or osp.join('work_dirs', f'{name}_ensemble')
+    os.makedirs(work_dir, exist_ok=True)
+    rank = int(os.environ.get('RANK', '0'))
+    members = []
+    for index in range(args.members):
+        member_dir = osp.join(work_dir, f'member_{index}')
+        checkpoint = final_checkpoint(member_dir)
+        if rank == 0:
+            state = 'done, skipped' if checkpoint else 'training'
+            print(f'[ensemble] member {index + 1} of {args.members} '
+                  f'({member_dir}): {state}', flush=True)
+        if checkpoint is None:
+            checkpoint = train_member(args, index, member_dir)
+        members.append(dict(
+            config=osp.abspath(member_config(args.config, member_dir)),
+            checkpoint=osp.abspath(checkpoint)))
+    if rank == 0:
+        path = write_ensemble_config(args, work_dir, members)
+        print(f'[ensemble] {args.members} members trained; test the ensemble '
+              f'with: python tools/test.py {path}', flush=True)
+
+
+if __name__ == '__main__':
+    main()
