@@ -2,7 +2,9 @@ from .ensemble_segmentor import EnsembleSegmentor
 from .mc_dropout_segmentor import MCDropoutSegmentor, dropout_layers
 from .members import build_member, load_config, mmseg_scope
 from .predictive_segmentor import PredictiveSegmentor
+from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder
 
 __all__ = ['EnsembleSegmentor', 'MCDropoutSegmentor', 'PredictiveSegmentor',
+           'UncertaintyEncoderDecoder',
            'build_member', 'dropout_layers', 'load_config',
            'mmseg_scope']

@@ -5,14 +5,13 @@ from abc import abstractmethod
 from typing import Iterator
 
 import torch
-from mmengine.structures import PixelData
 from torch import Tensor
 
 from mmseg.models.segmentors import BaseSegmentor
-from mmseg.structures import SegDataSample
 from mmseg.utils import OptSampleList, SampleList
 
 from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
+from .postprocess import samples_with_uncertainty
 
 
 class PredictiveSegmentor(BaseSegmentor):
@@ -74,28 +73,10 @@ class PredictiveSegmentor(BaseSegmentor):
         ``pred_uncertainty`` (see the class docstring)."""
         stats = self.predictive_statistics(inputs, self._metas(inputs, data_samples))
         maps = stats.decompose()
-        log_mean = _log_prob(stats.mean())
-        num_classes = log_mean.shape[1]
-        stacked = torch.cat(
-            [log_mean, torch.stack([maps[name] for name in UNCERTAINTY_NAMES], 1)], 1)
-        # mmseg's post-processing on all channels at once (crop the padding,
-        # undo a flip, resize to the original shape); the argmax it adds is
-        # over every channel, so the prediction is taken again below
-        carriers = None if data_samples is None else [
-            SegDataSample(metainfo=sample.metainfo) for sample in data_samples]
-        restored = [sample.seg_logits.data for sample in
-                    super().postprocess_result(stacked, carriers)]
-        if data_samples is None:
-            data_samples = [SegDataSample() for _ in restored]
-        for sample, channels in zip(data_samples, restored):
-            seg_logits = channels[:num_classes]
-            sample.set_data(dict(
-                seg_logits=PixelData(data=seg_logits),
-                pred_sem_seg=PixelData(data=seg_logits.argmax(0, keepdim=True)),
-                pred_uncertainty=PixelData(**{
-                    name: channels[num_classes + k:num_classes + k + 1]
-                    for k, name in enumerate(UNCERTAINTY_NAMES)})))
-        return data_samples
+        return samples_with_uncertainty(
+            self, _log_prob(stats.mean()),
+            torch.stack([maps[name] for name in UNCERTAINTY_NAMES], 1),
+            UNCERTAINTY_NAMES, data_samples)
 
     def extract_feat(self, inputs: Tensor) -> list[Tensor]:
         raise NotImplementedError(

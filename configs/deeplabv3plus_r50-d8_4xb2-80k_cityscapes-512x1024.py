@@ -1,0 +1,9 @@
+# mmseg's DeepLabV3+ R-50 on Cityscapes (4 GPUs x 2 images, 80k iterations)
+# with this package loaded: one ensemble member, for
+#   python tools/train_ensemble.py configs/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py --members 3 --launcher pytorch
+# (under torchrun with 4 processes). Data in data/cityscapes/ (see mmseg's
+# dataset preparation); ImageNet weights of the backbone are downloaded by
+# mmseg's config at the first run.
+_base_ = ['mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py']
+custom_imports = dict(imports=['mmseg_uncert'], allow_failed_imports=False)
+runner_type = 'CompatRunner'

@@ -1,0 +1,3 @@
+from .heteroscedastic_head import HeteroscedasticHead, tap_classifier
+
+__all__ = ['HeteroscedasticHead', 'tap_classifier']
