@@ -4,23 +4,12 @@
 # `aleatoric` (expected entropy under the learned logit noise) and
 # `logit_variance` to pred_uncertainty.
 _base_ = ['./fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py']
-norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     type='UncertaintyEncoderDecoder',
     decode_head=dict(
         _delete_=True,
         type='HeteroscedasticHead',
-        head=dict(
-            type='FCNHead',
-            in_channels=576,
-            in_index=0,
-            channels=64,
-            num_convs=1,
-            concat_input=False,
-            dropout_ratio=0.1,
-            num_classes=19,
-            norm_cfg=norm_cfg,
-            align_corners=False),
+        head={{_base_.model.decode_head}},
         num_inference_samples=20,
         loss_decode=dict(type='AttenuatedCrossEntropyLoss', num_samples=10)))
 val_evaluator = [
