@@ -2,6 +2,12 @@ from .attenuated_cross_entropy_loss import (AttenuatedCrossEntropyLoss,
                                             attenuated_cross_entropy)
 from .attenuated_regression_loss import (AttenuatedRegressionLoss,
                                          attenuated_regression)
+from .feature_mimic_loss import FeatureMimicLoss
+from .pairwise_kd_loss import PairwiseKDLoss, affinity
+from .pixel_kd_loss import PixelKDLoss, pixel_kd
+from .uncertainty_regression_loss import UncertaintyRegressionLoss
 
 __all__ = ['AttenuatedCrossEntropyLoss', 'AttenuatedRegressionLoss',
-           'attenuated_cross_entropy', 'attenuated_regression']
+           'FeatureMimicLoss', 'PairwiseKDLoss', 'PixelKDLoss',
+           'UncertaintyRegressionLoss', 'affinity', 'attenuated_cross_entropy',
+           'attenuated_regression', 'pixel_kd']

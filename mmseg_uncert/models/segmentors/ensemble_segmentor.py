@@ -72,6 +72,7 @@ class EnsembleSegmentor(PredictiveSegmentor):
         with mmseg_scope():
             super().__init__(data_preprocessor=data_preprocessor,
                              init_cfg=init_cfg)
+        self.data_preprocessor_cfg = data_preprocessor
         self.members = nn.ModuleList(models)
         self.member_info = infos
         self.num_classes = infos[0]['num_classes']
@@ -104,8 +105,8 @@ def _check_compatible(infos: list[dict], role: str) -> None:
                 f"{role}s disagree on class names: {role} 0 ({first['source']}) "
                 f"has {list(first['classes'])}, {role} {index} "
                 f"({info['source']}) has {list(info['classes'])}")
-        a = _normalisation(first['data_preprocessor'])
-        b = _normalisation(info['data_preprocessor'])
+        a = normalisation_of(first['data_preprocessor'])
+        b = normalisation_of(info['data_preprocessor'])
         if a != b:
             raise ValueError(
                 f"{role}s normalise inputs differently: {role} 0 "
@@ -113,7 +114,8 @@ def _check_compatible(infos: list[dict], role: str) -> None:
                 f"{b}; one data_preprocessor serves every member")
 
 
-def _normalisation(cfg: dict | ConfigDict | None) -> dict:
+def normalisation_of(cfg: dict | ConfigDict | None) -> dict:
+    """The normalisation keys of a data preprocessor config."""
     cfg = cfg or {}
     return {key: (list(cfg[key]) if isinstance(cfg[key], (list, tuple)) else cfg[key])
             for key in _NORMALISATION_KEYS if key in cfg}

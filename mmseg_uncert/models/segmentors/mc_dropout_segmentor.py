@@ -79,6 +79,8 @@ class MCDropoutSegmentor(PredictiveSegmentor):
                 data_preprocessor=data_preprocessor or info['data_preprocessor'],
                 init_cfg=init_cfg)
         self.model = segmentor
+        self.info = info
+        self.data_preprocessor_cfg = data_preprocessor or info['data_preprocessor']
         self.num_samples = num_samples
         self.seed = seed
         self.num_classes = info['num_classes']

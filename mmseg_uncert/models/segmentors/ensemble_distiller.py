@@ -1,0 +1,239 @@
+"""Distil frozen uncertainty teachers into one student with a DualHead."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
+
+from ..decode_heads.dual_head import DualHead
+from ..decode_heads.heteroscedastic_head import tap_classifier
+from ..losses.pairwise_kd_loss import affinity
+from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
+from .ensemble_segmentor import normalisation_of
+from .members import mmseg_scope
+from .predictive_segmentor import PredictiveSegmentor
+from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder
+
+
+def build_teacher(teacher: Any) -> PredictiveSegmentor:
+    """An EnsembleSegmentor or MCDropoutSegmentor config, a list of member
+    specs (an ensemble), or one member spec (an ensemble of one)."""
+    if isinstance(teacher, (list, tuple)):
+        teacher = dict(type='EnsembleSegmentor', members=list(teacher))
+    elif isinstance(teacher, str) or 'type' not in teacher:
+        teacher = dict(type='EnsembleSegmentor', members=[teacher])
+    with mmseg_scope():
+        model = MODELS.build(teacher)
+    if not isinstance(model, PredictiveSegmentor):
+        raise TypeError(f'EnsembleDistiller: the teacher must be an '
+                        f'EnsembleSegmentor or MCDropoutSegmentor (or member '
+                        f'specs), got {type(model).__name__}')
+    return model
+
+
+@MODELS.register_module()
+class EnsembleDistiller(UncertaintyEncoderDecoder):
+    """A student EncoderDecoder with a :class:`DualHead`, trained from frozen
+    teachers that know their uncertainty.
+
+    Per batch the teacher (an ensemble or MC-dropout model) runs member by
+    member under ``no_grad`` (and autocast when ``teacher_autocast``); its
+    mean probabilities, uncertainty maps and, when asked, feature affinities
+    are accumulated streaming. The student's loss is
+
+        CE(labels) [the head's own loss_decode]
+        + pixel KD  T²·KL(q̄_T ‖ softmax(z_s/T))          (``kd_loss``)
+        + uncertainty regression of the named maps         (DualHead's loss)
+        + pair-wise KD of feature affinities (optional)    (``pairwise_loss``)
+        + feature mimic through a 1x1 adapter (optional)   (``mimic_loss``),
+
+    each over the pixels whose label is not ignored, with the student's
+    outputs resized to the label's size (teacher maps too, if they differ).
+    Distillation keys are prefixed ``distill.``.
+
+    The teacher is frozen in one place: it is kept out of this module's
+    registered children, so it has no trainable parameter, is not in the
+    optimizer, DDP or the checkpoints, and ``train()`` never reaches it (it
+    stays in eval: dropout off, BN statistics fixed). Checkpoints therefore
+    hold the student only, under the keys of a plain
+    :class:`UncertaintyEncoderDecoder` with the same DualHead: deploy with
+    that config and the checkpoint. Inference (``predict``) runs the student
+    alone.
+
+    Args:
+        teacher: see :func:`build_teacher`.
+        backbone, decode_head (a DualHead), neck, auxiliary_head, train_cfg,
+            test_cfg, data_preprocessor, pretrained, init_cfg: the student,
+            as for mmseg's EncoderDecoder.
+        kd_loss: the pixel-wise KD loss config, or None.
+        pairwise_loss: the pair-wise KD loss config, or None.
+        mimic_loss: the feature mimic config (``student_channels`` and
+            ``teacher_channels`` are filled in), or None.
+        uncertainty_targets: the teacher map each uncertainty channel learns,
+            ``{channel name: teacher map name}``; by default the same name.
+        teacher_autocast: run the teacher under autocast (float16 on GPU).
+    """
+
+    def __init__(self,
+                 teacher: Any,
+                 backbone: ConfigType,
+                 decode_head: ConfigType,
+                 kd_loss: OptConfigType = dict(type='PixelKDLoss', temperature=1.0),
+                 pairwise_loss: OptConfigType = None,
+                 mimic_loss: OptConfigType = None,
+                 uncertainty_targets: dict[str, str] | None = None,
+                 teacher_autocast: bool = False,
+                 neck: OptConfigType = None,
+                 auxiliary_head: OptConfigType = None,
+                 train_cfg: OptConfigType = None,
+                 test_cfg: OptConfigType = None,
+                 data_preprocessor: OptConfigType = None,
+                 pretrained: str | None = None,
+                 init_cfg: OptConfigType = None) -> None:
+        with mmseg_scope():
+            super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
+                             auxiliary_head=auxiliary_head, train_cfg=train_cfg,
+                             test_cfg=test_cfg, data_preprocessor=data_preprocessor,
+                             pretrained=pretrained, init_cfg=init_cfg)
+        if not isinstance(self.decode_head, DualHead):
+            raise TypeError(f'EnsembleDistiller: the student needs a DualHead '
+                            f'decode head, got {type(self.decode_head).__name__}')
+        model = build_teacher(teacher)
+        if model.num_classes != self.num_classes:
+            raise ValueError(
+                f'EnsembleDistiller: the teacher predicts {model.num_classes} '
+                f'classes ({_sources(model)}), the student '
+                f'{self.num_classes}; they must agree')
+        ours = normalisation_of(data_preprocessor)
+        theirs = normalisation_of(model.data_preprocessor_cfg)
+        if ours and theirs and ours != theirs:
+            raise ValueError(
+                f'EnsembleDistiller: the student normalises inputs with {ours}, '
+                f'the teacher with {theirs}; both read the same tensor')
+        model.requires_grad_(False)
+        model.eval()
+        # outside the registered children on purpose (see the docstring)
+        self.__dict__['teacher'] = model
+        targets = dict(uncertainty_targets or {})
+        self.uncertainty_targets = {
+            name: targets.get(name, name) for name in self.decode_head.uncertainty_names}
+        unknown = sorted(set(self.uncertainty_targets.values()) - set(UNCERTAINTY_NAMES))
+        if unknown:
+            raise ValueError(f'EnsembleDistiller: no teacher map named {unknown}; '
+                             f'the teacher gives {list(UNCERTAINTY_NAMES)} (set '
+                             f'uncertainty_targets to map channels to them)')
+        with mmseg_scope():
+            self.kd_loss = MODELS.build(kd_loss) if kd_loss else None
+            self.pairwise_loss = MODELS.build(pairwise_loss) if pairwise_loss else None
+            self.mimic_loss = None
+            self._teacher_classifiers = []
+            if pairwise_loss or mimic_loss:
+                self._teacher_classifiers = [
+                    tap_classifier(member.decode_head, 'EnsembleDistiller teacher')
+                    for member in _teacher_models(model)]
+                if any(m.test_cfg.get('mode', 'whole') != 'whole'
+                       for m in _teacher_models(model)):
+                    raise ValueError('EnsembleDistiller: pair-wise KD and feature '
+                                     'mimic need the teacher in whole-image '
+                                     "inference (test_cfg mode='whole')")
+            if mimic_loss:
+                channels = {c.in_channels for c in self._teacher_classifiers}
+                if len(channels) != 1:
+                    raise ValueError(f'EnsembleDistiller: feature mimic needs '
+                                     f'teacher members with equal feature '
+                                     f'channels, got {sorted(channels)}')
+                self.mimic_loss = MODELS.build(dict(
+                    mimic_loss, student_channels=self.decode_head.feature_channels,
+                    teacher_channels=channels.pop()))
+        self.teacher_autocast = teacher_autocast
+
+    def train(self, mode: bool = True) -> 'EnsembleDistiller':
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def _teacher_outputs(self, inputs: Tensor, metas: list[dict],
+                         grid: tuple[int, int] | None) -> dict[str, Any]:
+        """Mean probabilities (at the KD temperature), the uncertainty maps,
+        and the mean affinity / features of the teacher's members."""
+        teacher = self.teacher
+        if next(teacher.parameters()).device != inputs.device:
+            teacher.to(inputs.device)
+        temperature = self.kd_loss.temperature if self.kd_loss else 1.0
+        stats = PredictiveStatistics()
+        tempered = affinity_sum = feature_sum = None
+        count = 0
+        with torch.no_grad(), torch.autocast(inputs.device.type,
+                                             enabled=self.teacher_autocast):
+            for prob in teacher.member_probabilities(inputs, metas):
+                prob = prob.float()
+                stats.add(prob)
+                count += 1
+                if temperature != 1.0:
+                    q = (prob.clamp_min(1e-38).log() / temperature).softmax(1)
+                    tempered = q if tempered is None else tempered.add_(q)
+                if self._teacher_classifiers:
+                    fired = [conv.__dict__.pop('tapped_input')
+                             for conv in self._teacher_classifiers
+                             if 'tapped_input' in conv.__dict__]
+                    feature = fired[-1].float()
+                    if self.pairwise_loss is not None:
+                        a = affinity(feature, grid)
+                        affinity_sum = a if affinity_sum is None else affinity_sum.add_(a)
+                    if self.mimic_loss is not None:
+                        feature_sum = (feature.clone() if feature_sum is None
+                                       else feature_sum.add_(feature))
+        maps = stats.decompose()
+        return dict(
+            prob=stats.mean() if tempered is None else tempered / count,
+            maps=maps,
+            affinity=None if affinity_sum is None else affinity_sum / count,
+            feature=None if feature_sum is None else feature_sum / count)
+
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
+        x = self.extract_feat(inputs)
+        logits, raw, feature = self.decode_head.forward_with_uncertainty(x)
+        losses = add_prefix(self.decode_head.head.loss_by_feat(logits, data_samples),
+                            'decode')
+        if self.with_auxiliary_head:
+            losses.update(self._auxiliary_head_forward_train(x, data_samples))
+        grid = self.pairwise_loss.grid(feature) if self.pairwise_loss else None
+        teacher = self._teacher_outputs(inputs, [s.metainfo for s in data_samples],
+                                        grid)
+        label = torch.stack([s.gt_sem_seg.data for s in data_samples])[:, 0]
+        valid = label != self.decode_head.ignore_index
+        size = label.shape[1:]
+
+        def fit(t: Tensor) -> Tensor:
+            return t if t.shape[2:] == size else resize(
+                t, size=size, mode='bilinear', align_corners=self.align_corners)
+
+        if self.kd_loss is not None:
+            losses[f'distill.{self.kd_loss.loss_name}'] = self.kd_loss(
+                fit(logits), fit(teacher['prob']), valid)
+        target = torch.stack([teacher['maps'][self.uncertainty_targets[name]]
+                              for name in self.decode_head.uncertainty_names], 1)
+        loss_u = self.decode_head.loss_uncertainty
+        losses[f'distill.{loss_u.loss_name}'] = loss_u(fit(raw), fit(target), valid)
+        if self.pairwise_loss is not None:
+            losses[f'distill.{self.pairwise_loss.loss_name}'] = self.pairwise_loss(
+                feature, teacher['affinity'])
+        if self.mimic_loss is not None:
+            losses[f'distill.{self.mimic_loss.loss_name}'] = self.mimic_loss(
+                feature, teacher['feature'])
+        return losses
+
+
+def _teacher_models(teacher: PredictiveSegmentor) -> Sequence:
+    """The segmentors inside a teacher (ensemble members, or the MC model)."""
+    return list(teacher.members) if hasattr(teacher, 'members') else [teacher.model]
+
+
+def _sources(teacher: PredictiveSegmentor) -> str:
+    infos = getattr(teacher, 'member_info', None) or [getattr(teacher, 'info', {})]
+    return ', '.join(str(i.get('source')) for i in infos)
