@@ -97,9 +97,13 @@ class DualHead(BaseModule):
 
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
              train_cfg: ConfigType) -> dict[str, Tensor]:
-        """The wrapped head's segmentation loss (no teacher here)."""
-        logits, _, _ = self.forward_with_uncertainty(inputs)
-        return self.head.loss_by_feat(logits, batch_data_samples)
+        """The wrapped head's segmentation loss (no teacher here). The branch
+        joins the graph with weight 0, so that DDP finds every parameter used."""
+        logits, raw, _ = self.forward_with_uncertainty(inputs)
+        losses = self.head.loss_by_feat(logits, batch_data_samples)
+        first = next(key for key in losses if 'loss' in key)
+        losses[first] = losses[first] + 0.0 * raw.sum()
+        return losses
 
     def predict(self, inputs: Sequence[Tensor], batch_img_metas: list[dict],
                 test_cfg: ConfigType) -> Tensor:
