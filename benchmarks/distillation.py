@@ -1,0 +1,254 @@
+"""Students distilled from a teacher ensemble on the embedded benchmark.
+
+    python benchmarks/distillation.py                 # 2000 iterations per model
+    python benchmarks/distillation.py --iters 600     # shorter schedule
+
+Steps (each skipped when its output exists, so an interrupted run resumes;
+everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
+
+1. the synthetic benchmark in ``data/synthetic_streets`` (generated if absent);
+2. a teacher ensemble of M = 3 members of the CPU segmentor
+   (``tools/train_ensemble.py``, seeds 0..2); member 0 is also the
+   "no distillation" row: the student's architecture trained on labels only;
+3. three students, ``configs/distill-ensemble-3x_…synthetic…`` with the
+   uncertainty loss in its ``mse``, ``rmsle`` and default ``distribution``
+   form (same seed, same schedule); checkpoints every fifth of the schedule
+   show the ``mse`` collapse as it happens;
+4. evaluation on ``val`` and ``ood``: per-pixel Pearson and Spearman
+   correlation of each student's ``std`` with the teacher's (val), the
+   fraction of predictions below 0.01, misclassification AUROC (val), OOD
+   AUROC (ood), ECE and mIoU (val), and inference seconds per image.
+
+Results go to ``benchmarks/results/distillation.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+MEMBER = osp.join(ROOT, 'configs', 'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
+DISTILL = osp.join(ROOT, 'configs',
+                   'distill-ensemble-3x_fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
+FORMS = ('mse', 'rmsle', 'distribution')
+MEMBERS = 3
+
+
+def _run(command: list[str]) -> None:
+    print('$', ' '.join(command), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def train_teachers(work: str, iters: int) -> list[dict]:
+    ens_dir = osp.join(work, 'ensemble')
+    _run([sys.executable, 'tools/train_ensemble.py', MEMBER, '--members', str(MEMBERS),
+          '--work-dir', ens_dir, '--cfg-options', f'train_cfg.max_iters={iters}',
+          f'train_cfg.val_interval={iters}', f'default_hooks.checkpoint.interval={iters}'])
+    return [json.load(open(osp.join(ens_dir, f'member_{i}', 'member.json')))
+            for i in range(MEMBERS)]
+
+
+def train_student(work: str, form: str, members: list[dict], iters: int) -> str:
+    run_dir = osp.join(work, f'student_{form}')
+    final = osp.join(run_dir, f'iter_{iters}.pth')
+    if osp.isfile(final):
+        return final
+    # the recipe's config with this run's teacher members
+    config = osp.join(work, 'distill_student.py')
+    teacher = dict(_delete_=True, type='EnsembleSegmentor',
+                   members=[dict(config=m['config'], checkpoint=m['checkpoint'])
+                            for m in members])
+    with open(config, 'w') as f:
+        f.write(f'_base_ = [{DISTILL!r}]\nmodel = dict(teacher={teacher!r})\n')
+    command = [sys.executable, 'tools/train.py', config, '--work-dir', run_dir,
+               '--cfg-options', f'train_cfg.max_iters={iters}',
+               f'train_cfg.val_interval={iters}',
+               f'default_hooks.checkpoint.interval={max(1, iters // 5)}',
+               'default_hooks.checkpoint.max_keep_ckpts=10',
+               f'model.decode_head.loss_uncertainty.form={form}',
+               'randomness.seed=100']
+    if osp.isfile(osp.join(run_dir, 'last_checkpoint')):
+        command.append('--resume')
+    _run(command)
+    return final
+
+
+def _dataset(split: str):
+    from mmengine.config import Config
+
+    from mmseg.registry import DATASETS
+    from mmseg_uncert.models.segmentors import mmseg_scope
+    cfg = Config.fromfile(MEMBER)
+    ds = cfg.test_dataloader.dataset
+    ds.data_prefix = dict(img_path=f'leftImg8bit/{split}', seg_map_path=f'gtFine/{split}')
+    with mmseg_scope():
+        return DATASETS.build(ds)
+
+
+def _student_model(checkpoint: str, form: str):
+    """The deployment model: the student's parts alone, no teacher."""
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+
+    from mmseg.registry import MODELS
+    from mmseg_uncert.models.segmentors import mmseg_scope
+    model_cfg = Config.fromfile(DISTILL).model
+    for key in ('teacher', 'kd_loss', 'pairwise_loss', 'mimic_loss',
+                'uncertainty_targets', 'teacher_autocast'):
+        model_cfg.pop(key, None)
+    model_cfg.type = 'UncertaintyEncoderDecoder'
+    model_cfg.decode_head.loss_uncertainty.form = form
+    with mmseg_scope():
+        model = MODELS.build(model_cfg)
+    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    return model.eval()
+
+
+def _teacher_model(members: list[dict]):
+    from mmseg.registry import MODELS
+    from mmseg_uncert.models.segmentors import mmseg_scope
+    with mmseg_scope():
+        return MODELS.build(dict(type='EnsembleSegmentor', members=[
+            dict(config=m['config'], checkpoint=m['checkpoint']) for m in members])).eval()
+
+
+def _single_model(member: dict):
+    from mmseg_uncert.models.segmentors import build_member, mmseg_scope
+    with mmseg_scope():
+        return build_member(dict(config=member['config'],
+                                 checkpoint=member['checkpoint']), 'member 0')[0].eval()
+
+
+def evaluate(models: dict, split: str, limit: int | None = None) -> dict:
+    """Metrics of every model on ``split``, and their per-pixel uncertainty maps
+    (for the correlations)."""
+    from mmengine.dataset import pseudo_collate
+    from mmengine.evaluator import Evaluator
+
+    from mmseg_uncert.models.segmentors import mmseg_scope
+    dataset = _dataset(split)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    results, maps = {}, {}
+    for name, (model, scores) in models.items():
+        with mmseg_scope():
+            evaluator = Evaluator([dict(type='IoUMetric', iou_metrics=['mIoU']),
+                                   dict(type='UncertaintyMetric', scores=scores)])
+        evaluator.dataset_meta = dataset.metainfo
+        seconds, collected = 0.0, []
+        for i in range(n):
+            batch = pseudo_collate([dataset[i]])
+            start = time.perf_counter()
+            with torch.no_grad():
+                outputs = model.test_step(batch)
+            seconds += time.perf_counter() - start
+            if 'std' in scores:
+                collected.append(outputs[0].pred_uncertainty.std.flatten().float())
+            evaluator.process(data_samples=outputs, data_batch=batch)
+        metrics = evaluator.evaluate(n)
+        metrics['seconds_per_image'] = seconds / n
+        results[name] = metrics
+        if collected:
+            maps[name] = torch.cat(collected)
+        print(split, name, {k: round(v, 4) for k, v in metrics.items()
+                            if k in ('mIoU', 'ECE', 'auroc/std', 'auroc/max_prob',
+                                     'ood_auroc/std', 'seconds_per_image')}, flush=True)
+    return dict(metrics=results, maps=maps)
+
+
+def _rank(x: torch.Tensor) -> torch.Tensor:
+    ranks = torch.empty_like(x)
+    ranks[x.argsort()] = torch.arange(len(x), dtype=x.dtype)
+    return ranks
+
+
+def correlations(student: torch.Tensor, teacher: torch.Tensor) -> dict:
+    pearson = torch.corrcoef(torch.stack([student.double(), teacher.double()]))[0, 1]
+    spearman = torch.corrcoef(torch.stack([_rank(student.double()),
+                                           _rank(teacher.double())]))[0, 1]
+    return dict(pearson=pearson.item(), spearman=spearman.item(),
+                fraction_below_0_01=(student < 0.01).double().mean().item())
+
+
+def collapse_curve(work: str, iters: int, limit: int = 20) -> dict:
+    """Mean predicted std and fraction below 0.01 on a few val images, at each
+    saved checkpoint of the mse and default students."""
+    from mmengine.dataset import pseudo_collate
+    dataset = _dataset('val')
+    curve = {}
+    for form in ('mse', 'distribution'):
+        points = []
+        for k in range(1, 6):
+            ckpt = osp.join(work, f'student_{form}', f'iter_{max(1, iters // 5) * k}.pth')
+            if not osp.isfile(ckpt):
+                continue
+            model = _student_model(ckpt, form)
+            values = []
+            for i in range(min(limit, len(dataset))):
+                with torch.no_grad():
+                    out = model.test_step(pseudo_collate([dataset[i]]))
+                values.append(out[0].pred_uncertainty.std.flatten())
+            v = torch.cat(values)
+            points.append(dict(iteration=max(1, iters // 5) * k, mean=v.mean().item(),
+                               fraction_below_0_01=(v < 0.01).float().mean().item()))
+        curve[form] = points
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--iters', type=int, default=2000)
+    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'bench_distillation'))
+    parser.add_argument('--limit', type=int, help='images per split (default all)')
+    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
+                                                  'distillation.json'))
+    args = parser.parse_args()
+    import mmseg_uncert  # noqa: F401
+    data_root = osp.join(ROOT, 'data', 'synthetic_streets')
+    if not osp.isdir(osp.join(data_root, 'leftImg8bit', 'val')):
+        _run([sys.executable, 'tools/make_synthetic.py', data_root])
+    members = train_teachers(args.work_dir, args.iters)
+    students = {form: train_student(args.work_dir, form, members, args.iters)
+                for form in FORMS}
+    teacher = _teacher_model(members)
+    models = {'teacher ensemble (M=3)': (teacher, ['std', 'epistemic', 'max_prob', 'entropy']),
+              'no distillation (member 0)': (_single_model(members[0]), ['max_prob', 'entropy'])}
+    for form, ckpt in students.items():
+        models[f'student {form}'] = (_student_model(ckpt, form),
+                                      ['std', 'max_prob', 'entropy'])
+    val = evaluate(models, 'val', args.limit)
+    ood = evaluate(models, 'ood', args.limit)
+    rows = {}
+    for name in models:
+        m, o = val['metrics'][name], ood['metrics'][name]
+        score = 'std' if 'auroc/std' in m else 'max_prob'
+        row = dict(mIoU=m['mIoU'], ECE=m['ECE'], score=score,
+                   misclassification_auroc=m[f'auroc/{score}'],
+                   ood_auroc=o.get(f'ood_auroc/{score}'),
+                   seconds_per_image=m['seconds_per_image'])
+        if score == 'max_prob':
+            row['misclassification_auroc_entropy'] = m['auroc/entropy']
+            row['ood_auroc_entropy'] = o.get('ood_auroc/entropy')
+        if name in val['maps'] and name != 'teacher ensemble (M=3)':
+            row.update(correlations(val['maps'][name], val['maps']['teacher ensemble (M=3)']))
+        elif name == 'teacher ensemble (M=3)':
+            row['fraction_below_0_01'] = (val['maps'][name] < 0.01).double().mean().item()
+        rows[name] = row
+    result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
+                  iters=args.iters, members=MEMBERS, images_per_split=args.limit,
+                  rows=rows, collapse=collapse_curve(args.work_dir, args.iters))
+    os.makedirs(osp.dirname(args.out), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(result, f, indent=2, default=float)
+    print(json.dumps(result, indent=2, default=float))
+
+
+if __name__ == '__main__':
+    main()
