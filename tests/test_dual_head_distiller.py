@@ -187,3 +187,20 @@ def test_distiller_errors_name_the_parts(tmp_path):
     with pytest.raises(ValueError, match=r"no teacher map named \['sharpness'\]"):
         with mmseg_scope():
             MODELS.build(cfg)
+
+
+def test_dual_head_alone_trains_on_labels_with_every_parameter_in_the_graph():
+    """Without a teacher only the segmentation loss applies; the branch still
+    gets a (zero) gradient, so DDP finds every parameter used."""
+    with mmseg_scope():
+        dual = MODELS.build(dict(type='DualHead', head=HEADS['FCNHead']))
+    samples = []
+    for _ in range(2):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, 64, 64)))
+        samples.append(s)
+    losses = dual.loss(_features(), samples, {})
+    assert set(losses) == {'loss_ce', 'acc_seg'}
+    losses['loss_ce'].backward()
+    assert all(p.grad is not None for p in dual.parameters())
+    assert all(p.grad.abs().sum() == 0 for p in dual.uncertainty_branch.parameters())
