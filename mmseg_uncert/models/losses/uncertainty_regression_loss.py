@@ -36,6 +36,15 @@ class UncertaintyRegressionLoss(nn.Module):
       (frequency of its target bin)^−balance (frequencies from a running
       histogram of the targets), for targets rarer still.
 
+    Evidence so far (``benchmarks/distillation.py``, first run with a short
+    600-iteration schedule, ``benchmarks/results/distillation.json``): the
+    ``distribution`` student follows the teacher's ``std`` most closely
+    (Pearson 0.58, Spearman 0.66; ``rmsle`` 0.56 / 0.63, ``mse`` 0.53 / 0.61)
+    and detects errors and OOD pixels best of the three (AUROC 0.757 / 0.749),
+    but its segmentation lost most (mIoU 42.2 against 47.7 without
+    distillation): the weight of this loss against the segmentation loss is
+    still to be tuned on the full schedule.
+
     All forms average over valid pixels (and channels), so the scale does
     not grow with resolution.
 
