@@ -7,6 +7,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
@@ -62,11 +63,20 @@ def test_ensemble_equals_members_one_by_one(tmp_path):
 def test_outputs_are_resized_to_the_original_image(tmp_path):
     ensemble = MODELS.build(dict(type='EnsembleSegmentor',
                                  members=member_specs(tmp_path, 2)))
-    samples = ensemble.predict(_inputs(), _samples(2, ori_shape=(48, 96)))
-    assert samples[0].seg_logits.data.shape == (5, 48, 96)
-    assert samples[0].pred_sem_seg.data.shape == (1, 48, 96)
-    assert samples[0].pred_uncertainty.epistemic.shape == (1, 48, 96)
-    assert torch.isfinite(samples[0].seg_logits.data).all()
+    inputs = _inputs()
+    samples = ensemble.predict(inputs, _samples(2, ori_shape=(48, 96)))
+    # the naive maps at the input's size, resized bilinearly as mmseg resizes
+    metas = [s.metainfo for s in _samples(2, ori_shape=(48, 96))]
+    naive = _naive_maps(ensemble.members, inputs, metas)
+    log_mean = resize(naive['mean'].clamp_min(1e-38).log(), size=(48, 96),
+                      mode='bilinear', align_corners=False)
+    epistemic = resize(naive['epistemic'][:, None], size=(48, 96),
+                       mode='bilinear', align_corners=False)
+    for i, sample in enumerate(samples):
+        assert torch.allclose(sample.seg_logits.data, log_mean[i], atol=1e-4)
+        assert torch.equal(sample.pred_sem_seg.data[0], log_mean[i].argmax(0))
+        assert torch.allclose(sample.pred_uncertainty.epistemic, epistemic[i],
+                              atol=1e-5)
 
 
 def test_slide_mode_uses_each_members_slide_inference(tmp_path):

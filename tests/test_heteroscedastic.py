@@ -73,7 +73,7 @@ def test_attenuated_ce_has_gradients_for_both_outputs_and_rejects_bad_shapes():
     with pytest.raises(ValueError, match=r'log_variance.*\(1, 2, 4, 4\)'):
         attenuated_cross_entropy(logits, torch.zeros(1, 2, 4, 4),
                                  torch.zeros(1, 4, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="start with 'loss_'"):
+    with pytest.raises(ValueError, match="AttenuatedCrossEntropyLoss: loss_name must start with 'loss_'"):
         AttenuatedCrossEntropyLoss(loss_name='att')
 
 

@@ -1,4 +1,6 @@
+from .classifier_tap import pop_tapped, take_tapped, tap_classifier
 from .dual_head import SUPPORTED_HEADS, DualHead
-from .heteroscedastic_head import HeteroscedasticHead, tap_classifier
+from .heteroscedastic_head import HeteroscedasticHead
 
-__all__ = ['DualHead', 'HeteroscedasticHead', 'SUPPORTED_HEADS', 'tap_classifier']
+__all__ = ['DualHead', 'HeteroscedasticHead', 'SUPPORTED_HEADS', 'pop_tapped',
+           'take_tapped', 'tap_classifier']

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 
-from .heteroscedastic_head import take_tapped, tap_classifier
+from .classifier_tap import take_tapped, tap_classifier
 
 #: heads whose classifier input the branch is tested to share
 SUPPORTED_HEADS = ('FCNHead', 'ASPPHead', 'DepthwiseSeparableASPPHead',

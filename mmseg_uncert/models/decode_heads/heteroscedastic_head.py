@@ -13,34 +13,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 
 from ..uncertainty import entropy
-
-
-def _keep_input(module: nn.Module, args: tuple) -> None:
-    """Forward pre-hook of a head's classifier: keep the features it sees.
-    A module-level function writing to the module itself, so the hook stays
-    right when the model is deep-copied (e.g. for an EMA model)."""
-    module.tapped_input = args[0]
-
-
-def tap_classifier(head: nn.Module, wrapper: str) -> nn.Conv2d:
-    """Hook the 1x1 classifier (``conv_seg``) of an mmseg decode head; its
-    input is then left in ``conv_seg.tapped_input`` after each forward."""
-    conv_seg = getattr(head, 'conv_seg', None)
-    if not isinstance(conv_seg, nn.Conv2d):
-        raise TypeError(
-            f'{wrapper} needs a decode head whose classifier is a conv_seg '
-            f'Conv2d (mmseg BaseDecodeHead subclasses); {type(head).__name__} '
-            f'has none')
-    conv_seg.register_forward_pre_hook(_keep_input)
-    return conv_seg
-
-
-def take_tapped(conv_seg: nn.Conv2d, wrapper: str) -> Tensor:
-    feature = conv_seg.__dict__.pop('tapped_input', None)
-    if feature is None:
-        raise RuntimeError(f'{wrapper}: the wrapped head did not call its '
-                           f'classifier conv_seg in forward')
-    return feature
+from .classifier_tap import take_tapped, tap_classifier
 
 
 @MODELS.register_module()

@@ -4,9 +4,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmseg.registry import MODELS
+
+from .named_loss import NamedLoss
 
 
 def attenuated_cross_entropy(logits: Tensor,
@@ -61,7 +63,7 @@ def attenuated_cross_entropy(logits: Tensor,
 
 
 @MODELS.register_module()
-class AttenuatedCrossEntropyLoss(nn.Module):
+class AttenuatedCrossEntropyLoss(NamedLoss):
     """Loss of :class:`~mmseg_uncert.models.decode_heads.HeteroscedasticHead`
     (see :func:`attenuated_cross_entropy`).
 
@@ -73,22 +75,14 @@ class AttenuatedCrossEntropyLoss(nn.Module):
 
     def __init__(self, num_samples: int = 10, loss_weight: float = 1.0,
                  loss_name: str = 'loss_att_ce') -> None:
-        super().__init__()
+        super().__init__(loss_weight, loss_name)
         if num_samples < 1:
             raise ValueError(f'AttenuatedCrossEntropyLoss: num_samples must be '
                              f'>= 1, got {num_samples}')
-        if not loss_name.startswith('loss_'):
-            raise ValueError(f"loss_name must start with 'loss_' for the runner "
-                             f"to back-propagate it, got {loss_name!r}")
         self.num_samples = num_samples
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
 
     def forward(self, logits: Tensor, label: Tensor, log_variance: Tensor,
                 ignore_index: int = 255) -> Tensor:
         return self.loss_weight * attenuated_cross_entropy(
             logits, log_variance, label, self.num_samples, ignore_index)
 
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmseg.registry import MODELS
+
+from .named_loss import NamedLoss
 
 
 def attenuated_regression(pred: Tensor, target: Tensor, log_variance: Tensor,
@@ -34,22 +36,15 @@ def attenuated_regression(pred: Tensor, target: Tensor, log_variance: Tensor,
 
 
 @MODELS.register_module()
-class AttenuatedRegressionLoss(nn.Module):
+class AttenuatedRegressionLoss(NamedLoss):
     """See :func:`attenuated_regression`; ``loss_weight`` multiplies it."""
 
     def __init__(self, loss_weight: float = 1.0,
                  loss_name: str = 'loss_att_reg') -> None:
-        super().__init__()
-        if not loss_name.startswith('loss_'):
-            raise ValueError(f"loss_name must start with 'loss_', got {loss_name!r}")
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
+        super().__init__(loss_weight, loss_name)
 
     def forward(self, pred: Tensor, target: Tensor, log_variance: Tensor,
                 valid: Tensor | None = None) -> Tensor:
         return self.loss_weight * attenuated_regression(pred, target,
                                                         log_variance, valid)
 
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name

@@ -6,9 +6,11 @@ from torch import Tensor, nn
 
 from mmseg.registry import MODELS
 
+from .named_loss import NamedLoss
+
 
 @MODELS.register_module()
-class FeatureMimicLoss(nn.Module):
+class FeatureMimicLoss(NamedLoss):
     """L = mean (A(f_s) − f_t)² (Romero et al., "FitNets", ICLR 2015), with
     A a learnt 1x1 conv when the channels differ (identity otherwise) and
     f_s resized bilinearly to f_t's size. For an ensemble, f_t is the mean of
@@ -23,18 +25,10 @@ class FeatureMimicLoss(nn.Module):
 
     def __init__(self, student_channels: int, teacher_channels: int,
                  loss_weight: float = 1.0, loss_name: str = 'loss_mimic') -> None:
-        super().__init__()
-        if not loss_name.startswith('loss_'):
-            raise ValueError(f"loss_name must start with 'loss_', got {loss_name!r}")
+        super().__init__(loss_weight, loss_name)
         self.adapter = (nn.Identity() if student_channels == teacher_channels
                         else nn.Conv2d(student_channels, teacher_channels, 1))
         self.teacher_channels = teacher_channels
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
-
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name
 
     def forward(self, student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
         if teacher_feature.shape[1] != self.teacher_channels:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmseg.registry import MODELS
+
+from .named_loss import NamedLoss
 
 
 def affinity(feature: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -17,7 +19,7 @@ def affinity(feature: Tensor, grid: tuple[int, int]) -> Tensor:
 
 
 @MODELS.register_module()
-class PairwiseKDLoss(nn.Module):
+class PairwiseKDLoss(NamedLoss):
     """Liu et al., "Structured Knowledge Distillation for Semantic
     Segmentation", CVPR 2019 (pair-wise term).
 
@@ -40,18 +42,10 @@ class PairwiseKDLoss(nn.Module):
 
     def __init__(self, pool_ratio: float = 0.5, loss_weight: float = 1.0,
                  loss_name: str = 'loss_pairwise') -> None:
-        super().__init__()
+        super().__init__(loss_weight, loss_name)
         if not 0 < pool_ratio <= 1:
             raise ValueError(f'pool_ratio must be in (0, 1], got {pool_ratio}')
-        if not loss_name.startswith('loss_'):
-            raise ValueError(f"loss_name must start with 'loss_', got {loss_name!r}")
         self.pool_ratio = pool_ratio
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
-
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name
 
     def grid(self, student_feature: Tensor) -> tuple[int, int]:
         h, w = student_feature.shape[2:]

@@ -1,9 +1,11 @@
 """Pixel-wise knowledge distillation: KL from the teacher's softmax."""
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmseg.registry import MODELS
+
+from .named_loss import NamedLoss
 
 
 def pixel_kd(student_logits: Tensor, teacher_prob: Tensor, temperature: float = 1.0,
@@ -31,7 +33,7 @@ def pixel_kd(student_logits: Tensor, teacher_prob: Tensor, temperature: float = 
 
 
 @MODELS.register_module()
-class PixelKDLoss(nn.Module):
+class PixelKDLoss(NamedLoss):
     """See :func:`pixel_kd`.
 
     Args:
@@ -42,18 +44,10 @@ class PixelKDLoss(nn.Module):
 
     def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0,
                  loss_name: str = 'loss_kd') -> None:
-        super().__init__()
+        super().__init__(loss_weight, loss_name)
         if temperature <= 0:
             raise ValueError(f'temperature must be positive, got {temperature}')
-        if not loss_name.startswith('loss_'):
-            raise ValueError(f"loss_name must start with 'loss_', got {loss_name!r}")
         self.temperature = temperature
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
-
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name
 
     def forward(self, student_logits: Tensor, teacher_prob: Tensor,
                 valid: Tensor | None = None) -> Tensor:

@@ -5,15 +5,17 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmseg.registry import MODELS
+
+from .named_loss import NamedLoss
 
 FORMS = ('mse', 'rmsle', 'distribution')
 
 
 @MODELS.register_module()
-class UncertaintyRegressionLoss(nn.Module):
+class UncertaintyRegressionLoss(NamedLoss):
     """Loss of a student's uncertainty channels against the teacher's maps.
 
     The form also fixes how the head's raw outputs become values (``decode``):
@@ -67,20 +69,16 @@ class UncertaintyRegressionLoss(nn.Module):
                  balance: float = 0.0,
                  loss_weight: float = 1.0,
                  loss_name: str = 'loss_uncertainty') -> None:
-        super().__init__()
+        super().__init__(loss_weight, loss_name)
         if form not in FORMS:
             raise ValueError(f'UncertaintyRegressionLoss: form must be one of '
                              f'{FORMS}, got {form!r}')
-        if not loss_name.startswith('loss_'):
-            raise ValueError(f"loss_name must start with 'loss_', got {loss_name!r}")
         if num_bins < 2:
             raise ValueError(f'num_bins must be at least 2, got {num_bins}')
         self.form = form
         self.num_bins = num_bins
         self.sigma = sigma
         self.balance = balance
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
         ranges = torch.tensor(value_range, dtype=torch.float32).view(-1, 2)
         if (ranges[:, 1] <= ranges[:, 0]).any():
             raise ValueError(f'value_range must have low < high, got {value_range}')
@@ -91,10 +89,6 @@ class UncertaintyRegressionLoss(nn.Module):
     @property
     def outputs_per_channel(self) -> int:
         return self.num_bins if self.form == 'distribution' else 1
-
-    @property
-    def loss_name(self) -> str:
-        return self._loss_name
 
     def _range(self, channels: int) -> tuple[Tensor, Tensor]:
         if self.ranges.shape[0] not in (1, channels):

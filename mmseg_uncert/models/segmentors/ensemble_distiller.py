@@ -11,7 +11,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 
 from ..decode_heads.dual_head import DualHead
-from ..decode_heads.heteroscedastic_head import tap_classifier
+from ..decode_heads.classifier_tap import pop_tapped, tap_classifier
 from ..losses.pairwise_kd_loss import affinity
 from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
 from .ensemble_segmentor import normalisation_of
@@ -178,9 +178,9 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
                     q = (prob.clamp_min(1e-38).log() / temperature).softmax(1)
                     tempered = q if tempered is None else tempered.add_(q)
                 if self._teacher_classifiers:
-                    fired = [conv.__dict__.pop('tapped_input')
-                             for conv in self._teacher_classifiers
-                             if 'tapped_input' in conv.__dict__]
+                    # the one member that just ran left its features
+                    fired = [f for f in map(pop_tapped, self._teacher_classifiers)
+                             if f is not None]
                     feature = fired[-1].float()
                     if self.pairwise_loss is not None:
                         a = affinity(feature, grid)
