@@ -67,6 +67,33 @@ def test_dual_head_refuses_heads_it_cannot_hook():
         MODELS.build(dict(type='DualHead', head=dict(type='PointHead')))
 
 
+def test_branch_reads_the_softmax_and_scales_its_gradient_into_the_features():
+    """read_probabilities: the branch's input is [features, softmax(logits)]
+    (detached); feature_grad_scale s: the branch's gradient reaching the
+    shared features (and below) is s times the full one."""
+    grads = {}
+    for scale in (1.0, 0.5, 0.0):
+        with mmseg_scope():
+            torch.manual_seed(0)
+            dual = MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'],
+                                     feature_grad_scale=scale))
+        dual.eval()
+        x = [t.requires_grad_() for t in _features()]
+        logits, raw, feature = dual.forward_with_uncertainty(x)
+        raw.sum().backward()
+        grads[scale] = torch.zeros_like(x[2]) if x[2].grad is None else x[2].grad.clone()
+    first = dual.uncertainty_branch[0].conv
+    assert first.in_channels == dual.feature_channels + 4
+    # the branch's own input, rebuilt by hand, gives the same outputs
+    expected = dual.uncertainty_branch(torch.cat([feature, logits.softmax(1)], 1))
+    assert torch.allclose(raw, expected, atol=1e-6)
+    assert grads[1.0].abs().sum() > 0
+    assert torch.allclose(grads[0.5], 0.5 * grads[1.0], atol=1e-6)
+    assert torch.all(grads[0.0] == 0)
+    with pytest.raises(ValueError, match='feature_grad_scale'):
+        MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'], feature_grad_scale=2.0))
+
+
 def test_uncertainty_branch_overfits_skewed_targets_with_the_default_loss():
     """The forum user's own test: a few images' targets, mostly near 0 with
     rare high values; the default loss must learn them, not collapse."""

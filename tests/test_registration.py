@@ -79,3 +79,17 @@ def test_mmcv_lite_is_named(monkeypatch):
     monkeypatch.setattr(importlib.metadata, 'version', fake)
     with pytest.raises(ImportError, match='mmcv-lite is installed'):
         dependencies.check_dependencies()
+
+
+def test_domain_adaptation_parts_registered():
+    from mmseg.registry import DATASETS, HOOKS
+    from mmseg_uncert.datasets import SourceTargetDataset
+    from mmseg_uncert.engine import PrototypeHook
+    from mmseg_uncert.models import SourceTargetDataPreProcessor
+    from mmseg_uncert.models.losses import SymmetricCrossEntropyLoss
+    from mmseg_uncert.models.segmentors import ProDASegmentor
+    assert HOOKS.get('PrototypeHook') is PrototypeHook
+    assert DATASETS.get('SourceTargetDataset') is SourceTargetDataset
+    assert MODELS.get('ProDASegmentor') is ProDASegmentor
+    assert MODELS.get('SymmetricCrossEntropyLoss') is SymmetricCrossEntropyLoss
+    assert MODELS.get('SourceTargetDataPreProcessor') is SourceTargetDataPreProcessor

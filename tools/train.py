@@ -13,6 +13,7 @@ import os
 from mmengine.config import Config, DictAction
 from mmengine.device import get_device
 from mmengine.logging import print_log
+from mmengine.runner import find_latest_checkpoint
 
 import mmseg_uncert  # noqa: F401  (registers components, checkpoint allow-list)
 from mmseg_uncert.engine import build_runner, load_run_config
@@ -59,6 +60,24 @@ def enable_amp(cfg: Config) -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
+def resume_from_work_dir(cfg: Config) -> None:
+    """``--resume`` with ``load_from`` set (a run that starts from other
+    weights, e.g. domain adaptation from its warm-up model): mmengine would
+    resume from ``load_from``, which holds weights only. Resume from the work
+    dir's latest checkpoint instead, or, when there is none yet, start from
+    ``load_from`` as a fresh run."""
+    latest = find_latest_checkpoint(cfg.work_dir)
+    if latest:
+        print_log(f'--resume: resuming from {latest}, not from load_from '
+                  f'({cfg.load_from}), which only initialised the run',
+                  logger='current')
+        cfg.load_from = None
+    else:
+        print_log(f'--resume: no checkpoint in {cfg.work_dir} yet; starting '
+                  f'from load_from ({cfg.load_from})', logger='current')
+        cfg.resume = False
+
+
 def main() -> None:
     args = parse_args()
     cfg = load_run_config(args.config, args.launcher, args.cfg_options,
@@ -66,7 +85,8 @@ def main() -> None:
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume
-
+    if args.resume and cfg.get('load_from'):
+        resume_from_work_dir(cfg)
     runner = build_runner(cfg)
     runner.train()
 

@@ -36,11 +36,25 @@ class DualHead(BaseModule):
     uncertainty branch learns from a teacher in
     :class:`~mmseg_uncert.models.segmentors.EnsembleDistiller`.
 
+    Two switches decide what the branch sees and what it may change:
+
+    * ``read_probabilities`` also feeds the branch the classifier's softmax
+      (detached). An ensemble's spread is largely a function of where its mean
+      prediction is unsure, and the student's own prediction is distilled
+      from that mean, so handing it to the branch spares the branch
+      re-deriving it from the features.
+    * ``feature_grad_scale`` is the share of the uncertainty loss's gradient
+      that reaches the shared features (1 = all, 0 = stop-gradient): the
+      branch's loss must not pull the features away from segmentation.
+
     Args:
         head: the wrapped decode head config (one of :data:`SUPPORTED_HEADS`).
         uncertainty_names: names of the K uncertainty channels.
         branch_channels: width of the branch's hidden layer.
         loss_uncertainty: the uncertainty loss; its form sets the outputs.
+        read_probabilities: also feed the branch the (detached) softmax.
+        feature_grad_scale: share of the branch's gradient that reaches the
+            shared features, in [0, 1].
     """
 
     def __init__(self,
@@ -48,6 +62,8 @@ class DualHead(BaseModule):
                  uncertainty_names: Sequence[str] = ('std', ),
                  branch_channels: int = 64,
                  loss_uncertainty: ConfigType = dict(type='UncertaintyRegressionLoss'),
+                 read_probabilities: bool = True,
+                 feature_grad_scale: float = 1.0,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         head_type = head.get('type') if isinstance(head, dict) else None
@@ -58,13 +74,20 @@ class DualHead(BaseModule):
                 f'one conv_seg classifier)')
         if not uncertainty_names:
             raise ValueError('DualHead: uncertainty_names is empty')
+        if not 0.0 <= feature_grad_scale <= 1.0:
+            raise ValueError(f'DualHead: feature_grad_scale must lie in [0, 1], '
+                             f'got {feature_grad_scale}')
+        self.read_probabilities = read_probabilities
+        self.feature_grad_scale = float(feature_grad_scale)
         self.head = MODELS.build(head)
         conv_seg = tap_classifier(self.head, 'DualHead')
         self.loss_uncertainty = MODELS.build(loss_uncertainty)
         self.uncertainty_names = tuple(uncertainty_names)
         outputs = len(self.uncertainty_names) * self.loss_uncertainty.outputs_per_channel
         self.uncertainty_branch = nn.Sequential(
-            ConvModule(conv_seg.in_channels, branch_channels, 3, padding=1,
+            ConvModule(conv_seg.in_channels + (self.head.num_classes if read_probabilities
+                                               else 0),
+                       branch_channels, 3, padding=1,
                        norm_cfg=getattr(self.head, 'norm_cfg', None) or dict(type='BN'),
                        act_cfg=dict(type='ReLU')),
             nn.Conv2d(branch_channels, outputs, 1))
@@ -88,7 +111,20 @@ class DualHead(BaseModule):
             raise TypeError(f'DualHead: {type(self.head).__name__} returns '
                             f'{type(logits).__name__}, not one tensor')
         feature = take_tapped(self.head.conv_seg, 'DualHead')
-        return logits, self.uncertainty_branch(feature), feature
+        return logits, self.uncertainty_branch(self._branch_input(logits, feature)), feature
+
+    def _branch_input(self, logits: Tensor, feature: Tensor) -> Tensor:
+        scale = self.feature_grad_scale
+        if scale == 0.0:
+            x = feature.detach()
+        elif scale < 1.0:
+            # forward value unchanged; backward scaled by `scale`
+            x = feature.detach() + scale * (feature - feature.detach())
+        else:
+            x = feature
+        if self.read_probabilities:
+            x = torch.cat([x, logits.detach().softmax(1)], 1)
+        return x
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:
         """(B, C + K, h, w): the logits then the decoded uncertainty maps."""

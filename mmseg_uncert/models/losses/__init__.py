@@ -5,9 +5,11 @@ from .attenuated_regression_loss import (AttenuatedRegressionLoss,
 from .feature_mimic_loss import FeatureMimicLoss
 from .pairwise_kd_loss import PairwiseKDLoss, affinity
 from .pixel_kd_loss import PixelKDLoss, pixel_kd
+from .symmetric_cross_entropy_loss import (SymmetricCrossEntropyLoss,
+                                           symmetric_cross_entropy)
 from .uncertainty_regression_loss import UncertaintyRegressionLoss
 
 __all__ = ['AttenuatedCrossEntropyLoss', 'AttenuatedRegressionLoss',
            'FeatureMimicLoss', 'PairwiseKDLoss', 'PixelKDLoss',
-           'UncertaintyRegressionLoss', 'affinity', 'attenuated_cross_entropy',
-           'attenuated_regression', 'pixel_kd']
+           'SymmetricCrossEntropyLoss', 'UncertaintyRegressionLoss', 'affinity', 'attenuated_cross_entropy',
+           'attenuated_regression', 'pixel_kd', 'symmetric_cross_entropy']

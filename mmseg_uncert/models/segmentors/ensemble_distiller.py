@@ -6,12 +6,17 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from mmengine.structures import PixelData
+
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 
+from ..data_preprocessors import image_mask, source_target_preprocessor
+
 from ..decode_heads.dual_head import DualHead
-from ..decode_heads.classifier_tap import pop_tapped, tap_classifier
+from ..decode_heads.classifier_tap import pop_tapped, take_tapped, tap_classifier
 from ..losses.pairwise_kd_loss import affinity
 from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
 from .ensemble_segmentor import normalisation_of
@@ -65,6 +70,11 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
     that config and the checkpoint. Inference (``predict``) runs the student
     alone.
 
+    A plain decode head (no DualHead) is distilled without the uncertainty
+    term; its checkpoints load into a plain EncoderDecoder. Batches of a
+    :class:`~mmseg_uncert.datasets.SourceTargetDataset` train domain
+    adaptation's distillation stage (see :meth:`loss`).
+
     Args:
         teacher: see :func:`build_teacher`.
         backbone, decode_head (a DualHead), neck, auxiliary_head, train_cfg,
@@ -78,6 +88,8 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
             ``{channel name: teacher map name}``; by default the same name.
         teacher_autocast: run the teacher under autocast (float16 on GPU).
     """
+
+    requires_uncertainty_head = False
 
     def __init__(self,
                  teacher: Any,
@@ -98,11 +110,13 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
         with mmseg_scope():
             super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                              auxiliary_head=auxiliary_head, train_cfg=train_cfg,
-                             test_cfg=test_cfg, data_preprocessor=data_preprocessor,
+                             test_cfg=test_cfg,
+                             data_preprocessor=source_target_preprocessor(data_preprocessor),
                              pretrained=pretrained, init_cfg=init_cfg)
-        if not isinstance(self.decode_head, DualHead):
-            raise TypeError(f'EnsembleDistiller: the student needs a DualHead '
-                            f'decode head, got {type(self.decode_head).__name__}')
+        self.with_uncertainty = isinstance(self.decode_head, DualHead)
+        if not self.with_uncertainty:
+            # a plain head: its classifier's input is the student's feature
+            tap_classifier(self.decode_head, 'EnsembleDistiller')
         model = build_teacher(teacher)
         if model.num_classes != self.num_classes:
             raise ValueError(
@@ -121,7 +135,8 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
         self.__dict__['teacher'] = model
         targets = dict(uncertainty_targets or {})
         self.uncertainty_targets = {
-            name: targets.get(name, name) for name in self.decode_head.uncertainty_names}
+            name: targets.get(name, name)
+            for name in getattr(self.decode_head, 'uncertainty_names', ())}
         unknown = sorted(set(self.uncertainty_targets.values()) - set(UNCERTAINTY_NAMES))
         if unknown:
             raise ValueError(f'EnsembleDistiller: no teacher map named {unknown}; '
@@ -148,7 +163,7 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
                                      f'teacher members with equal feature '
                                      f'channels, got {sorted(channels)}')
                 self.mimic_loss = MODELS.build(dict(
-                    mimic_loss, student_channels=self.decode_head.feature_channels,
+                    mimic_loss, student_channels=self._feature_channels(),
                     teacher_channels=channels.pop()))
         self.teacher_autocast = teacher_autocast
 
@@ -195,16 +210,60 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
             affinity=None if affinity_sum is None else affinity_sum / count,
             feature=None if feature_sum is None else feature_sum / count)
 
-    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
+    def _feature_channels(self) -> int:
+        return (self.decode_head.feature_channels if self.with_uncertainty
+                else self.decode_head.conv_seg.in_channels)
+
+    def _student_forward(self, x: Sequence[Tensor]
+                         ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Logits, raw uncertainty outputs (None for a plain head) and the
+        features the student's classifier read."""
+        if self.with_uncertainty:
+            return self.decode_head.forward_with_uncertainty(x)
+        logits = self.decode_head(x)
+        return logits, None, take_tapped(self.decode_head.conv_seg, 'EnsembleDistiller')
+
+    def _head_loss(self, logits: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
+        head = self.decode_head.head if self.with_uncertainty else self.decode_head
+        return head.loss_by_feat(logits, data_samples)
+
+    def loss(self, inputs: Tensor | dict, data_samples: SampleList | dict
+             ) -> dict[str, Tensor]:
+        """Distillation on a labelled batch; on a source/target batch
+        (:class:`~mmseg_uncert.datasets.SourceTargetDataset`, domain
+        adaptation) the source learns its labels (``decode.``) and the
+        unlabelled target is distilled with the teacher's hard labels in
+        place of labels (``target.``): ProDA's distillation stage, CE(source)
+        + CE(student, argmax q̄) + β·KL(q̄ ‖ student) with β the KD weight."""
+        if not isinstance(inputs, dict):
+            return self._distill(inputs, data_samples, pseudo_labels=False)
+        x = self.extract_feat(inputs['source'])
+        logits, _, _ = self._student_forward(x)
+        losses = add_prefix(self._head_loss(logits, data_samples['source']), 'decode')
+        target = self._distill(inputs['target'], data_samples['target'], pseudo_labels=True)
+        losses.update(add_prefix(target, 'target'))
+        return losses
+
+    def _distill(self, inputs: Tensor, data_samples: SampleList,
+                 pseudo_labels: bool) -> dict[str, Tensor]:
         x = self.extract_feat(inputs)
-        logits, raw, feature = self.decode_head.forward_with_uncertainty(x)
-        losses = add_prefix(self.decode_head.head.loss_by_feat(logits, data_samples),
-                            'decode')
+        logits, raw, feature = self._student_forward(x)
+        grid = self.pairwise_loss.grid(feature) if self.pairwise_loss else None
+        metas = [s.metainfo for s in data_samples]
+        teacher = self._teacher_outputs(inputs, metas, grid)
+        if pseudo_labels:
+            # the teacher's prediction is the label; batch padding is ignored
+            size = inputs.shape[2:]
+            prob = teacher['prob']
+            prob = prob if prob.shape[2:] == size else resize(
+                prob, size, mode='bilinear', align_corners=self.align_corners)
+            label = prob.argmax(1).masked_fill(
+                ~image_mask(metas, size, inputs.device), self.decode_head.ignore_index)
+            data_samples = [SegDataSample(metainfo=m, gt_sem_seg=PixelData(data=l[None]))
+                            for m, l in zip(metas, label)]
+        losses = add_prefix(self._head_loss(logits, data_samples), 'decode')
         if self.with_auxiliary_head:
             losses.update(self._auxiliary_head_forward_train(x, data_samples))
-        grid = self.pairwise_loss.grid(feature) if self.pairwise_loss else None
-        teacher = self._teacher_outputs(inputs, [s.metainfo for s in data_samples],
-                                        grid)
         label = torch.stack([s.gt_sem_seg.data for s in data_samples])[:, 0]
         valid = label != self.decode_head.ignore_index
         size = label.shape[1:]
@@ -216,10 +275,11 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
         if self.kd_loss is not None:
             losses[f'distill.{self.kd_loss.loss_name}'] = self.kd_loss(
                 fit(logits), fit(teacher['prob']), valid)
-        target = torch.stack([teacher['maps'][self.uncertainty_targets[name]]
-                              for name in self.decode_head.uncertainty_names], 1)
-        loss_u = self.decode_head.loss_uncertainty
-        losses[f'distill.{loss_u.loss_name}'] = loss_u(fit(raw), fit(target), valid)
+        if raw is not None:
+            target = torch.stack([teacher['maps'][self.uncertainty_targets[name]]
+                                  for name in self.decode_head.uncertainty_names], 1)
+            loss_u = self.decode_head.loss_uncertainty
+            losses[f'distill.{loss_u.loss_name}'] = loss_u(fit(raw), fit(target), valid)
         if self.pairwise_loss is not None:
             losses[f'distill.{self.pairwise_loss.loss_name}'] = self.pairwise_loss(
                 feature, teacher['affinity'])

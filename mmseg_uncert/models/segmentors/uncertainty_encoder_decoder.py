@@ -25,10 +25,13 @@ class UncertaintyEncoderDecoder(EncoderDecoder):
     EncoderDecoder's.
     """
 
+    #: subclasses that also train plain heads (EnsembleDistiller) set False
+    requires_uncertainty_head = True
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         names = getattr(self.decode_head, 'uncertainty_names', None)
-        if not names:
+        if not names and self.requires_uncertainty_head:
             raise TypeError(
                 f'UncertaintyEncoderDecoder needs a decode head with '
                 f'uncertainty_names (e.g. HeteroscedasticHead); '
@@ -36,6 +39,8 @@ class UncertaintyEncoderDecoder(EncoderDecoder):
 
     def postprocess_result(self, seg_logits: Tensor,
                            data_samples: OptSampleList = None) -> SampleList:
+        if not getattr(self.decode_head, 'uncertainty_names', None):
+            return super().postprocess_result(seg_logits, data_samples)
         C = self.num_classes
         return samples_with_uncertainty(self, seg_logits[:, :C], seg_logits[:, C:],
                                         self.decode_head.uncertainty_names,

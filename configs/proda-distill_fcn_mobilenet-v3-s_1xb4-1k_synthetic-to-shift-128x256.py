@@ -1,0 +1,24 @@
+# ProDA's distillation stage on the embedded benchmark: a student learns the
+# source labels and, on the unlabelled target, the hard labels and soft
+# predictions of the frozen stage-1 model (EnsembleDistiller with that model
+# as a one-member teacher): CE(source) + CE(student, argmax q) + KL(q ‖ student).
+#
+# Needs the stage-1 model, trained from the repository root by
+#   python tools/train.py configs/proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py
+# The student starts again from the warm-up (source-only) weights, not from
+# the teacher's, so that it does not inherit the teacher's optimum (ProDA
+# starts it from self-supervised weights, which need a download).
+_base_ = ['./proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py']
+stage1_checkpoint = ('work_dirs/proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256/'
+                     'iter_1000.pth')
+model = dict(
+    _delete_=True,
+    type='EnsembleDistiller',
+    teacher=dict(config={{_base_.warmup_config}}, checkpoint=stage1_checkpoint),
+    data_preprocessor={{_base_.model.data_preprocessor}},
+    backbone={{_base_.model.backbone}},
+    decode_head={{_base_.model.decode_head}},
+    kd_loss=dict(type='PixelKDLoss', temperature=1.0, loss_weight=1.0),  # β
+    train_cfg=dict(),
+    test_cfg=dict(mode='whole'))
+custom_hooks = []

@@ -1,0 +1,43 @@
+# ProDA stage 1 on the embedded benchmark: labelled source = the `train`
+# scenes, unlabelled target = `shift_train` (the same kind of scenes in fog,
+# at night, with a colour cast or blur), validated on `shift_val`.
+#
+# Needs the warm-up (source-only) model, trained from the repository root by
+#   python tools/train.py configs/fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py
+# which writes the checkpoint named below; it initialises the model
+# (load_from) and gives the fixed soft pseudo-labels (pseudo_labeller).
+_base_ = [
+    './_base_/models/fcn_mobilenet-v3-s.py',
+    './_base_/datasets/synthetic_streets_shift.py',
+    './_base_/default_runtime.py',
+    './_base_/schedules/schedule_cpu_2k.py',
+]
+warmup_config = 'configs/fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py'
+warmup_checkpoint = 'work_dirs/fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256/iter_2000.pth'
+load_from = warmup_checkpoint
+env_cfg = dict(cudnn_benchmark=False)
+randomness = dict(seed=0)
+crop_size = (128, 256)
+model = dict(
+    type='ProDASegmentor',
+    data_preprocessor=dict(size=crop_size),
+    pseudo_labeller=dict(config=warmup_config, checkpoint=warmup_checkpoint),
+    target_loss=dict(type='SymmetricCrossEntropyLoss', alpha=0.1, beta=1.0),
+    rectify=True,             # prototypical pseudo-label denoising
+    temperature=1.0,          # τ of the prototype softmax
+    structure_weight=10.0,    # γ1, target structure learning
+    regulariser_weight=0.1)   # γ2
+custom_hooks = [dict(type='PrototypeHook', decay=0.9999, momentum=0.999,
+                     init_batches=25)]
+source_dataset = {{_base_.train_dataloader.dataset}}
+train_dataloader = dict(
+    dataset=dict(_delete_=True, type='SourceTargetDataset',
+                 source=source_dataset,
+                 target={{_base_.shift_train_dataset}}))
+# fine-tuning from the warm-up model: a lower rate, no warm-up ramp
+optim_wrapper = dict(optimizer=dict(lr=5e-4))
+param_scheduler = [
+    dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=1000, by_epoch=False),
+]
+train_cfg = dict(max_iters=1000, val_interval=500)
+default_hooks = dict(checkpoint=dict(interval=500))

@@ -1,0 +1,100 @@
+"""Class prototypes in feature space (ProDA): their statistics and use.
+
+Zhang et al., "Prototypical Pseudo Label Denoising and Target Structure
+Learning for Domain Adaptive Semantic Segmentation", CVPR 2021.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+#: logit given to classes that have no prototype yet: their softmax weight is
+#: 0 to float precision, yet every log stays finite (no 0·(−inf) = NaN)
+_ABSENT = -1e4
+
+
+def class_feature_sums(feature: Tensor, label: Tensor, num_classes: int,
+                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-class sums of feature vectors and pixel counts.
+
+    Args:
+        feature: (B, F, h, w).
+        label: (B, h, w) class indices.
+        valid: (B, h, w) bool, pixels to count (default all).
+    Returns:
+        sums (K, F) and counts (K,), both float64 so that sums over many
+        pixels and ranks add up exactly enough.
+    """
+    if feature.shape[:1] + feature.shape[2:] != label.shape:
+        raise ValueError(f'class_feature_sums: features {tuple(feature.shape)} and '
+                         f'labels {tuple(label.shape)} differ in batch or size')
+    f = feature.detach().permute(0, 2, 3, 1).reshape(-1, feature.shape[1]).double()
+    k = label.reshape(-1).long()
+    keep = (k >= 0) & (k < num_classes)
+    if valid is not None:
+        keep &= valid.reshape(-1)
+    f, k = f[keep], k[keep]
+    sums = f.new_zeros(num_classes, f.shape[1]).index_add_(0, k, f)
+    counts = f.new_zeros(num_classes).index_add_(0, k, torch.ones_like(k, dtype=f.dtype))
+    return sums, counts
+
+
+def ema_prototypes(prototypes: Tensor, initialised: Tensor, sums: Tensor,
+                   counts: Tensor, decay: float) -> None:
+    """η_k ← λ·η_k + (1 − λ)·η'_k in place, η'_k = sums_k / counts_k the
+    batch mean of class k. Classes absent from the batch (count 0) are left
+    untouched; a class seen for the first time takes the batch mean."""
+    present = counts > 0
+    if not present.any():
+        return
+    mean = (sums[present] / counts[present, None]).to(prototypes.dtype)
+    fresh = present & ~initialised
+    old = present & initialised
+    prototypes[fresh] = mean[fresh[present]]
+    prototypes[old] = decay * prototypes[old] + (1 - decay) * mean[old[present]]
+    initialised |= present
+
+
+def prototype_logits(feature: Tensor, prototypes: Tensor, initialised: Tensor,
+                     temperature: float = 1.0) -> Tensor:
+    """−‖f − η_k‖ / τ for every pixel and class, (B, K, h, w); classes
+    without a prototype get a large negative logit. Its softmax over k is
+    ProDA's rectification weight ω and soft prototypical assignment z."""
+    if feature.shape[1] != prototypes.shape[1]:
+        raise ValueError(f'prototype_logits: the features have {feature.shape[1]} '
+                         f'channels, the prototypes {prototypes.shape[1]}; they '
+                         f'must come from the same layer of the same model')
+    f = feature.float()
+    eta = prototypes.to(f)
+    squared = ((f * f).sum(1, keepdim=True)
+               - 2 * torch.einsum('bfhw,kf->bkhw', f, eta)
+               + (eta * eta).sum(1)[None, :, None, None])
+    # clamp: rounding makes tiny negatives, and sqrt has no gradient at 0
+    logits = -squared.clamp_min(1e-12).sqrt() / temperature
+    return logits.masked_fill(~initialised.to(f.device)[None, :, None, None], _ABSENT)
+
+
+class PrototypeBank:
+    """What ProDA keeps beside the network: the class prototypes η (K, F),
+    which of them exist yet, and the momentum copy of the network whose
+    features they average. Held by :class:`~mmseg_uncert.engine.PrototypeHook`
+    (which updates and checkpoints it) and read by
+    :class:`~mmseg_uncert.models.segmentors.ProDASegmentor`; it is not an
+    ``nn.Module`` child of the segmentor, so it gets no gradient, no
+    optimizer state and no DDP synchronisation of its own.
+    """
+
+    def __init__(self, num_classes: int, channels: int, momentum_network: nn.Module,
+                 device: torch.device | str = 'cpu') -> None:
+        self.prototypes = torch.zeros(num_classes, channels, device=device)
+        self.initialised = torch.zeros(num_classes, dtype=torch.bool, device=device)
+        self.momentum_network = momentum_network
+        #: (feature, label, valid) of the latest target batch, for the hook
+        self.pending: tuple[Tensor, Tensor, Tensor] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.prototypes.shape[0]
+
+    def logits(self, feature: Tensor, temperature: float) -> Tensor:
+        return prototype_logits(feature, self.prototypes, self.initialised, temperature)

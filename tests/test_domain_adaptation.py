@@ -1,0 +1,345 @@
+"""ProDA: symmetric cross-entropy, prototypes, the hook, the segmentor, the
+source/target data path and the distillation stage."""
+import math
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import ConfigDict
+from mmengine.structures import PixelData
+from torch import nn
+
+from mmseg.registry import DATASETS, MODELS
+from mmseg.structures import SegDataSample
+
+from conftest import ROOT, run_tool
+from helpers.members import member_model_cfg, save_member
+from helpers.tiny_config import write_tiny_config
+from mmseg_uncert.engine import PrototypeHook
+from mmseg_uncert.models import (PrototypeBank, class_feature_sums, ema_prototypes,
+                                 prototype_logits)
+from mmseg_uncert.models.data_preprocessors import image_mask
+from mmseg_uncert.models.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
+from mmseg_uncert.models.segmentors import mmseg_scope
+
+PRODA = osp.join(ROOT, 'configs',
+                 'proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py')
+PRODA_DISTILL = osp.join(ROOT, 'configs',
+                         'proda-distill_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py')
+
+
+# ---------------------------------------------------------------- SCE
+
+def test_symmetric_cross_entropy_by_hand():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 3.0, 1.0],
+                           [1.0, 1.0, 1.0]]).T.reshape(1, 3, 2, 2)
+    label = torch.tensor([[[0, 2], [255, 1]]])
+    alpha, beta, a = 0.1, 1.0, 1e-4
+    total, n = 0.0, 0
+    for i, y in enumerate([0, 2, 255, 1]):
+        if y == 255:
+            continue
+        z = logits.reshape(3, 4)[:, i].tolist()
+        p = [math.exp(v) / sum(math.exp(u) for u in z) for v in z]
+        ce = -math.log(p[y])
+        # RCE = -sum_c p_c log clamp(onehot_c, a, 1): only c != y contribute
+        rce = -sum(p[c] * math.log(a) for c in range(3) if c != y)
+        total += alpha * ce + beta * rce
+        n += 1
+    assert symmetric_cross_entropy(logits, label).item() == pytest.approx(total / n, rel=1e-6)
+    loss = SymmetricCrossEntropyLoss(loss_weight=2.0)
+    assert loss(logits, label).item() == pytest.approx(2 * total / n, rel=1e-6)
+    assert loss.loss_name == 'loss_sce'
+
+
+def test_symmetric_cross_entropy_ignores_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 3, 3, requires_grad=True)
+    label = torch.randint(0, 4, (2, 3, 3))
+    label[0, 0] = 255
+    base = symmetric_cross_entropy(logits, label)
+    other = logits.detach().clone()
+    other[0, :, 0] = torch.randn(4, 3) * 10  # only ignored pixels change
+    assert symmetric_cross_entropy(other, label).item() == pytest.approx(base.item())
+    base.backward()
+    assert torch.all(logits.grad[0, :, 0] == 0)
+    none = torch.full_like(label, 255)
+    zero = symmetric_cross_entropy(logits, none)
+    assert zero.item() == 0.0 and zero.requires_grad
+    with pytest.raises(ValueError, match='logits'):
+        symmetric_cross_entropy(logits, label[0])
+
+
+# ---------------------------------------------------------------- prototypes
+
+def test_prototype_update_by_hand():
+    # 2x2 feature map, 2 channels; classes 0 (two pixels), 2 (one), one ignored
+    feature = torch.tensor([[[1.0, 3.0], [5.0, 7.0]],
+                            [[2.0, 4.0], [6.0, 8.0]]])[None]
+    label = torch.tensor([[[0, 0], [2, 1]]])
+    valid = torch.tensor([[[True, True], [True, False]]])
+    sums, counts = class_feature_sums(feature, label, 4, valid)
+    assert counts.tolist() == [2, 0, 1, 0]
+    assert sums[0].tolist() == [4, 6] and sums[2].tolist() == [5, 6]
+    prototypes = torch.tensor([[10.0, 10.0], [1.0, 1.0], [0.0, 0.0], [9.0, 9.0]])
+    initialised = torch.tensor([True, True, False, True])
+    ema_prototypes(prototypes, initialised, sums, counts, decay=0.9)
+    # class 0: 0.9 * 10 + 0.1 * mean (2, 3)
+    assert prototypes[0].tolist() == pytest.approx([9.2, 9.3])
+    assert prototypes[1].tolist() == [1.0, 1.0]          # absent: untouched
+    assert prototypes[2].tolist() == [5.0, 6.0]          # first seen: the mean
+    assert prototypes[3].tolist() == [9.0, 9.0]
+    assert initialised.tolist() == [True, True, True, True]
+
+
+def test_prototype_logits_against_cdist():
+    torch.manual_seed(1)
+    feature = torch.randn(2, 6, 3, 4)
+    prototypes = torch.randn(5, 6)
+    initialised = torch.tensor([True, True, False, True, True])
+    logits = prototype_logits(feature, prototypes, initialised, temperature=2.0)
+    flat = feature.permute(0, 2, 3, 1).reshape(-1, 6)
+    expected = -torch.cdist(flat, prototypes) / 2.0
+    got = logits.permute(0, 2, 3, 1).reshape(-1, 5)
+    keep = initialised.nonzero()[:, 0]
+    assert torch.allclose(got[:, keep], expected[:, keep], atol=1e-5)
+    assert torch.all(got.softmax(1)[:, 2] == 0)
+    with pytest.raises(ValueError, match='6 channels, the prototypes 4'):
+        prototype_logits(feature, torch.randn(5, 4), initialised)
+
+
+def test_image_mask_scales_to_feature_maps():
+    metas = [dict(img_shape=(64, 128)), dict(img_shape=(40, 100))]
+    mask = image_mask(metas, (8, 16), torch.device('cpu'), input_size=(64, 128))
+    assert mask[0].all()
+    assert mask[1].sum().item() == 5 * 13  # ceil(40/8) x ceil(100/8)
+
+
+def test_hook_reduces_over_two_gloo_processes(tmp_path):
+    out = str(tmp_path / 'protos')
+    run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
+              '--master_port=29659', 'tests/helpers/prototype_ddp.py', out])
+    a = torch.load(out + '_0.pt')
+    b = torch.load(out + '_1.pt')
+    assert torch.equal(a['prototypes'], b['prototypes'])
+    # class 0: rank 0's pixel (1, 10); class 1: ranks 0 and 1, (1.5, 15); class 2: (2, 20)
+    assert a['prototypes'].tolist() == [[1.0, 10.0], [1.5, 15.0], [2.0, 20.0]]
+    assert a['initialised'].all()
+
+
+def test_hook_rejects_prototypes_of_another_width():
+    hook = PrototypeHook()
+    hook.bank = PrototypeBank(3, 8, nn.Identity())
+    state = dict(prototypes=torch.zeros(3, 16), initialised=torch.zeros(3, dtype=torch.bool),
+                 momentum_network={})
+    with pytest.raises(ValueError, match=r'\(3, 16\).*\(3, 8\)'):
+        hook.load_state(state)
+
+
+# ---------------------------------------------------------------- segmentor
+
+def _proda(tmp_path, num_classes=5, **kwargs):
+    warmup = save_member(str(tmp_path / 'warmup.pth'), seed=0, num_classes=num_classes)
+    cfg = member_model_cfg(num_classes, dropout_ratio=0.0)
+    cfg.update(type='ProDASegmentor', data_preprocessor=dict(
+        cfg['data_preprocessor'], size=(64, 128)),
+        pseudo_labeller=dict(model=member_model_cfg(num_classes), checkpoint=warmup),
+        **kwargs)
+    with mmseg_scope():
+        model = MODELS.build(ConfigDict(cfg))
+    model.load_state_dict(torch.load(warmup)['state_dict'])
+    return model
+
+
+def _batch(n=2, seed=0, labelled=True):
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(n):
+        s = SegDataSample(metainfo=dict(img_shape=(64, 128), pad_shape=(64, 128),
+                                        ori_shape=(64, 128)))
+        if labelled:
+            s.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, 64, 128), generator=g))
+        samples.append(s)
+    return dict(inputs=[torch.randint(0, 256, (3, 64, 128), generator=g).byte()
+                        for _ in range(n)], data_samples=samples)
+
+
+def test_momentum_network_gets_no_gradient_and_target_labels_are_not_needed(tmp_path):
+    model = _proda(tmp_path)
+    hook = PrototypeHook()
+    bank = hook.build_bank(model)
+    bank.prototypes.normal_()
+    bank.initialised.fill_(True)
+    model.prototype_bank = hook.bank = bank
+    model.train()
+    # target samples carry no annotation at all: nothing may read one
+    data = dict(source=_batch(seed=1), target=_batch(seed=2, labelled=False))
+    batch = model.data_preprocessor(data, True)
+    losses = model(**batch, mode='loss')
+    assert {'decode.loss_ce', 'target.loss_sce', 'target.loss_structure',
+            'target.loss_regulariser'} <= set(losses)
+    total = sum(v for k, v in losses.items() if 'loss' in k)
+    total.backward()
+    momentum = bank.momentum_network.module
+    assert all(p.grad is None and not p.requires_grad for p in momentum.parameters())
+    assert all(p.grad is None for p in model.pseudo_labeller.parameters())
+    assert any(p.grad is not None for p in model.parameters())
+    # neither the momentum network nor the labeller is a registered child
+    names = {n for n, _ in model.named_parameters()}
+    assert all(n.startswith(('backbone.', 'decode_head.')) for n in names)
+    # the step left the momentum features and its labels for the hook
+    feature, label, valid = bank.pending
+    assert feature.shape[1] == model.decode_head.conv_seg.in_channels
+    assert valid.all()
+
+
+def test_hook_updates_after_the_optimizer_step(tmp_path):
+    """The momentum update uses the weights the optimizer just wrote."""
+    model = _proda(tmp_path)
+    hook = PrototypeHook(momentum=0.9, decay=0.5)
+    hook.bank = hook.build_bank(model)
+    hook.bank.prototypes.normal_()
+    hook.bank.initialised.fill_(True)
+    model.prototype_bank = hook.bank
+    before = {k: v.clone() for k, v in hook.bank.momentum_network.module.state_dict().items()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    batch = model.data_preprocessor(dict(source=_batch(seed=1),
+                                         target=_batch(seed=2, labelled=False)), True)
+    sum(v for k, v in model(**batch, mode='loss').items() if 'loss' in k).backward()
+    optimizer.step()
+    protos = hook.bank.prototypes.clone()
+    feature, label, valid = hook.bank.pending
+    sums, counts = class_feature_sums(feature, label, 5, valid)
+
+    class Runner:
+        pass
+    runner = Runner()
+    runner.model = model
+    hook.after_train_iter(runner, 0)
+    after = hook.bank.momentum_network.module.state_dict()
+    current = model.network().state_dict()
+    name = 'decode_head.conv_seg.weight'
+    assert not torch.equal(current[name], before[name])
+    assert torch.allclose(after[name], 0.9 * before[name] + 0.1 * current[name], atol=1e-6)
+    present = counts > 0
+    mean = (sums[present] / counts[present, None]).float()
+    assert torch.allclose(hook.bank.prototypes[present], 0.5 * protos[present] + 0.5 * mean,
+                          atol=1e-5)
+    assert torch.equal(hook.bank.prototypes[~present], protos[~present])
+    assert hook.bank.pending is None
+
+
+def test_rectification_without_hook_is_an_error(tmp_path):
+    model = _proda(tmp_path)
+    model.train()
+    batch = model.data_preprocessor(dict(source=_batch(), target=_batch(labelled=False)), True)
+    with pytest.raises(RuntimeError, match='PrototypeHook'):
+        model(**batch, mode='loss')
+    plain = _proda(tmp_path, rectify=False, structure_weight=0.0)
+    plain.train()
+    losses = plain(**batch, mode='loss')
+    assert 'target.loss_structure' not in losses and 'target.loss_sce' in losses
+
+
+def test_confidence_threshold_drops_unsure_pseudo_labels(tmp_path):
+    """The random warm-up model is unsure everywhere (p ≈ 1/5): a threshold
+    of 0.9 leaves no target pixel, 0 keeps them all."""
+    batch = None
+    results = {}
+    for threshold in (0.0, 0.9):
+        model = _proda(tmp_path, rectify=False, structure_weight=0.0,
+                       regulariser_weight=0.0, confidence_threshold=threshold)
+        model.train()
+        batch = batch or model.data_preprocessor(
+            dict(source=_batch(), target=_batch(labelled=False)), True)
+        results[threshold] = model(**batch, mode='loss')['target.loss_sce'].item()
+    assert results[0.0] > 0.5 and results[0.9] == 0.0
+    with pytest.raises(ValueError, match='confidence_threshold'):
+        _proda(tmp_path, confidence_threshold=1.0)
+
+
+def test_source_target_dataset_drops_target_labels(tiny_data_root):
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                dict(type='PackSegInputs')]
+    with mmseg_scope():
+        dataset = DATASETS.build(dict(
+            type='SourceTargetDataset',
+            source=dict(type='SyntheticStreetsDataset', data_root=tiny_data_root,
+                        data_prefix=dict(img_path='leftImg8bit/train',
+                                         seg_map_path='gtFine/train'), pipeline=pipeline),
+            # a labelled split used as the target, with a pipeline that loads labels
+            target=dict(type='SyntheticStreetsDataset', data_root=tiny_data_root,
+                        data_prefix=dict(img_path='leftImg8bit/shift_train',
+                                         seg_map_path='gtFine/shift_train'),
+                        pipeline=pipeline)))
+    assert len(dataset) == 12
+    item = dataset[5]
+    assert 'gt_sem_seg' in item['source']['data_samples']
+    assert 'gt_sem_seg' not in item['target']['data_samples']
+    assert item['target']['data_samples'].img_path.endswith('_000001_000019_leftImg8bit.png')
+
+
+# ---------------------------------------------------------------- runner
+
+def _tiny_uda_config(path, data_root, warmup, max_iters, base=PRODA, extra=''):
+    return write_tiny_config(path, data_root, max_iters, base=base, extra=f"""
+        warmup_checkpoint = {warmup!r}
+        load_from = {warmup!r}
+        target_pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomFlip', prob=0.5),
+                           dict(type='PackSegInputs')]
+        train_dataloader = dict(dataset=dict(
+            _delete_=True, type='SourceTargetDataset',
+            source=dict(type='SyntheticStreetsDataset', data_root={data_root!r},
+                        data_prefix=dict(img_path='leftImg8bit/train',
+                                         seg_map_path='gtFine/train'),
+                        pipeline=train_pipeline),
+            target=dict(type='SyntheticStreetsDataset', data_root={data_root!r},
+                        with_uncertainty_gt=False,
+                        data_prefix=dict(img_path='leftImg8bit/shift_train'),
+                        pipeline=target_pipeline)))
+        val_dataloader = dict(dataset=dict(data_prefix=dict(
+            img_path='leftImg8bit/shift_val', seg_map_path='gtFine/shift_val')))
+        test_dataloader = val_dataloader
+        param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+        default_hooks = dict(logger=dict(interval=1),
+                             checkpoint=dict(interval=1, max_keep_ckpts=10),
+                             visualization=dict(type='SegVisualizationHook'))
+        """ + extra)
+
+
+def test_proda_resumes_identically_and_distils(tiny_data_root, tmp_path):
+    warmup = save_member(str(tmp_path / 'warmup.pth'), seed=3, num_classes=19)
+    extra = f"""
+        model = dict(pseudo_labeller=dict(checkpoint={warmup!r}),
+                     decode_head=dict(dropout_ratio=0.0))
+        custom_hooks = [dict(type='PrototypeHook', init_batches=1)]
+        """
+    straight = _tiny_uda_config(str(tmp_path / 'a.py'), tiny_data_root, warmup, 3, extra=extra)
+    run_tool(['tools/train.py', straight, '--work-dir', str(tmp_path / 'a')])
+    two = _tiny_uda_config(str(tmp_path / 'b.py'), tiny_data_root, warmup, 2, extra=extra)
+    run_tool(['tools/train.py', two, '--work-dir', str(tmp_path / 'b')])
+    proc = run_tool(['tools/train.py', straight, '--work-dir', str(tmp_path / 'b'), '--resume'])
+    assert 'initialised' not in (proc.stdout + proc.stderr).split('Load checkpoint')[-1]
+    a = torch.load(str(tmp_path / 'a' / 'iter_3.pth'), weights_only=False)
+    b = torch.load(str(tmp_path / 'b' / 'iter_3.pth'), weights_only=False)
+    for key in ('prototypes', 'initialised'):
+        assert torch.equal(a['prototype_hook'][key], b['prototype_hook'][key]), key
+    for name, value in a['prototype_hook']['momentum_network'].items():
+        assert torch.allclose(value.float(), b['prototype_hook']['momentum_network'][name].float(),
+                              atol=1e-6), name
+    for name, value in a['state_dict'].items():
+        assert torch.allclose(value.float(), b['state_dict'][name].float(), atol=1e-6), name
+    assert not any(k.startswith(('pseudo_labeller', 'prototype')) for k in a['state_dict'])
+    # the distillation stage: the stage-1 model teaches a student on the target
+    cfg = _tiny_uda_config(str(tmp_path / 'd.py'), tiny_data_root, warmup, 2,
+                           base=PRODA_DISTILL, extra=f"""
+        model = dict(teacher=dict(checkpoint={str(tmp_path / 'a' / 'iter_3.pth')!r}))
+        """)
+    proc = run_tool(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'd')])
+    log = proc.stdout + proc.stderr
+    for key in ('decode.loss_ce', 'target.decode.loss_ce', 'target.distill.loss_kd', 'mIoU'):
+        assert key in log, key
+    state = torch.load(str(tmp_path / 'd' / 'iter_2.pth'), weights_only=False)['state_dict']
+    assert set(state) == set(a['state_dict'])
