@@ -2,6 +2,7 @@
 
     python benchmarks/distillation.py                 # 2000 iterations per model
     python benchmarks/distillation.py --iters 600     # shorter schedule
+    python benchmarks/distillation.py --iters 600 --time-only  # re-time, quiet machine
 
 Steps (each skipped when its output exists, so an interrupted run resumes;
 everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
@@ -202,6 +203,26 @@ def collapse_curve(work: str, iters: int, limit: int = 20) -> dict:
     return curve
 
 
+def time_models(models: dict, images: int = 30, warmup: int = 3) -> dict:
+    """Seconds per val image of each model, measured alone (one model at a
+    time, after ``warmup`` untimed images): the evaluation loop's timings
+    share the machine with whatever else runs."""
+    from mmengine.dataset import pseudo_collate
+    dataset = _dataset('val')
+    batches = [pseudo_collate([dataset[i]]) for i in range(warmup + images)]
+    seconds = {}
+    for name, (model, _) in models.items():
+        with torch.no_grad():
+            for batch in batches[:warmup]:
+                model.test_step(batch)
+            start = time.perf_counter()
+            for batch in batches[warmup:]:
+                model.test_step(batch)
+        seconds[name] = (time.perf_counter() - start) / images
+        print('timing', name, round(seconds[name], 4), flush=True)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--iters', type=int, default=2000)
@@ -209,6 +230,9 @@ def main() -> None:
     parser.add_argument('--limit', type=int, help='images per split (default all)')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'distillation.json'))
+    parser.add_argument('--time-only', action='store_true',
+                        help='only re-measure seconds per image of the trained models, '
+                             'on a quiet machine, into the existing results file')
     args = parser.parse_args()
     import mmseg_uncert  # noqa: F401
     data_root = osp.join(ROOT, 'data', 'synthetic_streets')
@@ -223,6 +247,16 @@ def main() -> None:
     for form, ckpt in students.items():
         models[f'student {form}'] = (_student_model(ckpt, form),
                                       ['std', 'max_prob', 'entropy'])
+    if args.time_only:
+        with open(args.out) as f:
+            result = json.load(f)
+        for name, sec in time_models(models).items():
+            result['rows'][name]['seconds_per_image'] = sec
+        result['timing'] = dict(date=datetime.date.today().isoformat(), images=30,
+                                note='each model alone on the machine')
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2, default=float)
+        return
     val = evaluate(models, 'val', args.limit)
     ood = evaluate(models, 'ood', args.limit)
     rows = {}
