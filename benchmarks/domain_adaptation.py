@@ -6,7 +6,7 @@ domain keeps).
     python benchmarks/domain_adaptation.py                     # all steps
     python benchmarks/domain_adaptation.py --iters 300         # shorter stages
 
-Rows, each starting from the warm-up (source-only) weights:
+Rows, each starting from the warm-up (source-only) weights but the last:
 
 1. source only (the warm-up model);
 2. + self-training: symmetric cross-entropy on the warm-up model's
@@ -15,7 +15,7 @@ Rows, each starting from the warm-up (source-only) weights:
 3. + prototypical denoising: every pseudo-label, rectified by the prototypes;
 4. + structure learning: KL between weak and strong views' prototype
    assignments (the full stage 1);
-5. + distillation: a student (from the warm-up weights) taught by row 4.
+5. + distillation: a student (from row 4's weights) taught by row 4.
 
 Each step is skipped when its checkpoint exists (the run resumes); all under
 ``--work-dir`` (default ``work_dirs/bench_uda``). Results go to
@@ -128,7 +128,7 @@ def main() -> None:
     teacher = osp.abspath(checkpoints['+ structure learning'])
     checkpoints['+ distillation'] = _train(
         DISTILL, osp.join(args.work_dir, 'distillation'), args.iters,
-        [f'load_from={warmup}', f'model.teacher.checkpoint={teacher}',
+        [f'load_from={teacher}', f'model.teacher.checkpoint={teacher}',
          f'param_scheduler.0.end={args.iters}'])
     rows = {}
     for row, checkpoint in checkpoints.items():

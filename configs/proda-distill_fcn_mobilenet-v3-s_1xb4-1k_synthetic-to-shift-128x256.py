@@ -5,12 +5,14 @@
 #
 # Needs the stage-1 model, trained from the repository root by
 #   python tools/train.py configs/proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py
-# The student starts again from the warm-up (source-only) weights, not from
-# the teacher's, so that it does not inherit the teacher's optimum (ProDA
-# starts it from self-supervised weights, which need a download).
+# The student starts from the stage-1 weights (load_from): ProDA starts it from
+# self-supervised weights, which would need a download, and on a short CPU
+# schedule a student from the warm-up weights does not catch up with its
+# teacher.
 _base_ = ['./proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py']
 stage1_checkpoint = ('work_dirs/proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256/'
                      'iter_1000.pth')
+load_from = stage1_checkpoint
 model = dict(
     _delete_=True,
     type='EnsembleDistiller',

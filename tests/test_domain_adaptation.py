@@ -139,9 +139,9 @@ def test_hook_rejects_prototypes_of_another_width():
 
 # ---------------------------------------------------------------- segmentor
 
-def _proda(tmp_path, num_classes=5, **kwargs):
+def _proda(tmp_path, num_classes=5, dropout_ratio=0.0, **kwargs):
     warmup = save_member(str(tmp_path / 'warmup.pth'), seed=0, num_classes=num_classes)
-    cfg = member_model_cfg(num_classes, dropout_ratio=0.0)
+    cfg = member_model_cfg(num_classes, dropout_ratio=dropout_ratio)
     cfg.update(type='ProDASegmentor', data_preprocessor=dict(
         cfg['data_preprocessor'], size=(64, 128)),
         pseudo_labeller=dict(model=member_model_cfg(num_classes), checkpoint=warmup),
@@ -229,6 +229,20 @@ def test_hook_updates_after_the_optimizer_step(tmp_path):
                           atol=1e-5)
     assert torch.equal(hook.bank.prototypes[~present], protos[~present])
     assert hook.bank.pending is None
+
+
+def test_prototype_features_are_taken_before_dropout(tmp_path):
+    """The student (training, dropout on) and its momentum copy (eval) must
+    compare the same features: those the head makes before dropout."""
+    model = _proda(tmp_path, dropout_ratio=0.5)
+    model.train()
+    x = torch.randn(2, 3, 64, 128)
+    network = model.network()
+    logits, feature = model.network_features(network, x)
+    with torch.no_grad():
+        expected = model.decode_head._forward_feature(model.extract_feat(x))
+    assert torch.allclose(feature, expected, atol=1e-5)
+    assert model.decode_head.conv_seg.__dict__.get('tapped_input') is None
 
 
 def test_rectification_without_hook_is_an_error(tmp_path):

@@ -42,3 +42,17 @@ def take_tapped(conv_seg: nn.Conv2d, wrapper: str) -> Tensor:
         raise RuntimeError(f'{wrapper}: the wrapped head did not call its '
                            f'classifier conv_seg in forward')
     return feature
+
+
+def pre_dropout_module(head: nn.Module, wrapper: str) -> nn.Module:
+    """The module whose input is the classifier's feature *before* dropout:
+    the head's ``dropout`` layer when it has one, else ``conv_seg``. Models
+    that compare features across train and eval mode (ProDA's prototypes:
+    a momentum copy in eval against the model in training) tap it, so that
+    dropout's zeros and 1/(1 − p) scaling do not enter the comparison."""
+    tap_classifier(head, wrapper)  # checks the head has a conv_seg classifier
+    dropout = getattr(head, 'dropout', None)
+    if isinstance(dropout, nn.Module):
+        dropout.register_forward_pre_hook(_keep_input)
+        return dropout
+    return head.conv_seg

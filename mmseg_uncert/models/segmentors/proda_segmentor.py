@@ -16,7 +16,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList
 
 from ..data_preprocessors import image_mask, source_target_preprocessor
-from ..decode_heads.classifier_tap import pop_tapped, take_tapped, tap_classifier
+from ..decode_heads.classifier_tap import pop_tapped, pre_dropout_module, take_tapped
 from ..prototypes import PrototypeBank
 from .members import build_member, mmseg_scope
 from .predictive_segmentor import fresh_metas
@@ -157,7 +157,9 @@ class ProDASegmentor(EncoderDecoder):
         labeller.requires_grad_(False)
         # outside the registered children: frozen, not optimised, not saved
         self.__dict__['pseudo_labeller'] = labeller.eval()
-        tap_classifier(self.decode_head, 'ProDASegmentor')
+        # the features prototypes are made of: before dropout, as the momentum
+        # copy (in eval) sees them
+        self.__dict__['feature_tap'] = pre_dropout_module(self.decode_head, 'ProDASegmentor')
         self.rectify = rectify
         self.temperature = temperature
         self.structure_weight = structure_weight
@@ -195,14 +197,19 @@ class ProDASegmentor(EncoderDecoder):
             x = network['neck'](x)
         head = network['decode_head']
         logits = head(x)
-        return logits, take_tapped(head.conv_seg, 'ProDASegmentor')
+        tap = head.dropout if isinstance(getattr(head, 'dropout', None), nn.Module) \
+            else head.conv_seg
+        feature = take_tapped(tap, 'ProDASegmentor')
+        pop_tapped(head.conv_seg)
+        return logits, feature
 
     def loss(self, inputs: Tensor | dict, data_samples: SampleList | dict) -> dict:
         if not isinstance(inputs, dict):
             # a plain labelled batch: source-only training
             return super().loss(inputs, data_samples)
         losses = super().loss(inputs['source'], data_samples['source'])
-        pop_tapped(self.decode_head.conv_seg)  # the source pass's features
+        pop_tapped(self.feature_tap)  # the source pass's features
+        pop_tapped(self.decode_head.conv_seg)
         losses.update(self.target_losses(inputs['target'], data_samples['target']))
         return losses
 
@@ -256,7 +263,8 @@ class ProDASegmentor(EncoderDecoder):
                              self._view_generator(weak.device))
         x = self.extract_feat(strong)
         logits = self.decode_head(x)
-        feature = take_tapped(self.decode_head.conv_seg, 'ProDASegmentor')
+        feature = take_tapped(self.feature_tap, 'ProDASegmentor')
+        pop_tapped(self.decode_head.conv_seg)
         logits_full = logits if logits.shape[2:] == size else resize(
             logits, size, mode='bilinear', align_corners=self.align_corners)
         losses = {f'target.{self.target_loss.loss_name}':
