@@ -357,3 +357,38 @@ def test_proda_resumes_identically_and_distils(tiny_data_root, tmp_path):
         assert key in log, key
     state = torch.load(str(tmp_path / 'd' / 'iter_2.pth'), weights_only=False)['state_dict']
     assert set(state) == set(a['state_dict'])
+
+
+def test_distiller_learns_the_teachers_hard_labels_on_target_batches(tmp_path):
+    """ProDA's distillation stage: on an unlabelled target batch the student's
+    CE is against argmax of the teacher and its KD against the teacher's
+    softmax; the source batch learns its labels."""
+    import torch.nn.functional as F
+    teacher = dict(model=member_model_cfg(5),
+                   checkpoint=save_member(str(tmp_path / 't.pth'), seed=4, num_classes=5))
+    cfg = member_model_cfg(5, dropout_ratio=0.0)
+    cfg.update(type='EnsembleDistiller', teacher=teacher,
+               data_preprocessor=dict(cfg['data_preprocessor'], size=(64, 128)),
+               kd_loss=dict(type='PixelKDLoss', loss_weight=0.5))
+    with mmseg_scope():
+        model = MODELS.build(ConfigDict(cfg))
+    model.train()
+    batch = model.data_preprocessor(dict(source=_batch(seed=5),
+                                         target=_batch(seed=6, labelled=False)), True)
+    losses = model(**batch, mode='loss')
+    target = batch['inputs']['target']
+    with torch.no_grad():
+        logits = model.decode_head(model.extract_feat(target))
+        logits = F.interpolate(logits, target.shape[2:], mode='bilinear', align_corners=False)
+        q = model.teacher.members[0].inference(
+            target, [s.metainfo for s in batch['data_samples']['target']]).softmax(1)
+        ce = F.cross_entropy(logits, q.argmax(1))
+        kd = (q * (q.log() - logits.log_softmax(1))).sum(1).mean()
+    assert losses['target.decode.loss_ce'].item() == pytest.approx(ce.item(), rel=1e-4)
+    assert losses['target.distill.loss_kd'].item() == pytest.approx(0.5 * kd.item(), rel=1e-4)
+    assert 'decode.loss_ce' in losses and 'distill.loss_kd' not in losses
+    # a threshold no random teacher reaches leaves no target pixel
+    model.pseudo_label_threshold = 0.99
+    losses = model(**batch, mode='loss')
+    assert losses['target.decode.loss_ce'].item() == 0.0
+    assert losses['target.distill.loss_kd'].item() == 0.0

@@ -136,7 +136,8 @@ class PrototypeHook(Hook):
         self._reduce_and_update(sums, counts, decay=None)
         runner.logger.info(f'PrototypeHook: {int(bank.initialised.sum())} of '
                            f'{bank.num_classes} class prototypes initialised from '
-                           f'{len(order)} target images')
+                           f'{len(order)} target images'
+                           + (f' on each of {world} processes' if world > 1 else ''))
 
     def _reduce_and_update(self, sums: torch.Tensor, counts: torch.Tensor,
                            decay: float | None) -> None:

@@ -87,6 +87,9 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
         uncertainty_targets: the teacher map each uncertainty channel learns,
             ``{channel name: teacher map name}``; by default the same name.
         teacher_autocast: run the teacher under autocast (float16 on GPU).
+        pseudo_label_threshold: on unlabelled target batches, pixels where
+            the teacher's top probability is below it are ignored by the CE
+            and KD terms (0 keeps all).
     """
 
     requires_uncertainty_head = False
@@ -100,6 +103,7 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
                  mimic_loss: OptConfigType = None,
                  uncertainty_targets: dict[str, str] | None = None,
                  teacher_autocast: bool = False,
+                 pseudo_label_threshold: float = 0.0,
                  neck: OptConfigType = None,
                  auxiliary_head: OptConfigType = None,
                  train_cfg: OptConfigType = None,
@@ -166,6 +170,10 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
                     mimic_loss, student_channels=self._feature_channels(),
                     teacher_channels=channels.pop()))
         self.teacher_autocast = teacher_autocast
+        if not 0.0 <= pseudo_label_threshold < 1.0:
+            raise ValueError(f'EnsembleDistiller: pseudo_label_threshold must lie in '
+                             f'[0, 1), got {pseudo_label_threshold}')
+        self.pseudo_label_threshold = pseudo_label_threshold
 
     def train(self, mode: bool = True) -> 'EnsembleDistiller':
         super().train(mode)
@@ -257,8 +265,11 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
             prob = teacher['prob']
             prob = prob if prob.shape[2:] == size else resize(
                 prob, size, mode='bilinear', align_corners=self.align_corners)
-            label = prob.argmax(1).masked_fill(
-                ~image_mask(metas, size, inputs.device), self.decode_head.ignore_index)
+            confidence, label = prob.max(1)
+            keep = image_mask(metas, size, inputs.device)
+            if self.pseudo_label_threshold > 0:
+                keep &= confidence >= self.pseudo_label_threshold
+            label = label.masked_fill(~keep, self.decode_head.ignore_index)
             data_samples = [SegDataSample(metainfo=m, gt_sem_seg=PixelData(data=l[None]))
                             for m, l in zip(metas, label)]
         losses = add_prefix(self._head_loss(logits, data_samples), 'decode')
