@@ -136,8 +136,8 @@ def main() -> None:
     for row, checkpoint in checkpoints.items():
         target = evaluate(checkpoint, 'shift_val', args.limit)
         source = evaluate(checkpoint, 'val', args.limit)
-        rows[row] = dict(target_mIoU=target['mIoU'], target_ECE=target['ECE'],
-                         source_mIoU=source['mIoU'])
+        rows[row] = dict(target_mIoU=float(target['mIoU']), target_ECE=target['ECE'],
+                         source_mIoU=float(source['mIoU']))
         print(row, rows[row], flush=True)
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
                   warmup_iters=None if args.warmup_checkpoint else args.warmup_iters,
@@ -145,7 +145,7 @@ def main() -> None:
                   minutes=round((time.time() - start) / 60, 1), rows=rows)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
-        json.dump(result, f, indent=2)
+        json.dump(result, f, indent=2, default=float)
     print(json.dumps(result, indent=2))
 
 
