@@ -313,8 +313,11 @@ def _tiny_uda_config(path, data_root, warmup, max_iters, base=PRODA, extra=''):
                         with_uncertainty_gt=False,
                         data_prefix=dict(img_path='leftImg8bit/shift_train'),
                         pipeline=target_pipeline)))
-        val_dataloader = dict(dataset=dict(data_prefix=dict(
-            img_path='leftImg8bit/shift_val', seg_map_path='gtFine/shift_val')))
+        val_dataloader = dict(
+            num_workers=0, persistent_workers=False,
+            dataset=dict(data_root={data_root!r}, pipeline=test_pipeline,
+                         data_prefix=dict(img_path='leftImg8bit/shift_val',
+                                          seg_map_path='gtFine/shift_val')))
         test_dataloader = val_dataloader
         param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
         default_hooks = dict(logger=dict(interval=1),
