@@ -21,7 +21,7 @@ def main(out: str) -> None:
     feature[0, 1] *= 10
     label = torch.tensor([[[rank, rank + 1]]])
     sums, counts = class_feature_sums(feature, label, 3)
-    hook._reduce_and_update(sums, counts, decay=None)
+    hook._reduce_and_update(sums, counts, decay=0.0)
     torch.save(dict(prototypes=hook.bank.prototypes,
                     initialised=hook.bank.initialised), f'{out}_{rank}.pt')
     dist.destroy_process_group()

@@ -133,25 +133,19 @@ class PrototypeHook(Hook):
             s, c = class_feature_sums(feature, logits.argmax(1), bank.num_classes, valid)
             sums += s
             counts += c
-        self._reduce_and_update(sums, counts, decay=None)
+        self._reduce_and_update(sums, counts, decay=0.0)
         runner.logger.info(f'PrototypeHook: {int(bank.initialised.sum())} of '
                            f'{bank.num_classes} class prototypes initialised from '
                            f'{len(order)} target images'
                            + (f' on each of {world} processes' if world > 1 else ''))
 
     def _reduce_and_update(self, sums: torch.Tensor, counts: torch.Tensor,
-                           decay: float | None) -> None:
+                           decay: float) -> None:
         if dist.get_world_size() > 1:
             dist.all_reduce(sums, op='sum')
             dist.all_reduce(counts, op='sum')
-        bank = self.bank
-        if decay is None:  # initialisation: the plain mean
-            present = counts > 0
-            bank.prototypes[present] = (sums[present] / counts[present, None]).to(
-                bank.prototypes.dtype)
-            bank.initialised |= present
-        else:
-            ema_prototypes(bank.prototypes, bank.initialised, sums, counts, decay)
+        # λ = 0 at initialisation: each present class takes its plain mean
+        ema_prototypes(self.bank.prototypes, self.bank.initialised, sums, counts, decay)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
