@@ -84,3 +84,28 @@ def test_a_plain_model_without_checkpoint_is_refused(ensemble, tmp_path):
                      str(tmp_path)], check=False)
     assert proc.returncode != 0
     assert 'give a checkpoint for EncoderDecoder' in proc.stdout + proc.stderr
+
+
+def test_parallel_jobs_train_the_same_members(ensemble, tmp_path):
+    """--jobs 2 trains both members at once, with each member's output
+    prefixed, into the same weights as the sequential run (same seeds)."""
+    work_dir = str(tmp_path / 'ens')
+    proc = run_tool(['tools/train_ensemble.py', ensemble['cfg'], '--members', '2',
+                     '--work-dir', work_dir, '--seed', '5', '--jobs', '2'])
+    out = proc.stdout + proc.stderr
+    assert '[member 0] ' in out and '[member 1] ' in out
+    for index in range(2):
+        ours, theirs = (torch.load(json.load(open(osp.join(
+            d, f'member_{index}', 'member.json')))['checkpoint'],
+            map_location='cpu', weights_only=False)['state_dict']
+            for d in (work_dir, ensemble['work_dir']))
+        for key, value in theirs.items():
+            torch.testing.assert_close(ours[key], value, msg=key)
+
+
+def test_a_failing_parallel_member_stops_with_its_log(ensemble, tmp_path):
+    proc = run_tool(['tools/train_ensemble.py', ensemble['cfg'], '--members', '2',
+                     '--work-dir', str(tmp_path / 'ens'), '--jobs', '2',
+                     '--cfg-options', 'train_cfg.max_iters=-1'], check=False)
+    assert proc.returncode != 0
+    assert 'training failed' in proc.stderr and 'its log is in' in proc.stderr
