@@ -372,6 +372,19 @@ def test_output_dir_gets_plots_and_diagram_data(tmp_path):
     for name in ('reliability_diagram.png', 'risk_coverage_entropy.png',
                  'risk_coverage_std.png'):
         assert osp.getsize(tmp_path / name) > 1000
+    # the risk-coverage curve's data: the naive curve of the pixels sorted by
+    # std (most certain first), at the points the histogram resolves
+    curve = json.load(open(tmp_path / 'risk_coverage_std.json'))
+    valid = px['label'] != 255
+    wrong = (px['prob'].argmax(1) != px['label'])[valid]
+    order = np.argsort(px['std'][valid], kind='stable')
+    naive_risk = np.cumsum(wrong[order]) / np.arange(1, valid.sum() + 1)
+    assert curve['coverage'][-1] == pytest.approx(1.0)
+    assert curve['risk'][-1] == pytest.approx(wrong.mean())
+    assert np.all(np.diff(curve['coverage']) > 0)
+    for cov, risk in zip(curve['coverage'], curve['risk']):
+        k = round(cov * valid.sum())
+        assert risk == pytest.approx(naive_risk[k - 1], abs=1e-9)
 
 
 def test_two_process_gloo_run_equals_one_process(tmp_path):

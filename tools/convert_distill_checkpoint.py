@@ -18,29 +18,8 @@ import os.path as osp
 import torch
 
 import mmseg_uncert  # noqa: F401  (checkpoint allow-list)
+from mmseg_uncert.apis import student_state_dict
 from mmseg_uncert.compat import load_local_checkpoint
-
-#: keys that belong to training only (teachers, losses with parameters)
-DROPPED = ('teacher.', 'distiller.', 'kd_loss.', 'pairwise_loss.', 'mimic_loss.')
-STUDENT_PREFIXES = ('student.', 'architecture.')
-
-
-def student_state_dict(state: dict, prefix: str | None = None) -> dict:
-    """The student's tensors of ``state``, under the keys of a plain model."""
-    prefixes = (prefix, ) if prefix else STUDENT_PREFIXES
-    prefixed = {k: v for k, v in state.items() if k.startswith(prefixes)}
-    if prefixed:
-        out = {}
-        for key, value in prefixed.items():
-            for p in prefixes:
-                if key.startswith(p):
-                    out[key[len(p):]] = value
-                    break
-        return out
-    if prefix:
-        raise SystemExit(f'no key starts with {prefix!r}; keys look like '
-                         f'{sorted(state)[:5]}')
-    return {k: v for k, v in state.items() if not k.startswith(DROPPED)}
 
 
 def main() -> None:
@@ -54,7 +33,10 @@ def main() -> None:
         raise SystemExit(f'checkpoint {args.src} does not exist')
     checkpoint = load_local_checkpoint(args.src, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint)
-    student = student_state_dict(state, args.prefix)
+    try:
+        student = student_state_dict(state, args.prefix)
+    except KeyError as error:
+        raise SystemExit(f'{args.src}: {error.args[0]}') from error
     meta = checkpoint.get('meta', {}) if isinstance(checkpoint, dict) else {}
     torch.save(dict(state_dict=student, meta=meta), args.dst)
     print(f'{len(student)} student tensors of {len(state)} written to {args.dst}')

@@ -1,3 +1,8 @@
-from .calibration_plots import plot_reliability_diagram, plot_risk_coverage
+from .calibration_plots import (plot_reliability_diagram,
+                                plot_reliability_diagrams, plot_risk_coverage,
+                                plot_risk_coverage_curves, risk_coverage_curve)
+from .uncertainty_panels import Panel, colorize_labels, draw_panels
 
-__all__ = ['plot_reliability_diagram', 'plot_risk_coverage']
+__all__ = ['plot_reliability_diagram', 'plot_reliability_diagrams',
+           'plot_risk_coverage', 'plot_risk_coverage_curves',
+           'risk_coverage_curve', 'Panel', 'colorize_labels', 'draw_panels']

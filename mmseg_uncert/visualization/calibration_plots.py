@@ -47,22 +47,72 @@ def plot_reliability_diagram(count: Tensor, conf_sum: Tensor,
                 confidence=listed(conf), accuracy=listed(acc))
 
 
-def plot_risk_coverage(wrong: Tensor, right: Tensor, score_name: str,
-                       path: str) -> None:
-    """Error rate of the kept pixels as the most uncertain are rejected."""
+def risk_coverage_curve(wrong: Tensor, right: Tensor,
+                        max_points: int = 256) -> dict[str, list[float]]:
+    """Coverage and risk of the kept pixels as the most uncertain are
+    rejected, from histograms of the score (lowest score kept first), at
+    most ``max_points`` points (evenly spaced in the histogram's filled bins,
+    the full-coverage end always included)."""
     kept = torch.cumsum(wrong + right, 0)
     errors = torch.cumsum(wrong, 0)
     keep = (wrong + right) > 0
     total = kept[-1].clamp(min=1)
-    coverage = (kept[keep] / total).numpy()
-    risk = (errors[keep] / kept[keep].clamp(min=1)).numpy()
+    coverage = kept[keep] / total
+    risk = errors[keep] / kept[keep].clamp(min=1)
+    if coverage.numel() > max_points:
+        index = torch.linspace(0, coverage.numel() - 1, max_points).round().long()
+        coverage, risk = coverage[index], risk[index]
+    return dict(coverage=coverage.tolist(), risk=risk.tolist())
+
+
+def plot_risk_coverage(wrong: Tensor, right: Tensor, score_name: str,
+                       path: str) -> dict[str, list[float]]:
+    """Error rate of the kept pixels as the most uncertain are rejected.
+
+    Returns the curve (see :func:`risk_coverage_curve`)."""
+    curve = risk_coverage_curve(wrong, right)
+    plot_risk_coverage_curves({score_name: curve}, path,
+                              title=f'risk-coverage, score: {score_name}')
+    return curve
+
+
+def plot_risk_coverage_curves(curves: dict[str, dict], path: str,
+                              title: str = 'risk-coverage') -> None:
+    """Several risk–coverage curves (label -> ``dict(coverage, risk)``) in
+    one plot; a lower curve ranks its errors better."""
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(coverage, risk, color='tab:red')
+    for label, curve in curves.items():
+        ax.plot(curve['coverage'], curve['risk'], label=label)
     ax.set_xlabel('coverage (fraction of pixels kept)')
     ax.set_ylabel('risk (error rate of kept pixels)')
-    ax.set_title(f'risk-coverage, score: {score_name}')
+    ax.set_title(title)
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
+    if len(curves) > 1:
+        ax.legend(loc='upper left', fontsize='small')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability_diagrams(diagrams: dict[str, dict], path: str) -> None:
+    """Reliability diagrams side by side, one per label, from the data
+    :func:`plot_reliability_diagram` returns."""
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(4 * len(diagrams), 4),
+                             squeeze=False)
+    for ax, (label, diagram) in zip(axes[0], diagrams.items()):
+        edges = diagram['bin_edges']
+        width = edges[1] - edges[0]
+        acc = [0.0 if a is None else a for a in diagram['accuracy']]
+        ax.bar(edges[:-1], acc, width=width, align='edge', edgecolor='black',
+               color='tab:blue', label='accuracy')
+        ax.plot([0, 1], [0, 1], '--', color='grey', label='perfect calibration')
+        ax.set_title(label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel('confidence (max probability)')
+    axes[0][0].set_ylabel('accuracy')
+    axes[0][0].legend(loc='upper left', fontsize='small')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

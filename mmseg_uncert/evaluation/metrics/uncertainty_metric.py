@@ -148,7 +148,7 @@ class UncertaintyMetric(BaseMetric):
         patch_size: patch side for the patch-level PAvPU.
         ignore_index: label to leave out.
         output_dir: where to write the reliability diagram (PNG + JSON) and
-            the risk–coverage curves (PNG) of every score.
+            the risk–coverage curves (PNG + JSON) of every score.
         collect_device, prefix: as in :class:`mmengine.evaluator.BaseMetric`.
     """
 
@@ -574,5 +574,8 @@ class UncertaintyMetric(BaseMetric):
             json.dump(diagram, f, indent=2)
         for name in self.scores:
             wrong, right = total[f'mis/{name}']
-            plot_risk_coverage(wrong, right, name, osp.join(
+            curve = plot_risk_coverage(wrong, right, name, osp.join(
                 self.output_dir, f'risk_coverage_{name}.png'))
+            with open(osp.join(self.output_dir, f'risk_coverage_{name}.json'),
+                      'w') as f:
+                json.dump(curve, f)

@@ -1,0 +1,162 @@
+"""Evaluate models image by image on one data split, as the test loop does,
+keeping what the test loop does not: seconds per image and the per-pixel
+uncertainty maps (to correlate a student's with its teacher's)."""
+from __future__ import annotations
+
+import copy
+import os.path as osp
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.evaluator import Evaluator
+from torch import Tensor, nn
+
+from ..models.segmentors import mmseg_scope
+
+#: scores every model has (from its class probabilities)
+PROBABILITY_SCORES = ('max_prob', 'entropy')
+
+
+@dataclass
+class SplitEvaluation:
+    """What :func:`evaluate_model` measured.
+
+    Attributes:
+        metrics: mmseg's IoUMetric and this package's UncertaintyMetric on
+            every pixel, plus ``seconds_per_image`` (the model's ``test_step``
+            alone, no data loading or metric).
+        maps: the kept ``pred_uncertainty`` maps, every image's pixels
+            flattened one image after the other (float32).
+        img_paths: the images, in order.
+    """
+    metrics: dict[str, float]
+    maps: dict[str, Tensor] = field(default_factory=dict)
+    img_paths: list[str] = field(default_factory=list)
+
+
+def build_split(config: str | Config, data_root: str | None = None,
+                split: str | None = None):
+    """The test dataset of ``config``; ``data_root`` and ``split`` (Cityscapes
+    layout: ``leftImg8bit/<split>``, ``gtFine/<split>``) replace the config's."""
+    from mmseg.registry import DATASETS
+    cfg = config if isinstance(config, Config) else Config.fromfile(config)
+    dataset = copy.deepcopy(cfg.test_dataloader.dataset)
+    if data_root is not None:
+        dataset.data_root = data_root
+    if split is not None:
+        dataset.data_prefix = dict(img_path=osp.join('leftImg8bit', split),
+                                   seg_map_path=osp.join('gtFine', split))
+    with mmseg_scope():
+        return DATASETS.build(dataset)
+
+
+def model_scores(model: nn.Module, sample: dict) -> list[str]:
+    """The probability scores plus every ``pred_uncertainty`` map the model
+    gives for ``sample`` (one test-pipeline output)."""
+    with torch.no_grad():
+        out = model.test_step(pseudo_collate([sample]))[0]
+    maps = out.get('pred_uncertainty')
+    return [*PROBABILITY_SCORES, *(sorted(maps.keys()) if maps is not None else [])]
+
+
+def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
+                   limit: int | None = None, output_dir: str | None = None,
+                   keep_maps: tuple[str, ...] = ()) -> SplitEvaluation:
+    """mIoU and uncertainty metrics of ``model`` on ``dataset``.
+
+    Args:
+        model: a segmentor in eval mode.
+        dataset: a test dataset (its pipeline loads the annotations).
+        scores: UncertaintyMetric scores; default: :func:`model_scores`.
+        limit: the first ``limit`` images only (default all).
+        output_dir: where UncertaintyMetric writes the reliability diagram
+            and risk–coverage curves.
+        keep_maps: ``pred_uncertainty`` maps to keep per pixel.
+    """
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise ValueError(f'the data set has no image (data root '
+                         f'{getattr(dataset, "data_root", "?")})')
+    if scores is None:
+        scores = model_scores(model, dataset[0])
+    with mmseg_scope():
+        evaluator = Evaluator([
+            dict(type='IoUMetric', iou_metrics=['mIoU']),
+            dict(type='UncertaintyMetric', scores=list(scores),
+                 output_dir=output_dir)])
+    evaluator.dataset_meta = dataset.metainfo
+    seconds = 0.0
+    kept: dict[str, list[Tensor]] = {name: [] for name in keep_maps}
+    img_paths = []
+    for i in range(n):
+        batch = pseudo_collate([dataset[i]])
+        start = time.perf_counter()
+        with torch.no_grad():
+            outputs = model.test_step(batch)
+        seconds += time.perf_counter() - start
+        for name in keep_maps:
+            maps = outputs[0].get('pred_uncertainty')
+            if maps is None or name not in maps:
+                raise KeyError(f'the model gives no {name!r} map to keep; it '
+                               f'gives {sorted(maps.keys()) if maps else []}')
+            kept[name].append(maps.get(name).flatten().float())
+        img_paths.append(outputs[0].img_path)
+        evaluator.process(data_samples=outputs, data_batch=batch)
+    # plain floats (IoUMetric gives numpy scalars), ready for JSON
+    metrics = {k: float(v) for k, v in evaluator.evaluate(n).items()}
+    metrics['seconds_per_image'] = seconds / n
+    metrics['images'] = n
+    return SplitEvaluation(metrics=metrics,
+                           maps={k: torch.cat(v) for k, v in kept.items()},
+                           img_paths=img_paths)
+
+
+def _ranks(x: Tensor) -> Tensor:
+    """Average ranks (ties share the mean of their ranks), as Spearman's
+    coefficient needs."""
+    values, inverse, counts = torch.unique(x, return_inverse=True,
+                                           return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    mean_rank = ends - (counts.double() + 1) / 2  # 0-based mean rank of a tie
+    return mean_rank[inverse]
+
+
+def map_correlations(ours: Tensor, reference: Tensor) -> dict[str, float]:
+    """Pearson and Spearman correlation of two per-pixel maps (same pixels,
+    same order): how well a student's uncertainty follows its teacher's."""
+    if ours.shape != reference.shape:
+        raise ValueError(f'the maps differ in size ({ours.numel()} vs '
+                         f'{reference.numel()} pixels): evaluate both on the '
+                         f'same images')
+    a, b = ours.double(), reference.double()
+    pearson = torch.corrcoef(torch.stack([a, b]))[0, 1]
+    spearman = torch.corrcoef(torch.stack([_ranks(a), _ranks(b)]))[0, 1]
+    return dict(pearson=pearson.item(), spearman=spearman.item())
+
+
+def save_maps(path: str, evaluation: SplitEvaluation) -> None:
+    """The kept maps (float16, to halve the file) with their images' paths."""
+    np.savez(path, img_paths=np.array(evaluation.img_paths),
+             **{name: m.half().numpy() for name, m in evaluation.maps.items()})
+
+
+def load_maps(path: str, name: str, img_paths: list[str]) -> Tensor:
+    """Map ``name`` saved by :func:`save_maps`, checked to be of the same
+    images in the same order."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'reference maps {path} do not exist; write '
+                                f'them with --save-maps')
+    with np.load(path) as saved:
+        if name not in saved.files:
+            raise KeyError(f'{path} holds no {name!r} map (it holds '
+                           f'{[f for f in saved.files if f != "img_paths"]})')
+        theirs = [str(p) for p in saved['img_paths']]
+        if theirs != list(img_paths):
+            raise ValueError(f'{path} was saved for other images ({len(theirs)} '
+                             f'images from {theirs[:1]}) than these '
+                             f'({len(img_paths)} from {img_paths[:1]})')
+        return torch.from_numpy(saved[name].astype(np.float32))

@@ -1,0 +1,137 @@
+"""Evaluate one or more models on one split, side by side, with timings and
+the correlation of their uncertainty maps with a reference model's.
+
+    python tools/evaluate_uncertainty.py --out-dir DIR \\
+        --model ensemble work_dirs/ens/ensemble.py \\
+        --model student configs/distill_....py work_dirs/student/iter_2000.pth \\
+        [--split val] [--data-root DIR] [--limit N] \\
+        [--reference ensemble] [--save-maps std] [--reference-maps FILE.npz]
+
+Every model (``--model NAME CONFIG [CHECKPOINT]``; a distillation or ProDA
+config is evaluated as the network it trains, an ensemble config needs no
+checkpoint) runs image by image on the test dataset of the first model's
+config (``--split`` and ``--data-root`` replace its images and labels in the
+Cityscapes layout). For each model this writes, under ``DIR/NAME/``:
+
+* ``metrics.json``: mIoU, calibration (ECE, MCE, aECE, NLL, Brier),
+  misclassification, OOD and aleatoric-region detection per score (every
+  ``pred_uncertainty`` map the model gives, plus max_prob and entropy), and
+  ``seconds_per_image`` (the forward pass alone);
+* ``reliability_diagram.png/.json`` and ``risk_coverage_<score>.png/.json``;
+* with ``--save-maps S``: ``maps.npz``, its per-pixel ``S`` maps (float16);
+
+and ``DIR/metrics.json`` with every model's metrics. With ``--reference NAME``
+(a model of this run) or ``--reference-maps FILE`` (saved by an earlier run on
+the same images), each model's ``--correlate`` map (default ``std``) gets its
+Pearson and Spearman correlation with the reference's, and the fraction of its
+pixels below 0.01 (a collapsed uncertainty head predicts ~0 everywhere).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+
+import torch
+
+import mmseg_uncert  # noqa: F401  (registers the components)
+from mmseg_uncert.apis import init_uncertainty_model
+from mmseg_uncert.apis.evaluation import (build_split, evaluate_model,
+                                          load_maps, map_correlations,
+                                          model_scores, save_maps)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', nargs='+', action='append', required=True,
+                        metavar='NAME CONFIG [CHECKPOINT]',
+                        help='a model to evaluate (repeat for several)')
+    parser.add_argument('--out-dir', required=True)
+    parser.add_argument('--split', help='e.g. val or ood: leftImg8bit/<split> '
+                        'and gtFine/<split> under the data root')
+    parser.add_argument('--data-root', help='replaces the config\'s data root')
+    parser.add_argument('--limit', type=int, help='the first N images only')
+    parser.add_argument('--save-maps', nargs='+', default=[], metavar='SCORE',
+                        help='keep these per-pixel maps in DIR/NAME/maps.npz')
+    parser.add_argument('--reference', metavar='NAME',
+                        help='correlate the other models\' maps with this one\'s')
+    parser.add_argument('--reference-maps', metavar='FILE',
+                        help='correlate with maps saved by --save-maps')
+    parser.add_argument('--correlate', default='std', metavar='SCORE',
+                        help='the map to correlate (default std)')
+    args = parser.parse_args()
+    names = []
+    for spec in args.model:
+        if len(spec) not in (2, 3):
+            parser.error(f'--model takes NAME CONFIG [CHECKPOINT], got {spec}')
+        if not osp.isfile(spec[1]):
+            parser.error(f'model {spec[0]}: config {spec[1]} does not exist')
+        if len(spec) == 3 and not osp.isfile(spec[2]):
+            parser.error(f'model {spec[0]}: checkpoint {spec[2]} does not exist')
+        names.append(spec[0])
+    if len(set(names)) != len(names):
+        parser.error(f'model names must differ, got {names}')
+    if args.reference and args.reference not in names:
+        parser.error(f'--reference {args.reference} is not a --model name ({names})')
+    if args.reference and args.reference_maps:
+        parser.error('give --reference or --reference-maps, not both')
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    dataset = build_split(args.model[0][1], args.data_root, args.split)
+    correlating = bool(args.reference or args.reference_maps)
+    results, maps, img_paths = {}, {}, None
+    for name, config, *checkpoint in args.model:
+        model = init_uncertainty_model(config, checkpoint[0] if checkpoint else None)
+        scores = model_scores(model, dataset[0])
+        keep = set(args.save_maps)
+        if correlating and args.correlate in scores:
+            keep.add(args.correlate)
+        missing = keep - set(scores) - {args.correlate}
+        if missing:
+            raise SystemExit(f'model {name} gives no {sorted(missing)} map to '
+                             f'save; it gives {scores}')
+        out_dir = osp.join(args.out_dir, name)
+        os.makedirs(out_dir, exist_ok=True)
+        evaluation = evaluate_model(model, dataset, scores, args.limit, out_dir,
+                                    keep_maps=tuple(sorted(keep)))
+        if args.save_maps:
+            save_maps(osp.join(out_dir, 'maps.npz'), evaluation)
+        results[name] = evaluation.metrics
+        maps[name] = evaluation.maps
+        img_paths = evaluation.img_paths
+        with open(osp.join(out_dir, 'metrics.json'), 'w') as f:
+            json.dump(evaluation.metrics, f, indent=2)
+        print(f'{name}: ' + ', '.join(
+            f'{k} {results[name][k]:.4f}' for k in
+            ('mIoU', 'ECE', 'seconds_per_image') if k in results[name]), flush=True)
+        del model
+    if correlating:
+        reference = (maps[args.reference].get(args.correlate) if args.reference
+                     else load_maps(args.reference_maps, args.correlate, img_paths))
+        if reference is None:
+            raise SystemExit(f'the reference {args.reference} gives no '
+                             f'{args.correlate!r} map')
+        for name in results:
+            ours = maps[name].get(args.correlate)
+            if ours is None or name == args.reference:
+                continue
+            stats = map_correlations(ours, reference)
+            stats['fraction_below_0_01'] = (ours < 0.01).double().mean().item()
+            results[name].update({f'{k}/{args.correlate}': v for k, v in stats.items()})
+            with open(osp.join(args.out_dir, name, 'metrics.json'), 'w') as f:
+                json.dump(results[name], f, indent=2)
+            print(f'{name}: {args.correlate} vs the reference: Pearson '
+                  f'{stats["pearson"]:.3f}, Spearman {stats["spearman"]:.3f}',
+                  flush=True)
+    with open(osp.join(args.out_dir, 'metrics.json'), 'w') as f:
+        json.dump(results, f, indent=2)
+    print(f'metrics of {list(results)} written to {args.out_dir}')
+
+
+if __name__ == '__main__':
+    torch.set_grad_enabled(False)
+    main()
