@@ -83,34 +83,15 @@ def train_student(work: str, form: str, members: list[dict], iters: int) -> str:
 
 
 def _dataset(split: str):
-    from mmengine.config import Config
-
-    from mmseg.registry import DATASETS
-    from mmseg_uncert.models.segmentors import mmseg_scope
-    cfg = Config.fromfile(MEMBER)
-    ds = cfg.test_dataloader.dataset
-    ds.data_prefix = dict(img_path=f'leftImg8bit/{split}', seg_map_path=f'gtFine/{split}')
-    with mmseg_scope():
-        return DATASETS.build(ds)
+    from mmseg_uncert.apis.evaluation import build_split
+    return build_split(MEMBER, split=split)
 
 
 def _student_model(checkpoint: str, form: str):
     """The deployment model: the student's parts alone, no teacher."""
-    from mmengine.config import Config
-    from mmengine.runner import load_checkpoint
-
-    from mmseg.registry import MODELS
-    from mmseg_uncert.models.segmentors import mmseg_scope
-    model_cfg = Config.fromfile(DISTILL).model
-    for key in ('teacher', 'kd_loss', 'pairwise_loss', 'mimic_loss',
-                'uncertainty_targets', 'teacher_autocast'):
-        model_cfg.pop(key, None)
-    model_cfg.type = 'UncertaintyEncoderDecoder'
-    model_cfg.decode_head.loss_uncertainty.form = form
-    with mmseg_scope():
-        model = MODELS.build(model_cfg)
-    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    return model.eval()
+    from mmseg_uncert.apis import init_uncertainty_model
+    return init_uncertainty_model(DISTILL, checkpoint, cfg_options={
+        'model.decode_head.loss_uncertainty.form': form})
 
 
 def _teacher_model(members: list[dict]):
@@ -131,50 +112,24 @@ def _single_model(member: dict):
 def evaluate(models: dict, split: str, limit: int | None = None) -> dict:
     """Metrics of every model on ``split``, and their per-pixel uncertainty maps
     (for the correlations)."""
-    from mmengine.dataset import pseudo_collate
-    from mmengine.evaluator import Evaluator
-
-    from mmseg_uncert.models.segmentors import mmseg_scope
+    from mmseg_uncert.apis.evaluation import evaluate_model
     dataset = _dataset(split)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
     results, maps = {}, {}
     for name, (model, scores) in models.items():
-        with mmseg_scope():
-            evaluator = Evaluator([dict(type='IoUMetric', iou_metrics=['mIoU']),
-                                   dict(type='UncertaintyMetric', scores=scores)])
-        evaluator.dataset_meta = dataset.metainfo
-        seconds, collected = 0.0, []
-        for i in range(n):
-            batch = pseudo_collate([dataset[i]])
-            start = time.perf_counter()
-            with torch.no_grad():
-                outputs = model.test_step(batch)
-            seconds += time.perf_counter() - start
-            if 'std' in scores:
-                collected.append(outputs[0].pred_uncertainty.std.flatten().float())
-            evaluator.process(data_samples=outputs, data_batch=batch)
-        metrics = evaluator.evaluate(n)
-        metrics['seconds_per_image'] = seconds / n
-        results[name] = metrics
-        if collected:
-            maps[name] = torch.cat(collected)
-        print(split, name, {k: round(v, 4) for k, v in metrics.items()
+        keep = ('std', ) if 'std' in scores else ()
+        evaluation = evaluate_model(model, dataset, scores, limit, keep_maps=keep)
+        results[name] = evaluation.metrics
+        if keep:
+            maps[name] = evaluation.maps['std']
+        print(split, name, {k: round(v, 4) for k, v in evaluation.metrics.items()
                             if k in ('mIoU', 'ECE', 'auroc/std', 'auroc/max_prob',
                                      'ood_auroc/std', 'seconds_per_image')}, flush=True)
     return dict(metrics=results, maps=maps)
 
 
-def _rank(x: torch.Tensor) -> torch.Tensor:
-    ranks = torch.empty_like(x)
-    ranks[x.argsort()] = torch.arange(len(x), dtype=x.dtype)
-    return ranks
-
-
 def correlations(student: torch.Tensor, teacher: torch.Tensor) -> dict:
-    pearson = torch.corrcoef(torch.stack([student.double(), teacher.double()]))[0, 1]
-    spearman = torch.corrcoef(torch.stack([_rank(student.double()),
-                                           _rank(teacher.double())]))[0, 1]
-    return dict(pearson=pearson.item(), spearman=spearman.item(),
+    from mmseg_uncert.apis.evaluation import map_correlations
+    return dict(**map_correlations(student, teacher),
                 fraction_below_0_01=(student < 0.01).double().mean().item())
 
 

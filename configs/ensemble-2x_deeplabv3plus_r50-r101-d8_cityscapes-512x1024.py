@@ -9,7 +9,7 @@
 #   deeplabv3plus_r101-d8_512x1024_80k_cityscapes_20200606_114143-068fcfe9.pth
 # or train your own members (one config, several seeds) with
 #   python tools/train_ensemble.py configs/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py --members 3 --launcher pytorch
-# Test: bash tools/dist_test.sh configs/ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py 4
+# Test: bash tools/dist_test.sh configs/ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py none 4
 _base_ = [
     'mmseg::_base_/datasets/cityscapes.py',
     'mmseg::_base_/default_runtime.py',

@@ -58,7 +58,7 @@ def test_ensemble_in_the_test_tool_with_uncertainty_scores(ensemble, tmp_path):
     run_tool(['tools/test.py', osp.join(ensemble['work_dir'], 'ensemble.py'),
               '--work-dir', work_dir])
     metrics = _latest_metrics(work_dir)
-    for key in ('mIoU', 'ECE', 'auroc/epistemic', 'auroc/std',
+    for key in ('mIoU', 'ECE', 'auroc/epistemic', 'auroc/std', 'auroc/total',
                 'aleatoric_auroc/aleatoric', 'auroc/variation_ratio'):
         assert key in metrics, key
     assert 0 <= metrics['auroc/epistemic'] <= 1
@@ -109,3 +109,20 @@ def test_a_failing_parallel_member_stops_with_its_log(ensemble, tmp_path):
                      '--cfg-options', 'train_cfg.max_iters=-1'], check=False)
     assert proc.returncode != 0
     assert 'training failed' in proc.stderr and 'its log is in' in proc.stderr
+
+
+def test_parallel_jobs_share_cores_and_gpus(monkeypatch):
+    import importlib.util
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location(
+        'train_ensemble', osp.join(ROOT, 'tools', 'train_ensemble.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    envs = [tool.job_env({}, job, 3, cores=16, gpus=['0', '1']) for job in range(3)]
+    assert [e['OMP_NUM_THREADS'] for e in envs] == ['5', '5', '5']
+    assert [e['CUDA_VISIBLE_DEVICES'] for e in envs] == ['0', '1', '0']
+    # the user's thread count wins; no GPU, no device variable
+    env = tool.job_env({'OMP_NUM_THREADS': '2'}, 0, 3, cores=16, gpus=[])
+    assert env['OMP_NUM_THREADS'] == '2' and 'CUDA_VISIBLE_DEVICES' not in env
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3,5')
+    assert tool.visible_gpus() == ['3', '5']

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Multi-process testing with torchrun.
 #   bash tools/dist_test.sh CONFIG CHECKPOINT NPROC [test.py args...]
+# CHECKPOINT 'none': a model whose members carry their weights (ensemble, MC dropout)
 CONFIG=$1
 CHECKPOINT=$2
 NPROC=$3

@@ -20,7 +20,8 @@ Cityscapes layout). For each model this writes, under ``DIR/NAME/``:
 * ``reliability_diagram.png/.json`` and ``risk_coverage_<score>.png/.json``;
 * with ``--save-maps S``: ``maps.npz``, its per-pixel ``S`` maps (float16);
 
-and ``DIR/metrics.json`` with every model's metrics. With ``--reference NAME``
+and ``DIR/metrics.json`` with the metrics of every model evaluated into DIR
+(this run's replace earlier ones of the same name). With ``--reference NAME``
 (a model of this run) or ``--reference-maps FILE`` (saved by an earlier run on
 the same images), each model's ``--correlate`` map (default ``std``) gets its
 Pearson and Spearman correlation with the reference's, and the fraction of its
@@ -87,18 +88,18 @@ def main() -> None:
     for name, config, *checkpoint in args.model:
         model = init_uncertainty_model(config, checkpoint[0] if checkpoint else None)
         scores = model_scores(model, dataset[0])
-        keep = set(args.save_maps)
+        keep = {m for m in args.save_maps if m in scores}
         if correlating and args.correlate in scores:
             keep.add(args.correlate)
-        missing = keep - set(scores) - {args.correlate}
-        if missing:
-            raise SystemExit(f'model {name} gives no {sorted(missing)} map to '
-                             f'save; it gives {scores}')
+        for absent in sorted(set(args.save_maps) - keep):
+            print(f'model {name} gives no {absent!r} map (it gives {scores}): '
+                  f'nothing to save', flush=True)
         out_dir = osp.join(args.out_dir, name)
         os.makedirs(out_dir, exist_ok=True)
         evaluation = evaluate_model(model, dataset, scores, args.limit, out_dir,
-                                    keep_maps=tuple(sorted(keep)))
-        if args.save_maps:
+                                    keep_maps=tuple(sorted(keep)),
+                                    log_interval=50, name=name)
+        if keep & set(args.save_maps):
             save_maps(osp.join(out_dir, 'maps.npz'), evaluation)
         results[name] = evaluation.metrics
         maps[name] = evaluation.maps
@@ -127,8 +128,15 @@ def main() -> None:
             print(f'{name}: {args.correlate} vs the reference: Pearson '
                   f'{stats["pearson"]:.3f}, Spearman {stats["spearman"]:.3f}',
                   flush=True)
-    with open(osp.join(args.out_dir, 'metrics.json'), 'w') as f:
-        json.dump(results, f, indent=2)
+    # DIR/metrics.json gathers every model evaluated into DIR, run after run
+    gathered = osp.join(args.out_dir, 'metrics.json')
+    everything = {}
+    if osp.isfile(gathered):
+        with open(gathered) as f:
+            everything = json.load(f)
+    everything.update(results)
+    with open(gathered, 'w') as f:
+        json.dump(everything, f, indent=2)
     print(f'metrics of {list(results)} written to {args.out_dir}')
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Testing on a slurm cluster (GPU nodes).
 #   GPUS=4 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
+# CHECKPOINT 'none': a model whose members carry their weights (ensemble, MC dropout)
 set -x
 
 PARTITION=$1

@@ -23,8 +23,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('config', help='test config file path')
     parser.add_argument(
         'checkpoint', nargs='?', default=None,
-        help='checkpoint file; left out for a model whose parts carry their '
-        'own weights (EnsembleSegmentor, MCDropoutSegmentor)')
+        help='checkpoint file; left out (or \'none\', e.g. for '
+        'tools/dist_test.sh) for a model whose parts carry their own weights '
+        '(EnsembleSegmentor, MCDropoutSegmentor)')
     parser.add_argument(
         '--work-dir',
         help='directory where the evaluation results are dumped as json')
@@ -50,6 +51,8 @@ def parse_args() -> argparse.Namespace:
         '--tta', action='store_true', help='test time augmentation')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    if args.checkpoint == 'none':
+        args.checkpoint = None
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

@@ -7,14 +7,15 @@ Member i is trained by tools/train.py with ``randomness.seed = seed + i``
 into ``WORK_DIR/member_<i>/`` (default WORK_DIR: ``work_dirs/<config name>_ensemble``).
 A finished member is skipped on a second run and an interrupted one resumes
 from its last checkpoint. Then ``WORK_DIR/ensemble.py`` is written: the
-member config's data, evaluators and runtime with an ``EnsembleSegmentor``
-whose members are the trained ones; test it with
+member config's data and runtime with an ``EnsembleSegmentor`` whose members
+are the trained ones, evaluated by mIoU and UncertaintyMetric on every map the
+ensemble gives (total, aleatoric, epistemic, std, variation ratio); test it with
 
     python tools/test.py WORK_DIR/ensemble.py
 
 ``--jobs J`` trains J members at once, each process with ``cores // J``
-intra-op threads (unless OMP_NUM_THREADS is set) and its output prefixed by
-``[member i]``: on a CPU, small networks make poor use of many threads, and
+intra-op threads (unless OMP_NUM_THREADS is set), one of the visible GPUs
+(round robin) and its output prefixed by ``[member i]``: on a CPU, small networks make poor use of many threads, and
 three one-thread processes on two cores train about twice as fast as three
 two-thread runs one after another. A member that fails stops the others.
 
@@ -34,6 +35,10 @@ import threading
 import time
 
 TOOLS = osp.dirname(osp.abspath(__file__))
+#: what the ensemble config evaluates: the probability scores and every map
+#: of EnsembleSegmentor (total = aleatoric + epistemic, std, variation ratio)
+ENSEMBLE_SCORES = ('max_prob', 'entropy', 'total', 'aleatoric', 'epistemic',
+                   'std', 'variation_ratio')
 
 
 def parse_args() -> argparse.Namespace:
@@ -116,13 +121,33 @@ def _relay(proc: subprocess.Popen, prefix: str, lock: threading.Lock) -> None:
             sys.stdout.flush()
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs the members may use: CUDA_VISIBLE_DEVICES, else every one."""
+    if os.environ.get('CUDA_VISIBLE_DEVICES'):
+        return [d for d in os.environ['CUDA_VISIBLE_DEVICES'].split(',') if d.strip()]
+    import torch
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def job_env(base: dict[str, str], job: int, jobs: int, cores: int,
+            gpus: list[str]) -> dict[str, str]:
+    """Environment of the ``job``-th of ``jobs`` members trained at once:
+    an equal share of the CPU cores as intra-op threads (unless
+    OMP_NUM_THREADS is set) and, with GPUs, one of them (round robin)."""
+    env = dict(base)
+    if 'OMP_NUM_THREADS' not in base:
+        env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(max(1, cores // jobs))
+    if gpus:
+        env['CUDA_VISIBLE_DEVICES'] = gpus[job % len(gpus)]
+    return env
+
+
 def train_members_in_parallel(args: argparse.Namespace,
                               todo: list[tuple[int, str]]) -> None:
     """Train the members of ``todo`` (index, folder), ``args.jobs`` at a time."""
-    env = dict(os.environ)
-    if 'OMP_NUM_THREADS' not in env:
-        threads = max(1, (os.cpu_count() or 1) // min(args.jobs, len(todo)))
-        env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(threads)
+    jobs = min(args.jobs, len(todo))
+    gpus = visible_gpus()
+    started = 0
     lock = threading.Lock()
     pending, running = list(todo), []
     try:
@@ -130,6 +155,9 @@ def train_members_in_parallel(args: argparse.Namespace,
             while pending and len(running) < args.jobs:
                 index, member_dir = pending.pop(0)
                 os.makedirs(member_dir, exist_ok=True)
+                env = job_env(dict(os.environ), started, jobs,
+                              os.cpu_count() or 1, gpus)
+                started += 1
                 proc = subprocess.Popen(
                     member_command(args, index, member_dir), env=env, text=True,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -182,6 +210,13 @@ def write_ensemble_config(args: argparse.Namespace, work_dir: str,
         *[f"        dict(config={m['config']!r},\n"
           f"             checkpoint={m['checkpoint']!r})," for m in members],
         '    ])',
+        "# the member's metrics see one model; the ensemble's maps are added",
+        'test_evaluator = [',
+        "    dict(type='IoUMetric', iou_metrics=['mIoU']),",
+        "    dict(type='UncertaintyMetric',",
+        f'         scores={list(ENSEMBLE_SCORES)!r}),',
+        ']',
+        'val_evaluator = test_evaluator',
         '',
     ]
     with open(path, 'w') as f:
@@ -194,7 +229,8 @@ def main() -> None:
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = args.work_dir or osp.join('work_dirs', f'{name}_ensemble')
     os.makedirs(work_dir, exist_ok=True)
-    rank = int(os.environ.get('RANK', '0'))
+    # torchrun sets RANK, srun SLURM_PROCID: one process reports and writes
+    rank = int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', '0')))
     member_dirs = [osp.join(work_dir, f'member_{i}') for i in range(args.members)]
     todo = []
     for index, member_dir in enumerate(member_dirs):

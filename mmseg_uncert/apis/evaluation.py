@@ -13,6 +13,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.evaluator import Evaluator
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from ..models.segmentors import mmseg_scope
@@ -65,7 +66,8 @@ def model_scores(model: nn.Module, sample: dict) -> list[str]:
 
 def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
                    limit: int | None = None, output_dir: str | None = None,
-                   keep_maps: tuple[str, ...] = ()) -> SplitEvaluation:
+                   keep_maps: tuple[str, ...] = (), log_interval: int = 0,
+                   name: str = 'model') -> SplitEvaluation:
     """mIoU and uncertainty metrics of ``model`` on ``dataset``.
 
     Args:
@@ -76,6 +78,8 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
         output_dir: where UncertaintyMetric writes the reliability diagram
             and risk–coverage curves.
         keep_maps: ``pred_uncertainty`` maps to keep per pixel.
+        log_interval: log progress every this many images (0: never).
+        name: the model in the progress log.
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
@@ -98,14 +102,17 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
         with torch.no_grad():
             outputs = model.test_step(batch)
         seconds += time.perf_counter() - start
-        for name in keep_maps:
+        for kept_name in keep_maps:
             maps = outputs[0].get('pred_uncertainty')
-            if maps is None or name not in maps:
-                raise KeyError(f'the model gives no {name!r} map to keep; it '
-                               f'gives {sorted(maps.keys()) if maps else []}')
-            kept[name].append(maps.get(name).flatten().float())
+            if maps is None or kept_name not in maps:
+                raise KeyError(f'the model gives no {kept_name!r} map to keep; '
+                               f'it gives {sorted(maps.keys()) if maps else []}')
+            kept[kept_name].append(maps.get(kept_name).flatten().float())
         img_paths.append(outputs[0].img_path)
         evaluator.process(data_samples=outputs, data_batch=batch)
+        if log_interval and ((i + 1) % log_interval == 0 or i + 1 == n):
+            print_log(f'{name}: {i + 1}/{n} images, {seconds / (i + 1):.3f} s '
+                      f'per image (forward pass)', logger='current')
     # plain floats (IoUMetric gives numpy scalars), ready for JSON
     metrics = {k: float(v) for k, v in evaluator.evaluate(n).items()}
     metrics['seconds_per_image'] = seconds / n

@@ -1,0 +1,73 @@
+"""Wall time of the main job (`make demo`) from nothing, against its goals.
+
+    python benchmarks/demo_wall_time.py            # full demo: goal 20 min on 2 CPU cores
+    python benchmarks/demo_wall_time.py --quick    # quick demo: goal 5 min
+
+Runs ``tools/demo.py`` in a fresh work dir with a fresh data root (so the
+data is generated too, as on a fresh clone), records the total wall time,
+each step's time (from the demo's step stamps) and the report's comparison
+numbers, and merges them into ``benchmarks/results/demo.json`` under the
+mode's name. Nothing else should run on the machine meanwhile.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+GOALS = dict(full=20 * 60, quick=5 * 60)
+MODELS = ('ensemble', 'member_0', 'student')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results', 'demo.json'))
+    args = parser.parse_args()
+    mode = 'quick' if args.quick else 'full'
+    base = osp.join(ROOT, 'work_dirs', f'bench_demo_{mode}')
+    shutil.rmtree(base, ignore_errors=True)
+    work, data = osp.join(base, 'work'), osp.join(base, 'data')
+    command = [sys.executable, 'tools/demo.py', '--work-dir', work, '--data-root', data]
+    if args.quick:
+        command.append('--quick')
+    start = time.time()
+    subprocess.run(command, check=True, cwd=ROOT)
+    wall = time.time() - start
+    steps = []
+    for k in range(1, 8):
+        with open(osp.join(work, '.steps', f'step_{k}.done')) as f:
+            steps.append(float(f.read()))
+    metrics = {}
+    for split in ('val', 'ood'):
+        for name in MODELS:
+            with open(osp.join(work, 'eval', split, name, 'metrics.json')) as f:
+                m = json.load(f)
+            metrics[f'{split}/{name}'] = {k: v for k, v in m.items() if k in (
+                'mIoU', 'ECE', 'auroc/std', 'auroc/max_prob', 'ood_auroc/std',
+                'ood_auroc/max_prob', 'ood_auroc/epistemic', 'ood_auroc/aleatoric',
+                'pearson/std', 'spearman/std', 'seconds_per_image', 'images')}
+    result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
+                  wall_seconds=wall, step_seconds=steps, goal_seconds=GOALS[mode],
+                  goal_met=wall <= GOALS[mode], metrics=metrics)
+    everything = {}
+    if osp.isfile(args.out):
+        with open(args.out) as f:
+            everything = json.load(f)
+    everything[mode] = result
+    os.makedirs(osp.dirname(args.out), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(everything, f, indent=2)
+    print(f'{mode} demo: {wall:.0f} s (goal {GOALS[mode]} s: '
+          f"{'met' if result['goal_met'] else 'NOT met'}); steps {[round(s) for s in steps]}")
+
+
+if __name__ == '__main__':
+    main()

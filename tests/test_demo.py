@@ -1,0 +1,165 @@
+"""tools/demo.py: the README's main command, end to end in its quick mode,
+its resume, its progress estimate and its errors."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+from collections import namedtuple
+
+import pytest
+
+from conftest import ROOT, tool_env
+
+
+@pytest.fixture(scope='module')
+def demo_module():
+    spec = importlib.util.spec_from_file_location('demo', osp.join(ROOT, 'tools', 'demo.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_demo(work: str, data: str) -> subprocess.CompletedProcess:
+    env = tool_env()
+    env.pop('OMP_NUM_THREADS')  # as a user runs it: every core
+    return subprocess.run(
+        [sys.executable, 'tools/demo.py', '--quick', '--work-dir', work,
+         '--data-root', data], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=900)
+
+
+@pytest.fixture(scope='module')
+def quick_demo(tmp_path_factory):
+    base = tmp_path_factory.mktemp('demo')
+    work, data = str(base / 'work'), str(base / 'data')
+    proc = _run_demo(work, data)
+    if proc.returncode != 0:
+        pytest.fail(f'demo failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}')
+    return dict(work=work, data=data, out=proc.stdout)
+
+
+def test_quick_demo_reports_every_step(quick_demo):
+    out = quick_demo['out']
+    for k in range(1, 8):
+        assert re.search(rf'=== step {k} of 7: .*\(elapsed \d+m\d\ds, about '
+                         rf'\d+m\d\ds left\) ===', out), k
+    # mmengine's own logs come through, the members' with their prefix
+    assert '[member 2] ' in out and 'Iter(train) [50/50]' in out
+
+
+def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
+    work = quick_demo['work']
+    report = open(osp.join(work, 'report.md')).read()
+    for split in ('val', 'ood'):
+        for name in ('ensemble', 'member_0', 'student'):
+            metrics = json.load(open(osp.join(work, 'eval', split, name, 'metrics.json')))
+            assert metrics['images'] == 12
+    val = {name: json.load(open(osp.join(work, 'eval', 'val', name, 'metrics.json')))
+           for name in ('ensemble', 'member_0', 'student')}
+    ood_student = json.load(open(osp.join(work, 'eval', 'ood', 'student', 'metrics.json')))
+    row = next(line for line in report.splitlines() if line.startswith('| student'))
+    cells = [c.strip() for c in row.split('|')[1:-1]]
+    assert cells[1] == f"{val['student']['mIoU']:.2f}"
+    assert cells[3] == 'std'
+    assert cells[4] == f"{val['student']['auroc/std']:.3f}"
+    assert cells[5] == f"{ood_student['ood_auroc/std']:.3f}"
+    assert cells[7] == (f"{val['student']['pearson/std']:.3f} / "
+                        f"{val['student']['spearman/std']:.3f}")
+    member_row = next(line for line in report.splitlines()
+                      if line.startswith('| no distillation'))
+    assert '| max_prob |' in member_row
+    # the ensemble's decomposition is there, and every linked file exists
+    assert '| epistemic |' in report and '| aleatoric |' in report
+    links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', report)
+    assert len([link for link in links if link.startswith('pictures/')]) == 4
+    for link in links:
+        assert osp.getsize(osp.join(work, link)) > 5000, link
+
+
+def test_quick_demo_resumes_an_interrupted_run(quick_demo):
+    """A rerun skips finished steps; with the student's last checkpoint gone
+    (as if stopped), its training resumes from the one before."""
+    work = quick_demo['work']
+    student = osp.join(work, 'student')
+    os.remove(osp.join(student, 'iter_50.pth'))
+    with open(osp.join(student, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(student, 'iter_48.pth'))
+    for k in range(4, 8):
+        os.remove(osp.join(work, '.steps', f'step_{k}.done'))
+    proc = _run_demo(work, quick_demo['data'])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for k in (1, 2, 3):
+        assert re.search(rf'=== step {k} of 7: .*: done, skipped ===', proc.stdout), k
+    assert 'Iter(train) [50/50]' in proc.stdout
+    assert 'Iter(train) [10/50]' not in proc.stdout  # resumed at 48, not restarted
+    assert osp.isfile(osp.join(student, 'iter_50.pth'))
+
+
+def test_a_failed_step_names_itself_and_its_log(demo_module, tmp_path):
+    log = str(tmp_path / 'logs' / 'step.log')
+    with pytest.raises(SystemExit) as error:
+        demo_module.run_command(2, 7, 'train the teacher ensemble', [
+            sys.executable, '-c', 'import sys; print("member 1 diverged"); sys.exit(3)'],
+            log)
+    message = str(error.value)
+    assert 'step 2 of 7 (train the teacher ensemble)' in message
+    assert 'exit code 3' in message and log in message
+    assert 'member 1 diverged' in open(log).read()
+
+
+def test_too_little_disk_space_stops_before_the_step(demo_module, tmp_path,
+                                                     monkeypatch):
+    usage = namedtuple('usage', 'total used free')
+    monkeypatch.setattr(demo_module.shutil, 'disk_usage',
+                        lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20 * 30, 2**20 * 30))
+    with pytest.raises(SystemExit) as error:
+        demo_module.ensure_free_space(1, 7, 'generate the synthetic benchmark',
+                                      str(tmp_path), need_mb=600)
+    message = str(error.value)
+    assert 'step 1 of 7 (generate the synthetic benchmark)' in message
+    assert '600 MB' in message and '30 MB' in message and str(tmp_path) in message
+    demo_module.ensure_free_space(1, 7, 'x', str(tmp_path), need_mb=20)  # enough
+
+
+def test_a_failed_run_keeps_its_finished_steps(demo_module, tmp_path):
+    """Step 2 fails: step 1 is stamped and skipped on the rerun, step 2 is
+    not stamped and runs again."""
+    calls = []
+    fail = {'now': True}
+
+    def ok(k, n, title):
+        calls.append(k)
+
+    def flaky(k, n, title):
+        calls.append(k)
+        if fail['now']:
+            raise demo_module.DemoError(f'demo: step {k} of {n} ({title}) failed')
+
+    def make():
+        demo = demo_module.Demo(str(tmp_path), str(tmp_path / 'data'),
+                                demo_module.Plan.quick(), quick=True)
+        demo.steps = [('one', ok, 1), ('two', flaky, 1), ('three', ok, 1)]
+        demo.progress = demo_module.Progress(['one', 'two', 'three'], [1.0, 1.0, 1.0])
+        return demo
+
+    with pytest.raises(SystemExit, match=r'step 2 of 3 \(two\)'):
+        make().run()
+    assert calls == [1, 2]
+    fail['now'] = False
+    make().run()
+    assert calls == [1, 2, 2, 3]
+
+
+def test_time_left_scales_the_estimates_by_the_measured_pace(demo_module):
+    progress = demo_module.Progress(['a', 'b', 'c'], [10.0, 20.0, 30.0])
+    assert progress.time_left(1) == 60.0
+    progress.end(1, 20.0)  # twice as slow as estimated
+    assert progress.time_left(2) == pytest.approx(2 * 50.0)
+    progress.skip(2, 'done')  # a skipped step costs nothing
+    assert progress.time_left(2) == pytest.approx(2 * 30.0)
+    assert progress.clock(125.4) == '2m05s'

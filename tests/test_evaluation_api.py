@@ -1,0 +1,77 @@
+"""mmseg_uncert.apis: correlations, saved maps, deployment of training
+wrappers; the side-by-side pictures' colours."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from mmseg_uncert.apis import deploy_model_config, student_state_dict
+from mmseg_uncert.apis.evaluation import (SplitEvaluation, load_maps,
+                                          map_correlations, save_maps)
+from mmseg_uncert.visualization import Panel, colorize_labels
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_map_correlations_equal_scipy_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 20, 5000).astype(np.float32)  # many ties
+    b = (a + rng.normal(0, 5, 5000)).round().astype(np.float32)
+    ours = map_correlations(torch.from_numpy(a), torch.from_numpy(b))
+    assert ours['pearson'] == pytest.approx(stats.pearsonr(a.astype(np.float64), b.astype(np.float64))[0], abs=1e-9)
+    assert ours['spearman'] == pytest.approx(stats.spearmanr(a, b)[0], abs=1e-9)
+
+
+def test_map_correlations_need_the_same_pixels():
+    with pytest.raises(ValueError, match='same images'):
+        map_correlations(torch.rand(10), torch.rand(11))
+
+
+def test_saved_maps_load_for_the_same_images_only(tmp_path):
+    maps = torch.tensor([0.0, 0.125, 0.5, 0.25])
+    path = str(tmp_path / 'maps.npz')
+    save_maps(path, SplitEvaluation(metrics={}, maps=dict(std=maps),
+                                    img_paths=['a.png', 'b.png']))
+    assert torch.equal(load_maps(path, 'std', ['a.png', 'b.png']), maps)
+    with pytest.raises(ValueError, match='other images'):
+        load_maps(path, 'std', ['b.png', 'a.png'])
+    with pytest.raises(KeyError, match="no 'epistemic' map"):
+        load_maps(path, 'epistemic', ['a.png', 'b.png'])
+    with pytest.raises(FileNotFoundError, match='--save-maps'):
+        load_maps(str(tmp_path / 'none.npz'), 'std', [])
+
+
+def test_deploying_a_distiller_keeps_the_student_only():
+    cfg = dict(type='EnsembleDistiller', teacher=dict(type='EnsembleSegmentor'),
+               backbone=dict(type='B'), decode_head=dict(type='DualHead'),
+               kd_loss=dict(type='PixelKDLoss'), pseudo_label_threshold=0.9,
+               test_cfg=dict(mode='whole'), data_preprocessor=dict(type='P'))
+    deployed = deploy_model_config(cfg)
+    assert deployed.to_dict() == dict(
+        type='UncertaintyEncoderDecoder', backbone=dict(type='B'),
+        decode_head=dict(type='DualHead'), test_cfg=dict(mode='whole'),
+        data_preprocessor=dict(type='P'), train_cfg=None)
+    plain = dict(type='EncoderDecoder', backbone=dict(type='B'))
+    assert deploy_model_config(plain).to_dict() == plain
+
+
+def test_student_state_dict_drops_training_keys_and_strips_prefixes():
+    w = torch.zeros(1)
+    assert set(student_state_dict({'backbone.a': w, 'kd_loss.t': w,
+                                   'pairwise_loss.p': w})) == {'backbone.a'}
+    assert set(student_state_dict({'architecture.backbone.a': w,
+                                   'distiller.teacher.b': w})) == {'backbone.a'}
+    with pytest.raises(KeyError, match="'student.'"):
+        student_state_dict({'backbone.a': w}, prefix='student.')
+
+
+def test_colorize_labels_uses_the_palette_and_blacks_out_ignore():
+    label = np.array([[0, 1], [255, 7]])
+    rgb = colorize_labels(label, [(10, 20, 30), (40, 50, 60)])
+    assert rgb[0, 0].tolist() == [10, 20, 30]
+    assert rgb[0, 1].tolist() == [40, 50, 60]
+    assert rgb[1, 0].tolist() == [0, 0, 0]  # ignored
+    assert rgb[1, 1].tolist() == [0, 0, 0]  # outside the palette
+    with pytest.raises(ValueError, match="kind 'heatmap'"):
+        Panel('x', label, 'heatmap')
