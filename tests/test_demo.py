@@ -20,8 +20,10 @@ from conftest import ROOT, tool_env
 def demo_module():
     spec = importlib.util.spec_from_file_location('demo', osp.join(ROOT, 'tools', 'demo.py'))
     module = importlib.util.module_from_spec(spec)
+    sys.modules['demo'] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
-    return module
+    yield module
+    del sys.modules['demo']
 
 
 def _run_demo(work: str, data: str) -> subprocess.CompletedProcess:
