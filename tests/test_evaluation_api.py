@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import stats  # installed with scikit-learn, a test dependency
 
 from mmseg_uncert.apis import deploy_model_config, student_state_dict
 from mmseg_uncert.apis.evaluation import (SplitEvaluation, load_maps,
