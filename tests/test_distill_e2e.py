@@ -1,4 +1,5 @@
 """The distillation recipe through the runner: train, checkpoint, test, convert."""
+import os
 import os.path as osp
 
 import torch
@@ -46,3 +47,61 @@ def test_distill_train_test_and_convert(tiny_data_root, tmp_path):
     torch.save(dict(state_dict=prefixed), str(tmp_path / 'razor.pth'))
     run_tool(['tools/convert_distill_checkpoint.py', str(tmp_path / 'razor.pth'), out])
     assert set(torch.load(out, map_location='cpu', weights_only=False)['state_dict']) == set(state)
+
+
+def test_deployed_student_predicts_as_the_distiller(tiny_data_root, tmp_path):
+    """init_uncertainty_model turns the distillation config into the student
+    alone (no teacher), with the checkpoint's weights: its outputs equal the
+    EnsembleDistiller's own test_step; tools/visualize_uncertainty.py draws it."""
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.runner import load_checkpoint
+
+    from mmseg.registry import MODELS
+    from mmseg_uncert.apis import init_uncertainty_model
+    from mmseg_uncert.apis.evaluation import build_split
+    from mmseg_uncert.models.segmentors import mmseg_scope
+
+    members = [dict(config=PROJECT_CONFIG,
+                    checkpoint=save_member(str(tmp_path / f'm{i}.pth'), seed=i,
+                                           num_classes=19)) for i in range(2)]
+    cfg = write_tiny_config(
+        str(tmp_path / 'distill.py'), tiny_data_root, max_iters=1, base=DISTILL,
+        extra=f"""
+        model = dict(teacher=dict(_delete_=True, type='EnsembleSegmentor',
+                                  members={members!r}))
+        """)
+    run_dir = str(tmp_path / 'run')
+    run_tool(['tools/train.py', cfg, '--work-dir', run_dir])
+    ckpt = osp.join(run_dir, 'iter_1.pth')
+    deployed = init_uncertainty_model(cfg, ckpt)
+    assert type(deployed).__name__ == 'UncertaintyEncoderDecoder'
+    assert not hasattr(deployed, 'teacher')
+    with mmseg_scope():
+        distiller = MODELS.build(Config.fromfile(cfg).model)
+    load_checkpoint(distiller, ckpt, map_location='cpu', strict=True)
+    distiller.eval()
+    batch = pseudo_collate([build_split(cfg, split='val')[0]])
+    with torch.no_grad():
+        ours, theirs = deployed.test_step(batch)[0], distiller.test_step(batch)[0]
+    torch.testing.assert_close(ours.seg_logits.data, theirs.seg_logits.data)
+    torch.testing.assert_close(ours.pred_uncertainty.std, theirs.pred_uncertainty.std)
+    # the pictures tool on the same student, with ground truth and true maps
+    out = str(tmp_path / 'pictures')
+    proc = run_tool(['tools/visualize_uncertainty.py', cfg, ckpt,
+                     osp.join(tiny_data_root, 'leftImg8bit', 'ood'), '--ann-dir',
+                     osp.join(tiny_data_root, 'gtFine', 'ood'), '--out-dir', out,
+                     '--limit', '2', '--name', 'student'])
+    assert '2 pictures written' in proc.stdout
+    assert len(os.listdir(out)) == 2
+    assert sorted(os.listdir(out)) == ['synthcity_000000_000019_uncertainty.png',
+                                       'synthcity_000001_000019_uncertainty.png']
+    proc = run_tool(['tools/visualize_uncertainty.py', cfg, ckpt,
+                     osp.join(tiny_data_root, 'leftImg8bit', 'ood'), '--out-dir', out,
+                     '--maps', 'epistemic'], check=False)
+    assert proc.returncode != 0
+    assert "gives no ['epistemic'] map; it gives ['std']" in proc.stderr
+    os.makedirs(tmp_path / 'empty')
+    proc = run_tool(['tools/visualize_uncertainty.py', cfg, ckpt, str(tmp_path / 'empty'),
+                     '--out-dir', out], check=False)
+    assert proc.returncode != 0 and "'_leftImg8bit.png'" in proc.stderr

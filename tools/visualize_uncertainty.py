@@ -5,7 +5,8 @@
         [--maps std] [--reference-maps epistemic aleatoric] [--limit N]
 
 For each image (files under IMAGE_DIR, recursively, that end with the
-config's dataset ``img_suffix``) one PNG in DIR, panels left to right:
+config's dataset ``img_suffix``) one PNG in DIR, ``<stem>_uncertainty.png``,
+panels left to right:
 the image; the ground truth; the model's prediction; its uncertainty maps
 (``--maps``, default all it gives); the reference model's maps
 (``--reference-maps``, default its epistemic and aleatoric maps, e.g. of the
@@ -178,10 +179,11 @@ def main() -> None:
         if 'ood' in truth:
             panels.append(Panel('OOD mask', (truth['ood'] > 0).astype(np.uint8),
                                 'mask'))
-        name = osp.splitext(osp.basename(img_path))[0]
-        draw_panels(panels, osp.join(args.out_dir, f'{name}.png'), palette=palette,
-                    title=osp.basename(img_path))
-        print(f'{img_path} -> {osp.join(args.out_dir, name + ".png")}', flush=True)
+        base = osp.basename(img_path)
+        stem = base[:-len(img_suffix)] if base.endswith(img_suffix) else osp.splitext(base)[0]
+        out_path = osp.join(args.out_dir, f'{stem}_uncertainty.png')
+        draw_panels(panels, out_path, palette=palette, title=base)
+        print(f'{img_path} -> {out_path}', flush=True)
     print(f'{len(images)} pictures written to {args.out_dir}')
 
 
