@@ -165,3 +165,23 @@ def test_time_left_scales_the_estimates_by_the_measured_pace(demo_module):
     progress.skip(2, 'done')  # a skipped step costs nothing
     assert progress.time_left(2) == pytest.approx(2 * 30.0)
     assert progress.clock(125.4) == '2m05s'
+
+
+def test_existing_data_is_reused_and_never_lost(demo_module, tiny_data_root, tmp_path):
+    """The demo generates only when a split lacks images, and then keeps the
+    splits it does not use (make_synthetic.py --overwrite replaces them all)."""
+    from conftest import TINY_COUNTS
+    from mmseg_uncert.datasets.synthetic_streets import SceneSpec, generate
+    assert demo_module.split_counts(tiny_data_root) == TINY_COUNTS
+    assert demo_module.generation_plan(tiny_data_root, dict(train=12, val=4)) is None
+    assert demo_module.generation_plan(tiny_data_root, dict(train=13, ood=2)) == dict(
+        TINY_COUNTS, train=13)
+    assert demo_module.generation_plan(str(tmp_path / 'none'), dict(val=3)) == dict(val=3)
+    # a sample with a missing file (an interrupted generation) does not count
+    root = str(tmp_path / 'data')
+    generate(root, dict(val=2), seed=1, spec=SceneSpec(32, 64), workers=1)
+    mask = next(osp.join(d, f) for d, _, files in os.walk(osp.join(root, 'gtFine'))
+                for f in files if f.endswith('_gtFine_ood.png'))
+    os.remove(mask)
+    assert demo_module.split_counts(root) == dict(val=1)
+    assert demo_module.generation_plan(root, dict(val=2)) == dict(val=2)

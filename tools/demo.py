@@ -166,6 +166,36 @@ def run_command(k: int, n: int, title: str, cmd: list[str], log: str,
             f'finished steps are skipped.')
 
 
+def split_counts(data_root: str) -> dict[str, int]:
+    """Complete samples per split of a generated data root: the fewest files
+    of any of the four kinds (image, label, aleatoric, OOD mask), as an
+    interrupted generation may have written some kinds of a sample only."""
+    from mmseg_uncert.datasets.synthetic_streets import FILE_SUFFIXES
+    counts = {}
+    image_root = osp.join(data_root, 'leftImg8bit')
+    for split in sorted(os.listdir(image_root)) if osp.isdir(image_root) else []:
+        found = []
+        for kind, suffix in FILE_SUFFIXES.items():
+            folder = osp.join(data_root, 'leftImg8bit' if kind == 'img' else 'gtFine', split)
+            found.append(sum(name.endswith(suffix) for _, _, names in os.walk(folder)
+                             for name in names))
+        counts[split] = min(found)
+    return counts
+
+
+def generation_plan(data_root: str, needed: dict[str, int]) -> dict[str, int] | None:
+    """None when ``data_root`` already holds ``needed`` images per split;
+    otherwise the counts to generate: the needed splits and, so that
+    regenerating loses nothing, every split already there."""
+    have = split_counts(data_root)
+    if all(have.get(split, 0) >= n for split, n in needed.items()):
+        return None
+    plan = dict(have)
+    for split, n in needed.items():
+        plan[split] = max(n, have.get(split, 0))
+    return plan
+
+
 class Demo:
     """The seven steps, their outputs under ``work_dir`` and their data."""
 
@@ -259,18 +289,23 @@ class Demo:
 
     # --------------------------------------------------------------- steps
     def generate(self, k: int, n: int, title: str) -> None:
-        counts = self.plan.counts
-        stamp = osp.join(self.data_root, '.complete-' + '-'.join(
-            f'{split}{count}' for split, count in counts.items()))
-        if osp.exists(stamp):
-            print(f'data in {self.data_root} exists', flush=True)
+        plan = generation_plan(self.data_root, self.plan.counts)
+        if plan is None:
+            print(f'data in {self.data_root} has every image the demo needs, reused',
+                  flush=True)
             return
-        count_args = [a for split, c in counts.items() for a in (f'--{split}', str(c))]
+        kept = sorted(set(plan) - set(self.plan.counts))
+        if kept:
+            # make_synthetic.py --overwrite replaces the whole data root: the
+            # splits the demo does not use are written again (same seed, same files)
+            print(f'also regenerating the splits already in {self.data_root}: {kept}',
+                  flush=True)
+        count_args = [a for split, c in plan.items()
+                      for a in (f'--{split.replace("_", "-")}', str(c))]
         run_command(k, n, title, [
             self.py, 'tools/make_synthetic.py', '--out-dir', self.data_root,
-            '--splits', ','.join(counts), *count_args, '--overwrite'],
+            '--splits', ','.join(plan), *count_args, '--overwrite'],
             self.log('1_generate'))
-        open(stamp, 'w').close()
 
     def train_ensemble(self, k: int, n: int, title: str) -> None:
         run_command(k, n, title, [
