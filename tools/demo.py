@@ -61,7 +61,7 @@ class Plan:
     eval_images: int  # the first images of val and of ood
     # seconds per unit on 2 CPU cores, for the time-left estimate
     unit_seconds: dict[str, float] = field(default_factory=lambda: dict(
-        image=0.02, member_iter=0.33, student_iter=1.1, ensemble_eval=0.8,
+        image=0.02, member_iter=0.37, student_iter=1.1, ensemble_eval=0.7,
         student_eval=0.25, picture=2.0, start=20.0))
 
     @classmethod
@@ -471,7 +471,6 @@ def observations(demo: Demo) -> list[str]:
 
 def write_report(demo: Demo, elapsed: float) -> str:
     """``report.md`` and its figures from the evaluation and picture steps."""
-    sys.path.insert(0, ROOT)
     from mmseg_uncert.visualization import (plot_reliability_diagrams,
                                             plot_risk_coverage_curves)
     figures = osp.join(demo.work_dir, 'figures')
@@ -569,5 +568,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
     main()
