@@ -127,12 +127,6 @@ def evaluate(models: dict, split: str, limit: int | None = None) -> dict:
     return dict(metrics=results, maps=maps)
 
 
-def correlations(student: torch.Tensor, teacher: torch.Tensor) -> dict:
-    from mmseg_uncert.apis.evaluation import map_correlations
-    return dict(**map_correlations(student, teacher),
-                fraction_below_0_01=(student < 0.01).double().mean().item())
-
-
 def collapse_curve(work: str, iters: int, limit: int = 20) -> dict:
     """Mean predicted std and fraction below 0.01 on a few val images, at each
     saved checkpoint of the mse and default students."""
@@ -190,9 +184,11 @@ def main() -> None:
                              'on a quiet machine, into the existing results file')
     args = parser.parse_args()
     import mmseg_uncert  # noqa: F401
+    from mmseg_uncert.apis.evaluation import map_correlations
     data_root = osp.join(ROOT, 'data', 'synthetic_streets')
     if not osp.isdir(osp.join(data_root, 'leftImg8bit', 'val')):
-        _run([sys.executable, 'tools/make_synthetic.py', data_root])
+        _run([sys.executable, 'tools/make_synthetic.py', '--out-dir', data_root,
+              '--overwrite'])
     members = train_teachers(args.work_dir, args.iters)
     students = {form: train_student(args.work_dir, form, members, args.iters)
                 for form in FORMS}
@@ -226,7 +222,8 @@ def main() -> None:
             row['misclassification_auroc_entropy'] = m['auroc/entropy']
             row['ood_auroc_entropy'] = o.get('ood_auroc/entropy')
         if name in val['maps'] and name != 'teacher ensemble (M=3)':
-            row.update(correlations(val['maps'][name], val['maps']['teacher ensemble (M=3)']))
+            row.update(map_correlations(val['maps'][name],
+                                        val['maps']['teacher ensemble (M=3)']))
         elif name == 'teacher ensemble (M=3)':
             row['fraction_below_0_01'] = (val['maps'][name] < 0.01).double().mean().item()
         rows[name] = row

@@ -115,7 +115,9 @@ def main() -> None:
     args = parser.parse_args()
     import mmseg_uncert  # noqa: F401
     if not osp.isdir(osp.join(ROOT, 'data', 'synthetic_streets', 'leftImg8bit', 'shift_val')):
-        _run([sys.executable, 'tools/make_synthetic.py', 'data/synthetic_streets'])
+        # every split, the ones already there included (same seed, same files)
+        _run([sys.executable, 'tools/make_synthetic.py', '--out-dir',
+              'data/synthetic_streets', '--overwrite'])
     start = time.time()
     warmup = args.warmup_checkpoint or _train(
         WARMUP, osp.join(args.work_dir, 'warmup'), args.warmup_iters, [])

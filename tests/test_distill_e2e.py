@@ -2,6 +2,7 @@
 import os
 import os.path as osp
 
+import pytest
 import torch
 
 from conftest import ROOT, run_tool
@@ -13,19 +14,27 @@ DISTILL = osp.join(ROOT, 'configs',
                    'distill-ensemble-3x_fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
 
 
-def test_distill_train_test_and_convert(tiny_data_root, tmp_path):
+@pytest.fixture(scope='module')
+def distilled(tiny_data_root, tmp_path_factory):
+    """The recipe trained 2 iterations from two random members: its config,
+    run folder and training log."""
+    work = tmp_path_factory.mktemp('distill')
     members = [dict(config=PROJECT_CONFIG,
-                    checkpoint=save_member(str(tmp_path / f'm{i}.pth'), seed=i,
+                    checkpoint=save_member(str(work / f'm{i}.pth'), seed=i,
                                            num_classes=19)) for i in range(2)]
     cfg = write_tiny_config(
-        str(tmp_path / 'distill.py'), tiny_data_root, max_iters=2, base=DISTILL,
+        str(work / 'distill.py'), tiny_data_root, max_iters=2, base=DISTILL,
         extra=f"""
         model = dict(teacher=dict(_delete_=True, type='EnsembleSegmentor',
                                   members={members!r}))
         """)
-    run_dir = str(tmp_path / 'run')
+    run_dir = str(work / 'run')
     proc = run_tool(['tools/train.py', cfg, '--work-dir', run_dir])
-    log = proc.stdout + proc.stderr
+    return dict(cfg=cfg, run_dir=run_dir, log=proc.stdout + proc.stderr)
+
+
+def test_distill_train_test_and_convert(distilled, tmp_path):
+    cfg, run_dir, log = distilled['cfg'], distilled['run_dir'], distilled['log']
     for key in ('decode.loss_ce', 'distill.loss_kd', 'distill.loss_uncertainty',
                 'distill.loss_pairwise'):
         assert key in log, key
@@ -49,7 +58,7 @@ def test_distill_train_test_and_convert(tiny_data_root, tmp_path):
     assert set(torch.load(out, map_location='cpu', weights_only=False)['state_dict']) == set(state)
 
 
-def test_deployed_student_predicts_as_the_distiller(tiny_data_root, tmp_path):
+def test_deployed_student_predicts_as_the_distiller(distilled, tiny_data_root, tmp_path):
     """init_uncertainty_model turns the distillation config into the student
     alone (no teacher), with the checkpoint's weights: its outputs equal the
     EnsembleDistiller's own test_step; tools/visualize_uncertainty.py draws it."""
@@ -62,18 +71,8 @@ def test_deployed_student_predicts_as_the_distiller(tiny_data_root, tmp_path):
     from mmseg_uncert.apis.evaluation import build_split
     from mmseg_uncert.models.segmentors import mmseg_scope
 
-    members = [dict(config=PROJECT_CONFIG,
-                    checkpoint=save_member(str(tmp_path / f'm{i}.pth'), seed=i,
-                                           num_classes=19)) for i in range(2)]
-    cfg = write_tiny_config(
-        str(tmp_path / 'distill.py'), tiny_data_root, max_iters=1, base=DISTILL,
-        extra=f"""
-        model = dict(teacher=dict(_delete_=True, type='EnsembleSegmentor',
-                                  members={members!r}))
-        """)
-    run_dir = str(tmp_path / 'run')
-    run_tool(['tools/train.py', cfg, '--work-dir', run_dir])
-    ckpt = osp.join(run_dir, 'iter_1.pth')
+    cfg = distilled['cfg']
+    ckpt = osp.join(distilled['run_dir'], 'iter_2.pth')
     deployed = init_uncertainty_model(cfg, ckpt)
     assert type(deployed).__name__ == 'UncertaintyEncoderDecoder'
     assert not hasattr(deployed, 'teacher')

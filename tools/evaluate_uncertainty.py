@@ -39,8 +39,7 @@ import torch
 import mmseg_uncert  # noqa: F401  (registers the components)
 from mmseg_uncert.apis import init_uncertainty_model
 from mmseg_uncert.apis.evaluation import (build_split, evaluate_model,
-                                          load_maps, map_correlations,
-                                          model_scores, save_maps)
+                                          load_maps, map_correlations, save_maps)
 
 
 def parse_args() -> argparse.Namespace:
@@ -84,50 +83,43 @@ def main() -> None:
     args = parse_args()
     dataset = build_split(args.model[0][1], args.data_root, args.split)
     correlating = bool(args.reference or args.reference_maps)
+    wanted = tuple(sorted({*args.save_maps, *([args.correlate] if correlating else [])}))
     results, maps, img_paths = {}, {}, None
     for name, config, *checkpoint in args.model:
         model = init_uncertainty_model(config, checkpoint[0] if checkpoint else None)
-        scores = model_scores(model, dataset[0])
-        keep = {m for m in args.save_maps if m in scores}
-        if correlating and args.correlate in scores:
-            keep.add(args.correlate)
-        for absent in sorted(set(args.save_maps) - keep):
-            print(f'model {name} gives no {absent!r} map (it gives {scores}): '
-                  f'nothing to save', flush=True)
         out_dir = osp.join(args.out_dir, name)
         os.makedirs(out_dir, exist_ok=True)
-        evaluation = evaluate_model(model, dataset, scores, args.limit, out_dir,
-                                    keep_maps=tuple(sorted(keep)),
-                                    log_interval=50, name=name)
-        if keep & set(args.save_maps):
+        evaluation = evaluate_model(model, dataset, limit=args.limit, output_dir=out_dir,
+                                    keep_maps=wanted, log_interval=50, name=name)
+        del model
+        for absent in sorted(set(args.save_maps) - set(evaluation.maps)):
+            print(f'model {name} gives no {absent!r} map (it gives '
+                  f'{evaluation.scores}): nothing to save', flush=True)
+        if set(args.save_maps) & set(evaluation.maps):
             save_maps(osp.join(out_dir, 'maps.npz'), evaluation)
-        results[name] = evaluation.metrics
-        maps[name] = evaluation.maps
+        results[name], maps[name] = evaluation.metrics, evaluation.maps
         img_paths = evaluation.img_paths
-        with open(osp.join(out_dir, 'metrics.json'), 'w') as f:
-            json.dump(evaluation.metrics, f, indent=2)
         print(f'{name}: ' + ', '.join(
             f'{k} {results[name][k]:.4f}' for k in
             ('mIoU', 'ECE', 'seconds_per_image') if k in results[name]), flush=True)
-        del model
     if correlating:
         reference = (maps[args.reference].get(args.correlate) if args.reference
                      else load_maps(args.reference_maps, args.correlate, img_paths))
         if reference is None:
             raise SystemExit(f'the reference {args.reference} gives no '
                              f'{args.correlate!r} map')
-        for name in results:
+        for name, metrics in results.items():
             ours = maps[name].get(args.correlate)
             if ours is None or name == args.reference:
                 continue
             stats = map_correlations(ours, reference)
-            stats['fraction_below_0_01'] = (ours < 0.01).double().mean().item()
-            results[name].update({f'{k}/{args.correlate}': v for k, v in stats.items()})
-            with open(osp.join(args.out_dir, name, 'metrics.json'), 'w') as f:
-                json.dump(results[name], f, indent=2)
+            metrics.update({f'{k}/{args.correlate}': v for k, v in stats.items()})
             print(f'{name}: {args.correlate} vs the reference: Pearson '
                   f'{stats["pearson"]:.3f}, Spearman {stats["spearman"]:.3f}',
                   flush=True)
+    for name, metrics in results.items():
+        with open(osp.join(args.out_dir, name, 'metrics.json'), 'w') as f:
+            json.dump(metrics, f, indent=2)
     # DIR/metrics.json gathers every model evaluated into DIR, run after run
     gathered = osp.join(args.out_dir, 'metrics.json')
     everything = {}

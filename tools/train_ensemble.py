@@ -15,9 +15,10 @@ ensemble gives (total, aleatoric, epistemic, std, variation ratio); test it with
 
 ``--jobs J`` trains J members at once, each process with ``cores // J``
 intra-op threads (unless OMP_NUM_THREADS is set), one of the visible GPUs
-(round robin) and its output prefixed by ``[member i]``: on a CPU, small networks make poor use of many threads, and
-three one-thread processes on two cores train about twice as fast as three
-two-thread runs one after another. A member that fails stops the others.
+(round robin) and its output prefixed by ``[member i]``. On a CPU small
+networks make poor use of many threads: three one-thread processes on two
+cores train about twice as fast as three two-thread runs one after another.
+A member that fails stops the others.
 
 Under ``--launcher pytorch`` or ``slurm`` run this script as you would run
 tools/train.py (torchrun / srun): every member is trained by all processes
@@ -35,10 +36,6 @@ import threading
 import time
 
 TOOLS = osp.dirname(osp.abspath(__file__))
-#: what the ensemble config evaluates: the probability scores and every map
-#: of EnsembleSegmentor (total = aleatoric + epistemic, std, variation ratio)
-ENSEMBLE_SCORES = ('max_prob', 'entropy', 'total', 'aleatoric', 'epistemic',
-                   'std', 'variation_ratio')
 
 
 def parse_args() -> argparse.Namespace:
@@ -152,7 +149,7 @@ def train_members_in_parallel(args: argparse.Namespace,
     pending, running = list(todo), []
     try:
         while pending or running:
-            while pending and len(running) < args.jobs:
+            while pending and len(running) < jobs:
                 index, member_dir = pending.pop(0)
                 os.makedirs(member_dir, exist_ok=True)
                 env = job_env(dict(os.environ), started, jobs,
@@ -166,7 +163,10 @@ def train_members_in_parallel(args: argparse.Namespace,
                 relay.start()
                 running.append((index, member_dir, proc, relay))
             # wait for the first of the running members to end
-            index, member_dir, proc, relay = _first_done(running)
+            while not any(entry[2].poll() is not None for entry in running):
+                time.sleep(0.5)
+            index, member_dir, proc, relay = next(
+                entry for entry in running if entry[2].returncode is not None)
             running.remove((index, member_dir, proc, relay))
             relay.join()
             if proc.returncode != 0:
@@ -179,14 +179,6 @@ def train_members_in_parallel(args: argparse.Namespace,
             proc.wait()
 
 
-def _first_done(running: list) -> tuple:
-    while True:
-        for entry in running:
-            if entry[2].poll() is not None:
-                return entry
-        time.sleep(0.5)
-
-
 def member_config(config: str, member_dir: str) -> str:
     """The config the runner dumped into the member's folder (with the
     member's seed and overrides)."""
@@ -195,6 +187,10 @@ def member_config(config: str, member_dir: str) -> str:
 
 def write_ensemble_config(args: argparse.Namespace, work_dir: str,
                           members: list[dict]) -> str:
+    from mmseg_uncert.evaluation.metrics.uncertainty_metric import BUILTIN_SCORES
+    from mmseg_uncert.models.uncertainty import UNCERTAINTY_NAMES
+    # the probability scores and every map of EnsembleSegmentor
+    scores = [*BUILTIN_SCORES, *UNCERTAINTY_NAMES]
     path = osp.join(work_dir, 'ensemble.py')
     lines = [
         '# Written by tools/train_ensemble.py: the members trained from',
@@ -214,7 +210,7 @@ def write_ensemble_config(args: argparse.Namespace, work_dir: str,
         'test_evaluator = [',
         "    dict(type='IoUMetric', iou_metrics=['mIoU']),",
         "    dict(type='UncertaintyMetric',",
-        f'         scores={list(ENSEMBLE_SCORES)!r}),',
+        f'         scores={scores!r}),',
         ']',
         'val_evaluator = test_evaluator',
         '',

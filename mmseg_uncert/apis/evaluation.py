@@ -16,10 +16,8 @@ from mmengine.evaluator import Evaluator
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
+from ..evaluation.metrics.uncertainty_metric import BUILTIN_SCORES
 from ..models.segmentors import mmseg_scope
-
-#: scores every model has (from its class probabilities)
-PROBABILITY_SCORES = ('max_prob', 'entropy')
 
 
 @dataclass
@@ -30,11 +28,13 @@ class SplitEvaluation:
         metrics: mmseg's IoUMetric and this package's UncertaintyMetric on
             every pixel, plus ``seconds_per_image`` (the model's ``test_step``
             alone, no data loading or metric).
+        scores: the UncertaintyMetric scores evaluated.
         maps: the kept ``pred_uncertainty`` maps, every image's pixels
             flattened one image after the other (float32).
         img_paths: the images, in order.
     """
     metrics: dict[str, float]
+    scores: list[str] = field(default_factory=list)
     maps: dict[str, Tensor] = field(default_factory=dict)
     img_paths: list[str] = field(default_factory=list)
 
@@ -55,15 +55,6 @@ def build_split(config: str | Config, data_root: str | None = None,
         return DATASETS.build(dataset)
 
 
-def model_scores(model: nn.Module, sample: dict) -> list[str]:
-    """The probability scores plus every ``pred_uncertainty`` map the model
-    gives for ``sample`` (one test-pipeline output)."""
-    with torch.no_grad():
-        out = model.test_step(pseudo_collate([sample]))[0]
-    maps = out.get('pred_uncertainty')
-    return [*PROBABILITY_SCORES, *(sorted(maps.keys()) if maps is not None else [])]
-
-
 def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
                    limit: int | None = None, output_dir: str | None = None,
                    keep_maps: tuple[str, ...] = (), log_interval: int = 0,
@@ -73,11 +64,13 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
     Args:
         model: a segmentor in eval mode.
         dataset: a test dataset (its pipeline loads the annotations).
-        scores: UncertaintyMetric scores; default: :func:`model_scores`.
+        scores: UncertaintyMetric scores; default: max_prob, entropy and
+            every ``pred_uncertainty`` map of the model's first output.
         limit: the first ``limit`` images only (default all).
         output_dir: where UncertaintyMetric writes the reliability diagram
             and risk–coverage curves.
-        keep_maps: ``pred_uncertainty`` maps to keep per pixel.
+        keep_maps: ``pred_uncertainty`` maps to keep per pixel; those the
+            model does not give are left out of ``maps``.
         log_interval: log progress every this many images (0: never).
         name: the model in the progress log.
     """
@@ -85,16 +78,9 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
     if n == 0:
         raise ValueError(f'the data set has no image (data root '
                          f'{getattr(dataset, "data_root", "?")})')
-    if scores is None:
-        scores = model_scores(model, dataset[0])
-    with mmseg_scope():
-        evaluator = Evaluator([
-            dict(type='IoUMetric', iou_metrics=['mIoU']),
-            dict(type='UncertaintyMetric', scores=list(scores),
-                 output_dir=output_dir)])
-    evaluator.dataset_meta = dataset.metainfo
+    evaluator, keep = None, ()
     seconds = 0.0
-    kept: dict[str, list[Tensor]] = {name: [] for name in keep_maps}
+    kept: dict[str, list[Tensor]] = {}
     img_paths = []
     for i in range(n):
         batch = pseudo_collate([dataset[i]])
@@ -102,11 +88,20 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
         with torch.no_grad():
             outputs = model.test_step(batch)
         seconds += time.perf_counter() - start
-        for kept_name in keep_maps:
-            maps = outputs[0].get('pred_uncertainty')
-            if maps is None or kept_name not in maps:
-                raise KeyError(f'the model gives no {kept_name!r} map to keep; '
-                               f'it gives {sorted(maps.keys()) if maps else []}')
+        maps = outputs[0].get('pred_uncertainty')
+        if evaluator is None:
+            # the scores follow from what the model gives (known once it ran)
+            available = sorted(maps.keys()) if maps is not None else []
+            scores = list(scores or [*BUILTIN_SCORES, *available])
+            keep = tuple(k for k in keep_maps if k in available)
+            kept = {k: [] for k in keep}
+            with mmseg_scope():
+                evaluator = Evaluator([
+                    dict(type='IoUMetric', iou_metrics=['mIoU']),
+                    dict(type='UncertaintyMetric', scores=scores,
+                         output_dir=output_dir)])
+            evaluator.dataset_meta = dataset.metainfo
+        for kept_name in keep:
             kept[kept_name].append(maps.get(kept_name).flatten().float())
         img_paths.append(outputs[0].img_path)
         evaluator.process(data_samples=outputs, data_batch=batch)
@@ -117,7 +112,7 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
     metrics = {k: float(v) for k, v in evaluator.evaluate(n).items()}
     metrics['seconds_per_image'] = seconds / n
     metrics['images'] = n
-    return SplitEvaluation(metrics=metrics,
+    return SplitEvaluation(metrics=metrics, scores=scores,
                            maps={k: torch.cat(v) for k, v in kept.items()},
                            img_paths=img_paths)
 
@@ -125,8 +120,7 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
 def _ranks(x: Tensor) -> Tensor:
     """Average ranks (ties share the mean of their ranks), as Spearman's
     coefficient needs."""
-    values, inverse, counts = torch.unique(x, return_inverse=True,
-                                           return_counts=True)
+    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).double()
     mean_rank = ends - (counts.double() + 1) / 2  # 0-based mean rank of a tie
     return mean_rank[inverse]
@@ -134,7 +128,9 @@ def _ranks(x: Tensor) -> Tensor:
 
 def map_correlations(ours: Tensor, reference: Tensor) -> dict[str, float]:
     """Pearson and Spearman correlation of two per-pixel maps (same pixels,
-    same order): how well a student's uncertainty follows its teacher's."""
+    same order): how well a student's uncertainty follows its teacher's; and
+    the fraction of ``ours`` below 0.01 (a collapsed uncertainty head
+    predicts about 0 everywhere)."""
     if ours.shape != reference.shape:
         raise ValueError(f'the maps differ in size ({ours.numel()} vs '
                          f'{reference.numel()} pixels): evaluate both on the '
@@ -142,7 +138,8 @@ def map_correlations(ours: Tensor, reference: Tensor) -> dict[str, float]:
     a, b = ours.double(), reference.double()
     pearson = torch.corrcoef(torch.stack([a, b]))[0, 1]
     spearman = torch.corrcoef(torch.stack([_ranks(a), _ranks(b)]))[0, 1]
-    return dict(pearson=pearson.item(), spearman=spearman.item())
+    return dict(pearson=pearson.item(), spearman=spearman.item(),
+                fraction_below_0_01=(ours < 0.01).double().mean().item())
 
 
 def save_maps(path: str, evaluation: SplitEvaluation) -> None:
