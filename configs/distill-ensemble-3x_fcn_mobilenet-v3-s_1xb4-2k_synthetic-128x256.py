@@ -8,6 +8,8 @@
 _base_ = ['./fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py']
 member_config = 'configs/fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py'
 member_dir = 'work_dirs/fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256_ensemble'
+# the frozen teacher's weights are left out of the optimizer
+optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor')
 model = dict(
     type='EnsembleDistiller',
     teacher=dict(

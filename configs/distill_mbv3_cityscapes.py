@@ -28,6 +28,8 @@ data_preprocessor = dict(
     pad_val=0,
     seg_pad_val=255,
     size=crop_size)
+# the frozen teacher's weights are left out of the optimizer
+optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor')
 model = dict(
     type='EnsembleDistiller',
     data_preprocessor=data_preprocessor,

@@ -13,6 +13,8 @@ _base_ = ['./proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py']
 stage1_checkpoint = ('work_dirs/proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256/'
                      'iter_1000.pth')
 load_from = stage1_checkpoint
+# the frozen teacher's weights are left out of the optimizer
+optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor')
 model = dict(
     _delete_=True,
     type='EnsembleDistiller',

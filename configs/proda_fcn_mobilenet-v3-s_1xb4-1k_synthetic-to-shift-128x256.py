@@ -38,7 +38,9 @@ train_dataloader = dict(
                  source=source_dataset,
                  target={{_base_.shift_train_dataset}}))
 # fine-tuning from the warm-up model: a lower rate, no warm-up ramp
-optim_wrapper = dict(optimizer=dict(lr=5e-4))
+# the frozen warm-up model and momentum network are left out of the optimizer
+optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor',
+                     optimizer=dict(lr=5e-4))
 param_scheduler = [
     dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=0, end=1000, by_epoch=False),
 ]

@@ -171,7 +171,7 @@ def test_momentum_network_gets_no_gradient_and_target_labels_are_not_needed(tmp_
     bank = hook.build_bank(model)
     bank.prototypes.normal_()
     bank.initialised.fill_(True)
-    model.prototype_bank = hook.bank = bank
+    hook.bank = model.attach_prototype_bank(bank)
     model.train()
     # target samples carry no annotation at all: nothing may read one
     data = dict(source=_batch(seed=1), target=_batch(seed=2, labelled=False))
@@ -185,9 +185,12 @@ def test_momentum_network_gets_no_gradient_and_target_labels_are_not_needed(tmp_
     assert all(p.grad is None and not p.requires_grad for p in momentum.parameters())
     assert all(p.grad is None for p in model.pseudo_labeller.parameters())
     assert any(p.grad is not None for p in model.parameters())
-    # neither the momentum network nor the labeller is a registered child
-    names = {n for n, _ in model.named_parameters()}
+    # the momentum network and the labeller are frozen children: nothing of
+    # them trains or is saved with the model
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert all(n.startswith(('backbone.', 'decode_head.')) for n in names)
+    assert all(k.startswith(('backbone.', 'decode_head.')) for k in model.state_dict())
+    assert set(model.frozen_children()) == {'pseudo_labeller', 'prototype_bank'}
     # the step left the momentum features and its labels for the hook
     feature, label, valid = bank.pending
     assert feature.shape[1] == model.decode_head.conv_seg.in_channels
@@ -201,7 +204,7 @@ def test_hook_updates_after_the_optimizer_step(tmp_path):
     hook.bank = hook.build_bank(model)
     hook.bank.prototypes.normal_()
     hook.bank.initialised.fill_(True)
-    model.prototype_bank = hook.bank
+    model.attach_prototype_bank(hook.bank)
     before = {k: v.clone() for k, v in hook.bank.momentum_network.module.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     model.train()

@@ -397,3 +397,57 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == pytest.approx(b[key], abs=1e-12, nan_ok=True), key
+
+
+@pytest.mark.parametrize('dtype, tolerance', [(torch.float64, 1e-6), (torch.float16, 5e-3)])
+def test_logits_and_maps_of_other_precisions_give_the_float32_result(dtype, tolerance):
+    """float64 logits (a model moved to double) and float16 ones (an AMP
+    model's output) give the float32 numbers, to float16's rounding."""
+    samples = random_samples(4, c=7, h=32, w=48)
+    scores = ('max_prob', 'entropy', 'std')
+    ref = _evaluate(UncertaintyMetric(scores=scores), samples)
+    cast = [dict(s, seg_logits=dict(data=s['seg_logits']['data'].to(dtype)),
+                 pred_uncertainty=dict(std=s['pred_uncertainty']['std'].to(dtype)))
+            for s in samples]
+    out = _evaluate(UncertaintyMetric(scores=scores), cast)
+    assert out.keys() == ref.keys()
+    for key, value in ref.items():
+        # MCE is the gap of one (here sparse) bin: a few pixels that cross a
+        # bin edge by float16's rounding move it
+        allowed = 10 * tolerance if key == 'MCE' else tolerance
+        assert out[key] == pytest.approx(value, abs=allowed, nan_ok=True), key
+
+
+def test_classwise_histogram_against_binning_every_probability():
+    """The histogram that bins only p_c >= 1/B and fills bin 0 by subtraction
+    equals binning all C x N probabilities."""
+    g = torch.Generator().manual_seed(5)
+    c, n, bins = 6, 500, 15
+    prob = torch.softmax(torch.randn(c, n, generator=g) * 2, 0)
+    label = torch.randint(0, c, (n, ), generator=g)
+    out = F.classwise_histogram(prob, label, bins)
+    expected = torch.zeros(3, c, bins, dtype=torch.float64)
+    for k in range(c):
+        for i in range(n):
+            b = min(int(prob[k, i] * bins), bins - 1)
+            expected[0, k, b] += 1
+            expected[1, k, b] += float(prob[k, i])
+        for i in torch.nonzero(label == k).flatten().tolist():
+            expected[2, k, min(int(prob[k, i] * bins), bins - 1)] += 1
+    assert torch.equal(out[0], expected[0]) and torch.equal(out[2], expected[2])
+    assert torch.allclose(out[1], expected[1], rtol=0, atol=1e-12)
+
+
+def test_pixel_statistics_by_hand():
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # (C=2, N=3)
+    label = torch.tensor([0, 1, 1])
+    px = F.pixel_statistics(logits, label)
+    p0 = math.exp(2) / (math.exp(2) + 1)
+    assert px.confidence.tolist() == pytest.approx([p0, 0.5, 0.5])
+    # ties predict the first class, as argmax does
+    assert px.correct.tolist() == [True, False, False]
+    assert px.log_p_true.tolist() == pytest.approx([math.log(p0), math.log(0.5),
+                                                    math.log(0.5)])
+    assert px.brier.tolist() == pytest.approx([2 * (1 - p0) ** 2, 0.5, 0.5])
+    h0 = -(p0 * math.log(p0) + (1 - p0) * math.log(1 - p0))
+    assert px.entropy.tolist() == pytest.approx([h0, math.log(2), math.log(2)])

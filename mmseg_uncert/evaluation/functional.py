@@ -1,5 +1,10 @@
 """Streaming maths of the uncertainty metrics: sums and histograms, no pixels kept.
 
+:func:`stripe_sums` reduces a stripe of an image (whole rows) to the sums and
+histograms that :class:`~mmseg_uncert.evaluation.UncertaintyMetric` adds up
+over a run, on the stripe's device; the functions below it turn the totals
+into metrics.
+
 Calibration sums are exact. Ranking metrics (AUROC, AUPR, FPR95, AURC,
 PAvPU) are computed from fine histograms of the score: pixels whose scores
 fall in one bin count as tied, exactly as tied scores count in
@@ -20,9 +25,13 @@ References:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+#: the scores computed from the probabilities themselves
+BUILTIN_SCORES = ('max_prob', 'entropy')
 
 
 def score_to_unit(score: Tensor, value_range: tuple[float, float] | None) -> Tensor:
@@ -39,12 +48,176 @@ def bin_index(unit_score: Tensor, num_bins: int) -> Tensor:
     return (unit_score * num_bins).long().clamp_(0, num_bins - 1)
 
 
+def counts(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
+    """Float64 counts (or sums of ``weights``) of every index in [0, size):
+    ``bincount`` with a fixed length, which also runs on any device."""
+    out = torch.zeros(size, dtype=torch.float64, device=index.device)
+    values = (out.new_ones(()).expand(index.numel()) if weights is None
+              else weights.reshape(-1).to(torch.float64))
+    return out.index_add_(0, index.reshape(-1), values)
+
+
 def histogram(unit_score: Tensor, num_bins: int,
               weights: Tensor | None = None) -> Tensor:
     """Counts (or weight sums) of [0, 1] scores in ``num_bins`` equal bins."""
-    return torch.bincount(bin_index(unit_score, num_bins),
-                          weights=None if weights is None else weights.double(),
-                          minlength=num_bins).double()
+    return counts(bin_index(unit_score, num_bins), num_bins, weights)
+
+
+def two_class_histogram(unit_score: Tensor, positive: Tensor, num_bins: int
+                        ) -> Tensor:
+    """Histograms (2, num_bins) of [0, 1] scores: row 0 of the positive
+    pixels, row 1 of the others."""
+    index = bin_index(unit_score, num_bins).add_((~positive).long(), alpha=num_bins)
+    return counts(index, 2 * num_bins).view(2, num_bins)
+
+
+class PixelStatistics(NamedTuple):
+    """Per-pixel quantities of p = softmax(z) against labels y (each (N,))."""
+    prob: Tensor        #: (C, N) the probabilities
+    confidence: Tensor  #: max_c p_c
+    correct: Tensor     #: argmax_c p_c == y (the first class among ties)
+    log_p_true: Tensor  #: log p_y
+    p_true: Tensor      #: p_y
+    brier: Tensor       #: Σ_c (p_c − 1[y = c])²
+    entropy: Tensor | None  #: −Σ_c p_c log p_c (None unless asked for)
+
+
+def pixel_statistics(logits: Tensor, label: Tensor,
+                     with_entropy: bool = True) -> PixelStatistics:
+    """:class:`PixelStatistics` of logits (C, N) and labels (N,) in [0, C).
+
+    Computed in float32 (as the network's output) or float64 when given it.
+    log p_y = z_y − logsumexp z is accurate for tiny p_y too; logsumexp z is
+    z_ĉ − log p_ĉ at the prediction ĉ, where p_ĉ ≥ 1/C keeps the log tame.
+    The entropy is H = logsumexp z − Σ_c p_c z_c (no log of C x N
+    probabilities; the clamp removes rounding below 0 where p is one-hot).
+    """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    prob = torch.softmax(logits, 0)
+    confidence, prediction = prob.max(0)
+    y = label.long()
+    log_sum_exp = logits.gather(0, prediction[None])[0] - confidence.log()
+    p_true = prob.gather(0, y[None])[0]
+    # Brier: Σ_c (p_c − 1[y = c])² = Σ_c p_c² − 2 p_y + 1
+    brier = (prob * prob).sum(0) - 2 * p_true + 1
+    entropy = None
+    if with_entropy:
+        entropy = (log_sum_exp - (prob * logits).sum(0)).clamp_(min=0)
+    return PixelStatistics(
+        prob=prob, confidence=confidence, correct=prediction == y,
+        log_p_true=logits.gather(0, y[None])[0] - log_sum_exp, p_true=p_true,
+        brier=brier, entropy=entropy)
+
+
+def calibration_histogram(confidence: Tensor, correct: Tensor, num_bins: int
+                          ) -> Tensor:
+    """(3, num_bins) per confidence bin: wrong count, right count,
+    confidence sum."""
+    bins = bin_index(confidence, num_bins)
+    hits = counts(bins + num_bins * correct.long(), 2 * num_bins).view(2, num_bins)
+    return torch.cat([hits, counts(bins, num_bins, confidence)[None]])
+
+
+def classwise_histogram(prob: Tensor, label: Tensor, num_bins: int) -> Tensor:
+    """(3, C, num_bins) per class c and bin of p_c: count, sum of p_c, and
+    count of pixels labelled c (the last binned by p_y).
+
+    Most p_c lie in bin 0 (below 1/num_bins); only the others, a few per
+    pixel, are binned one by one, and bin 0 gets each class's totals minus
+    theirs (exact: integer counts, float64 sums). Binning all C x N values
+    would cost several times the rest of the metric.
+    """
+    C, n = prob.shape
+    upper = torch.nonzero(prob.reshape(-1) >= 1.0 / num_bins).squeeze(1)
+    upper_prob = prob.reshape(-1)[upper]
+    cls = upper.div_(n, rounding_mode='floor')
+    index = bin_index(upper_prob, num_bins).add_(cls, alpha=num_bins)
+    number = counts(index, C * num_bins, None).view(C, num_bins)
+    prob_sum = counts(index, C * num_bins, upper_prob).view(C, num_bins)
+    number[:, 0] += n - counts(cls, C)
+    prob_sum[:, 0] += prob.sum(1, dtype=torch.float64) - counts(cls, C, upper_prob)
+    p_true = prob.gather(0, label.long()[None])[0]
+    labelled = counts(bin_index(p_true, num_bins).add_(label.long(), alpha=num_bins),
+                      C * num_bins).view(C, num_bins)
+    return torch.stack([number, prob_sum, labelled])
+
+
+def stripe_sums(logits: Tensor, label: Tensor, maps: dict[str, Tensor],
+                ood: Tensor | None, aleatoric: Tensor | None, *,
+                scores: tuple[str, ...],
+                score_ranges: dict[str, tuple[float, float] | None],
+                num_ece_bins: int, num_score_bins: int, patch_size: int,
+                ignore_index: int) -> dict[str, Tensor]:
+    """Sums and histograms of one stripe of an image, on its device.
+
+    Args:
+        logits: (C, h, W) of any floating type.
+        label: (h, W) class indices or ``ignore_index``.
+        maps: (h, W) per-pixel scores named in ``scores`` beyond
+            :data:`BUILTIN_SCORES`.
+        ood: (h, W), nonzero at out-of-distribution pixels, or None.
+        aleatoric: (h, W) true label entropy, or None.
+        scores: the score names; ``score_ranges`` the known range of each
+            (None: unbounded, see :func:`score_to_unit`).
+        patch_size: side of the PAvPU patches; ``h`` is a multiple of it
+            except in an image's last stripe.
+
+    Returns:
+        ``n_valid``, ``nll_sum``, ``brier_sum`` (float64
+        scalars); ``ece`` and ``ece_fine`` (3, bins: wrong, right, confidence
+        sum); ``classwise`` (3, C, bins, see :func:`classwise_histogram`);
+        per score s: ``score_sum/s`` and two-row histograms (positives
+        first) ``mis/s`` (wrong pixels), ``patch/s`` (inaccurate patches),
+        ``ood/s`` (OOD against valid in-distribution pixels) and
+        ``aleatoric/s`` (ambiguous against clean, in-distribution).
+    """
+    C, h, w = logits.shape
+    valid = label != ignore_index
+    ood = None if ood is None else ood.bool()
+    y = torch.where(valid, label, 0)
+    px = pixel_statistics(logits.reshape(C, -1), y.reshape(-1),
+                          with_entropy='entropy' in scores)
+    flat_valid = valid.reshape(-1)
+    all_valid = bool(flat_valid.all())
+
+    def kept(value: Tensor) -> Tensor:  # the valid pixels' values
+        value = value.reshape(-1)
+        return value if all_valid else value[flat_valid]
+
+    sums = dict(
+        n_valid=flat_valid.sum(dtype=torch.float64),
+        nll_sum=-kept(px.log_p_true).sum(dtype=torch.float64),
+        brier_sum=kept(px.brier).sum(dtype=torch.float64))
+    confidence, correct = kept(px.confidence), kept(px.correct)
+    sums['ece'] = calibration_histogram(confidence, correct, num_ece_bins)
+    sums['ece_fine'] = calibration_histogram(confidence, correct, num_score_bins)
+    prob = px.prob if all_valid else px.prob[:, flat_valid]
+    sums['classwise'] = classwise_histogram(prob, kept(y), num_ece_bins)
+
+    accurate = px.correct.view(h, w) | ~valid
+    patch_accuracy, patch_valid = patch_means(accurate.double(), valid, patch_size)
+    accurate_patch = patch_accuracy[patch_valid] >= 0.5
+    in_distribution = valid if ood is None else valid & ~ood
+    builtin = dict(max_prob=lambda: 1.0 - px.confidence.view(h, w),
+                   entropy=lambda: px.entropy.view(h, w))
+    for name in scores:
+        score = maps[name] if name in maps else builtin[name]()
+        value_range = score_ranges[name]
+        unit = score_to_unit(score, value_range)
+        sums[f'score_sum/{name}'] = kept(score).sum(dtype=torch.float64)
+        sums[f'mis/{name}'] = two_class_histogram(kept(unit), ~correct, num_score_bins)
+        patch_score, _ = patch_means(score, valid, patch_size)
+        sums[f'patch/{name}'] = two_class_histogram(
+            score_to_unit(patch_score[patch_valid], value_range), ~accurate_patch,
+            num_score_bins)
+        if ood is not None:
+            scored = ood | in_distribution
+            sums[f'ood/{name}'] = two_class_histogram(unit[scored], ood[scored],
+                                                      num_score_bins)
+        if aleatoric is not None:
+            sums[f'aleatoric/{name}'] = two_class_histogram(
+                unit[in_distribution], aleatoric[in_distribution] > 0, num_score_bins)
+    return sums
 
 
 def binary_curve_metrics(pos: Tensor, neg: Tensor,

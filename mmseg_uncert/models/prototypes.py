@@ -64,30 +64,36 @@ def prototype_logits(feature: Tensor, prototypes: Tensor, initialised: Tensor,
         raise ValueError(f'prototype_logits: the features have {feature.shape[1]} '
                          f'channels, the prototypes {prototypes.shape[1]}; they '
                          f'must come from the same layer of the same model')
-    f = feature.float()
+    # at least float32, and outside autocast: the expanded squared distance
+    # ‖f‖² − 2 f·η + ‖η‖² cancels, which half precision cannot afford
+    f = feature.to(torch.promote_types(feature.dtype, torch.float32))
     eta = prototypes.to(f)
-    squared = ((f * f).sum(1, keepdim=True)
-               - 2 * torch.einsum('bfhw,kf->bkhw', f, eta)
-               + (eta * eta).sum(1)[None, :, None, None])
+    with torch.autocast(f.device.type, enabled=False):
+        squared = ((f * f).sum(1, keepdim=True)
+                   - 2 * torch.einsum('bfhw,kf->bkhw', f, eta)
+                   + (eta * eta).sum(1)[None, :, None, None])
     # clamp: rounding makes tiny negatives, and sqrt has no gradient at 0
     logits = -squared.clamp_min(1e-12).sqrt() / temperature
     return logits.masked_fill(~initialised.to(f.device)[None, :, None, None], _ABSENT)
 
 
-class PrototypeBank:
-    """What ProDA keeps beside the network: the class prototypes η (K, F),
-    which of them exist yet, and the momentum copy of the network whose
-    features they average. Held by :class:`~mmseg_uncert.engine.PrototypeHook`
-    (which updates and checkpoints it) and read by
-    :class:`~mmseg_uncert.models.segmentors.ProDASegmentor`; it is not an
-    ``nn.Module`` child of the segmentor, so it gets no gradient, no
-    optimizer state and no DDP synchronisation of its own.
+class PrototypeBank(nn.Module):
+    """What ProDA keeps beside the network: the class prototypes η (K, F)
+    (buffer ``prototypes``), which of them exist yet (``initialised``), and
+    the momentum copy of the network whose features they average
+    (``momentum_network``). Built and updated by
+    :class:`~mmseg_uncert.engine.PrototypeHook`, which also checkpoints it,
+    and attached to :class:`~mmseg_uncert.models.segmentors.ProDASegmentor`
+    as a frozen child: it moves with the model, gets no gradient, no optimizer
+    state and no DDP synchronisation, and stays out of the model's
+    state_dict.
     """
 
-    def __init__(self, num_classes: int, channels: int, momentum_network: nn.Module,
-                 device: torch.device | str = 'cpu') -> None:
-        self.prototypes = torch.zeros(num_classes, channels, device=device)
-        self.initialised = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    def __init__(self, num_classes: int, channels: int,
+                 momentum_network: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer('prototypes', torch.zeros(num_classes, channels))
+        self.register_buffer('initialised', torch.zeros(num_classes, dtype=torch.bool))
         self.momentum_network = momentum_network
         #: (feature, label, valid) of the latest target batch, for the hook
         self.pending: tuple[Tensor, Tensor, Tensor] | None = None

@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .precision import at_least_float32
+
 #: the per-pixel maps a predictive distribution is decomposed into
 UNCERTAINTY_NAMES = ('total', 'aleatoric', 'epistemic', 'std', 'variation_ratio')
 
@@ -61,7 +63,8 @@ class PredictiveStatistics:
         if prob.dim() != 4:
             raise ValueError(f'PredictiveStatistics.add expects (B, C, H, W) '
                              f'probabilities, got shape {tuple(prob.shape)}')
-        prob = prob.float()
+        # float16 members are accumulated in float32 (float64 stays)
+        prob = at_least_float32(prob)
         if self.mean_prob is None:
             self.mean_prob = prob.clone()
             self.squared_deviation = torch.zeros_like(prob)

@@ -77,25 +77,26 @@ class PrototypeHook(Hook):
     @staticmethod
     def _segmentor(runner) -> Any:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if not hasattr(model, 'prototype_bank') or not hasattr(model, 'network'):
+        if not hasattr(model, 'attach_prototype_bank'):
             raise TypeError(f'PrototypeHook works with ProDASegmentor, not '
                             f'{type(model).__name__}')
         return model
 
     def build_bank(self, model) -> PrototypeBank:
-        """A bank for ``model``: its momentum copy and empty prototypes."""
+        """A bank for ``model``: its momentum copy (on the model's device, in
+        its precision) and empty prototypes."""
         network = model.network()
         ema = ExponentialMovingAverage(network, momentum=1.0 - self.momentum)
         ema.steps.fill_(1)  # every update averages (mmengine's first one copies)
         ema.module.eval()
         channels = model.decode_head.conv_seg.in_channels
-        device = next(model.parameters()).device
-        return PrototypeBank(model.num_classes, channels, ema, device)
+        weight = next(model.parameters())
+        return PrototypeBank(model.num_classes, channels, ema).to(
+            device=weight.device, dtype=weight.dtype)
 
     def before_train(self, runner) -> None:
         model = self._segmentor(runner)
-        self.bank = self.build_bank(model)
-        model.prototype_bank = self.bank
+        self.bank = model.attach_prototype_bank(self.build_bank(model))
         if self._resumed is not None:
             self.load_state(self._resumed)
             self._resumed = None

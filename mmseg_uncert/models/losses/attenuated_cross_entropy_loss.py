@@ -8,9 +8,11 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 
+from ..precision import in_float32
 from .named_loss import NamedLoss
 
 
+@in_float32
 def attenuated_cross_entropy(logits: Tensor,
                              log_variance: Tensor,
                              label: Tensor,
@@ -28,7 +30,8 @@ def attenuated_cross_entropy(logits: Tensor,
     Gal, "What Uncertainties Do We Need in Bayesian Deep Learning for
     Computer Vision?", NeurIPS 2017, eq. 12). Computed with log-softmax and
     logsumexp, so it is finite for any logits. As s → −∞ it is the
-    cross-entropy of f.
+    cross-entropy of f. Computed in (at least) float32 under mixed
+    precision.
 
     Args:
         logits: f, (B, C, H, W).

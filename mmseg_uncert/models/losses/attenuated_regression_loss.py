@@ -6,9 +6,11 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 
+from ..precision import in_float32
 from .named_loss import NamedLoss
 
 
+@in_float32
 def attenuated_regression(pred: Tensor, target: Tensor, log_variance: Tensor,
                           valid: Tensor | None = None) -> Tensor:
     """0.5·exp(−s)·‖y − ŷ‖² + 0.5·s per pixel, averaged over valid pixels.

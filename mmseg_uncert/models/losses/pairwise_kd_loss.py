@@ -7,12 +7,15 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 
+from ..precision import in_float32
 from .named_loss import NamedLoss
 
 
+@in_float32
 def affinity(feature: Tensor, grid: tuple[int, int]) -> Tensor:
     """Cosine-similarity matrix (B, N, N) of the nodes of a feature map
-    max-pooled to ``grid`` (N = grid[0]·grid[1] nodes)."""
+    max-pooled to ``grid`` (N = grid[0]·grid[1] nodes), in (at least)
+    float32."""
     nodes = F.adaptive_max_pool2d(feature, grid).flatten(2)  # (B, F, N)
     nodes = F.normalize(nodes, dim=1)
     return nodes.transpose(1, 2) @ nodes

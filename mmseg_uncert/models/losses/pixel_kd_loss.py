@@ -5,9 +5,11 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 
+from ..precision import in_float32
 from .named_loss import NamedLoss
 
 
+@in_float32
 def pixel_kd(student_logits: Tensor, teacher_prob: Tensor, temperature: float = 1.0,
              valid: Tensor | None = None) -> Tensor:
     """T²·KL(q ‖ p_s) per valid pixel, averaged.
@@ -19,7 +21,7 @@ def pixel_kd(student_logits: Tensor, teacher_prob: Tensor, temperature: float = 
     "Structured Knowledge Distillation for Semantic Segmentation", CVPR
     2019). KL(q ‖ p) = Σ_c q_c (log q_c − log p_c), with 0·log 0 = 0; it is
     0 when the student equals the teacher. T² keeps the gradient scale
-    independent of T.
+    independent of T. Computed in (at least) float32.
     """
     if student_logits.shape != teacher_prob.shape:
         raise ValueError(f'student logits {tuple(student_logits.shape)} and '

@@ -8,9 +8,11 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 
+from ..precision import in_float32
 from .named_loss import NamedLoss
 
 
+@in_float32
 def symmetric_cross_entropy(logits: Tensor, label: Tensor, alpha: float = 0.1,
                             beta: float = 1.0, ignore_index: int = 255,
                             clamp: float = 1e-4) -> Tensor:
@@ -37,7 +39,7 @@ def symmetric_cross_entropy(logits: Tensor, label: Tensor, alpha: float = 0.1,
                          f'and {tuple(label.shape)}')
     valid = label != ignore_index
     safe = torch.where(valid, label, torch.zeros_like(label)).long()
-    log_p = logits.float().log_softmax(1)
+    log_p = logits.log_softmax(1)
     log_p_y = log_p.gather(1, safe[:, None])[:, 0]
     ce = -log_p_y
     rce = -math.log(clamp) * (1.0 - log_p_y.exp())

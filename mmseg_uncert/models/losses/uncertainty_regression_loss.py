@@ -9,6 +9,7 @@ from torch import Tensor
 
 from mmseg.registry import MODELS
 
+from ..precision import in_float32
 from .named_loss import NamedLoss
 
 FORMS = ('mse', 'rmsle', 'distribution')
@@ -50,7 +51,8 @@ class UncertaintyRegressionLoss(NamedLoss):
     the ranking matters.
 
     All forms average over valid pixels (and channels), so the scale does
-    not grow with resolution.
+    not grow with resolution, and compute in (at least) float32 under mixed
+    precision (log, erf, the softmax over bins).
 
     Args:
         form: one of ``mse``, ``rmsle``, ``distribution``.
@@ -99,6 +101,7 @@ class UncertaintyRegressionLoss(NamedLoss):
         ranges = self.ranges.expand(channels, 2)
         return ranges[:, 0].view(1, -1, 1, 1), ranges[:, 1].view(1, -1, 1, 1)
 
+    @in_float32
     def decode(self, raw: Tensor) -> Tensor:
         """(B, K·outputs_per_channel, H, W) raw head outputs → (B, K, H, W) values."""
         if self.form == 'mse':
@@ -127,6 +130,7 @@ class UncertaintyRegressionLoss(NamedLoss):
         index = (unit * self.num_bins).long().clamp(max=self.num_bins - 1)
         return mass, index
 
+    @in_float32
     def forward(self, raw: Tensor, target: Tensor,
                 valid: Tensor | None = None) -> Tensor:
         """Loss of raw head outputs (B, K·outputs_per_channel, H, W) against

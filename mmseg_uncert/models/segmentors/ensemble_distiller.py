@@ -1,6 +1,7 @@
 """Distil frozen uncertainty teachers into one student with a DualHead."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import torch
@@ -17,7 +18,9 @@ from ..data_preprocessors import image_mask, source_target_preprocessor
 
 from ..decode_heads.dual_head import DualHead
 from ..decode_heads.classifier_tap import pop_tapped, take_tapped, tap_classifier
+from ..frozen import FrozenChildren
 from ..losses.pairwise_kd_loss import affinity
+from ..precision import at_least_float32
 from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
 from .ensemble_segmentor import normalisation_of
 from .members import mmseg_scope
@@ -42,7 +45,7 @@ def build_teacher(teacher: Any) -> PredictiveSegmentor:
 
 
 @MODELS.register_module()
-class EnsembleDistiller(UncertaintyEncoderDecoder):
+class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
     """A student EncoderDecoder with a :class:`DualHead`, trained from frozen
     teachers that know their uncertainty.
 
@@ -61,14 +64,15 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
     outputs resized to the label's size (teacher maps too, if they differ).
     Distillation keys are prefixed ``distill.``.
 
-    The teacher is frozen in one place: it is kept out of this module's
-    registered children, so it has no trainable parameter, is not in the
-    optimizer, DDP or the checkpoints, and ``train()`` never reaches it (it
-    stays in eval: dropout off, BN statistics fixed). Checkpoints therefore
-    hold the student only, under the keys of a plain
-    :class:`UncertaintyEncoderDecoder` with the same DualHead: deploy with
-    that config and the checkpoint. Inference (``predict``) runs the student
-    alone.
+    The teacher is a frozen child (``teacher``; see
+    :mod:`~mmseg_uncert.models.frozen`): it moves with the model
+    (``.cuda()``, ``.half()``, ...), has no trainable parameter, is not in
+    the optimizer (with ``TrainableOptimWrapperConstructor``), DDP or the
+    checkpoints, and stays in eval through ``train()`` (dropout off, BN
+    statistics fixed). Checkpoints therefore hold the student only, under
+    the keys of a plain :class:`UncertaintyEncoderDecoder` with the same
+    DualHead: deploy with that config and the checkpoint. Inference
+    (``predict``) runs the student alone.
 
     A plain decode head (no DualHead) is distilled without the uncertainty
     term; its checkpoints load into a plain EncoderDecoder. Batches of a
@@ -86,7 +90,9 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
             ``teacher_channels`` are filled in), or None.
         uncertainty_targets: the teacher map each uncertainty channel learns,
             ``{channel name: teacher map name}``; by default the same name.
-        teacher_autocast: run the teacher under autocast (float16 on GPU).
+        teacher_autocast: run the teacher under autocast (the device's
+            default half type: float16 on CUDA, bfloat16 on CPU), even when
+            the student trains in full precision.
         pseudo_label_threshold: on unlabelled target batches, pixels where
             the teacher's top probability is below it are ignored by the CE
             and KD terms (0 keeps all).
@@ -133,10 +139,7 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
             raise ValueError(
                 f'EnsembleDistiller: the student normalises inputs with {ours}, '
                 f'the teacher with {theirs}; both read the same tensor')
-        model.requires_grad_(False)
-        model.eval()
-        # outside the registered children on purpose (see the docstring)
-        self.__dict__['teacher'] = model
+        self.add_frozen('teacher', model)
         targets = dict(uncertainty_targets or {})
         self.uncertainty_targets = {
             name: targets.get(name, name)
@@ -175,26 +178,22 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
                              f'[0, 1), got {pseudo_label_threshold}')
         self.pseudo_label_threshold = pseudo_label_threshold
 
-    def train(self, mode: bool = True) -> 'EnsembleDistiller':
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
     def _teacher_outputs(self, inputs: Tensor, metas: list[dict],
                          grid: tuple[int, int] | None) -> dict[str, Any]:
         """Mean probabilities (at the KD temperature), the uncertainty maps,
         and the mean affinity / features of the teacher's members."""
         teacher = self.teacher
-        if next(teacher.parameters()).device != inputs.device:
-            teacher.to(inputs.device)
         temperature = self.kd_loss.temperature if self.kd_loss else 1.0
         stats = PredictiveStatistics()
         tempered = affinity_sum = feature_sum = None
         count = 0
-        with torch.no_grad(), torch.autocast(inputs.device.type,
-                                             enabled=self.teacher_autocast):
+        # with teacher_autocast the teacher runs in half precision even when
+        # the student does not; without it, it inherits the caller's autocast
+        half = (torch.autocast(inputs.device.type) if self.teacher_autocast
+                else contextlib.nullcontext())
+        with torch.no_grad(), half:
             for prob in teacher.member_probabilities(inputs, metas):
-                prob = prob.float()
+                prob = at_least_float32(prob)
                 stats.add(prob)
                 count += 1
                 if temperature != 1.0:
@@ -204,7 +203,7 @@ class EnsembleDistiller(UncertaintyEncoderDecoder):
                     # the one member that just ran left its features
                     fired = [f for f in map(pop_tapped, self._teacher_classifiers)
                              if f is not None]
-                    feature = fired[-1].float()
+                    feature = at_least_float32(fired[-1])
                     if self.pairwise_loss is not None:
                         a = affinity(feature, grid)
                         affinity_sum = a if affinity_sum is None else affinity_sum.add_(a)

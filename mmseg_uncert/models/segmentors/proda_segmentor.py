@@ -17,6 +17,8 @@ from mmseg.utils import ConfigType, OptConfigType, SampleList
 
 from ..data_preprocessors import image_mask, source_target_preprocessor
 from ..decode_heads.classifier_tap import pop_tapped, pre_dropout_module, take_tapped
+from ..frozen import FrozenChildren
+from ..precision import at_least_float32
 from ..prototypes import PrototypeBank
 from .members import build_member, mmseg_scope
 from .predictive_segmentor import fresh_metas
@@ -65,7 +67,7 @@ def strong_view(inputs: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0
 
 
 @MODELS.register_module()
-class ProDASegmentor(EncoderDecoder):
+class ProDASegmentor(FrozenChildren, EncoderDecoder):
     """Unsupervised domain adaptation by ProDA's stage 1 (Zhang et al.,
     "Prototypical Pseudo Label Denoising and Target Structure Learning for
     Domain Adaptive Semantic Segmentation", CVPR 2021).
@@ -89,9 +91,13 @@ class ProDASegmentor(EncoderDecoder):
       view (γ₁ = 10); the regulariser γ₂·(−mean_{pixels, k} log p_k)
       (γ₂ = 0.1), which keeps every class alive.
 
-    The prototypes and the momentum network live in a
+    The warm-up model is a frozen child (``pseudo_labeller``; see
+    :mod:`~mmseg_uncert.models.frozen`): it moves with the model, never
+    trains, stays in eval and is not saved in the model's checkpoints. The
+    prototypes and the momentum network live in a
     :class:`~mmseg_uncert.models.PrototypeBank` that
-    :class:`~mmseg_uncert.engine.PrototypeHook` attaches, updates after each
+    :class:`~mmseg_uncert.engine.PrototypeHook` builds before training,
+    attaches as the frozen child ``prototype_bank``, updates after each
     optimizer step and checkpoints; rectification and structure learning
     need it (an error says so when it is missing).
 
@@ -154,9 +160,7 @@ class ProDASegmentor(EncoderDecoder):
             raise ValueError(f"ProDASegmentor: the pseudo_labeller ({info['source']}) "
                              f"predicts {info['num_classes']} classes, the model "
                              f'{self.num_classes}')
-        labeller.requires_grad_(False)
-        # outside the registered children: frozen, not optimised, not saved
-        self.__dict__['pseudo_labeller'] = labeller.eval()
+        self.add_frozen('pseudo_labeller', labeller)
         # the features prototypes are made of: before dropout, as the momentum
         # copy (in eval) sees them
         self.__dict__['feature_tap'] = pre_dropout_module(self.decode_head, 'ProDASegmentor')
@@ -170,17 +174,16 @@ class ProDASegmentor(EncoderDecoder):
             raise ValueError(f'ProDASegmentor: confidence_threshold must lie in '
                              f'[0, 1), got {confidence_threshold}')
         self.confidence_threshold = confidence_threshold
-        #: attached by PrototypeHook
-        self.prototype_bank: PrototypeBank | None = None
+        #: attached by PrototypeHook (attach_prototype_bank)
+        self.register_module('prototype_bank', None)
 
     @property
     def needs_prototypes(self) -> bool:
         return self.rectify or self.structure_weight > 0
 
-    def train(self, mode: bool = True) -> 'ProDASegmentor':
-        super().train(mode)
-        self.pseudo_labeller.eval()
-        return self
+    def attach_prototype_bank(self, bank: PrototypeBank) -> PrototypeBank:
+        """Hold ``bank`` as the frozen child ``prototype_bank``."""
+        return self.add_frozen('prototype_bank', bank)
 
     def network(self) -> nn.ModuleDict:
         """The parts a momentum copy averages (its keys are this model's)."""
@@ -276,7 +279,7 @@ class ProDASegmentor(EncoderDecoder):
             losses['target.loss_structure'] = (self.structure_weight * (kl * v).sum()
                                                / v.sum().clamp(min=1))
         if self.regulariser_weight > 0:
-            neg_log_p = -logits_full.float().log_softmax(1).mean(1)
+            neg_log_p = -at_least_float32(logits_full).log_softmax(1).mean(1)
             v = valid.float()
             losses['target.loss_regulariser'] = (self.regulariser_weight
                                                  * (neg_log_p * v).sum()
