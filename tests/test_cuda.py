@@ -39,11 +39,12 @@ def test_training_and_test_steps_on_cuda(name, amp_dtype, tmp_path):
     out = run_steps(name, str(tmp_path), CUDA, amp_dtype=amp_dtype)
     if name not in INFERENCE_ONLY:
         assert out['losses']['loss'].dtype == torch.float32
-    # the predictions' metrics equal those of the same samples on the CPU
+    # the predictions' metrics equal those of the same samples on the CPU,
+    # but for the last bits of float32 softmaxes (a few pixels change bins)
     cpu = evaluate([s.cpu() for s in out['samples']], scores_of(out['samples']))
     assert out['metrics'].keys() == cpu.keys()
     for key, value in cpu.items():
-        assert out['metrics'][key] == pytest.approx(value, rel=1e-9, abs=1e-12,
+        assert out['metrics'][key] == pytest.approx(value, rel=1e-4, abs=1e-5,
                                                     nan_ok=True), key
 
 
@@ -69,7 +70,8 @@ def test_metric_on_cuda_equals_the_cpu_result():
         metric.process({}, samples)
         return metric.evaluate(len(samples))
 
-    samples = random_samples(0, n=4, c=19, h=96, w=200)
+    # float64 logits: the same numbers to float64's last bits
+    samples = _to(random_samples(0, n=4, c=19, h=96, w=200), 'cpu', torch.float64)
     cpu = run(samples)
     cuda = run(_to(samples, CUDA))
     for key, value in cpu.items():
@@ -79,6 +81,10 @@ def test_metric_on_cuda_equals_the_cpu_result():
     for s in mixed:
         s['seg_logits']['data'] = s['seg_logits']['data'].to(CUDA)
     assert run(mixed) == pytest.approx(cpu, rel=1e-9, abs=1e-12, nan_ok=True)
+    # float32 logits: a few pixels may change bins by the last bits
+    samples = _to(samples, 'cpu', torch.float32)
+    cpu = run(samples)
+    assert run(_to(samples, CUDA)) == pytest.approx(cpu, rel=1e-4, abs=1e-5, nan_ok=True)
     # float16 logits (an AMP model's output) give about the float32 numbers
     half = run(_to(samples, CUDA, torch.float16))
     assert half['ECE'] == pytest.approx(cpu['ECE'], abs=2e-3)

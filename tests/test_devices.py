@@ -147,6 +147,24 @@ def test_frozen_models_are_left_out_of_the_optimizer(tmp_path):
     assert teacher <= {id(p) for g in default.optimizer.param_groups for p in g['params']}
     held = {id(p) for g in paramwise.optimizer.param_groups for p in g['params']}
     assert held == trainable
+    # an optimizer with per-parameter state from the start saves its state
+    with mmseg_scope():
+        adagrad = build_optim_wrapper(model, dict(
+            optimizer=dict(type='Adagrad', lr=1e-2),
+            constructor='TrainableOptimWrapperConstructor'))
+    assert len(adagrad.optimizer.state_dict()['state']) == len(trainable)
+
+
+def test_proda_frozen_children_exist_before_any_move_or_wrap(tmp_path):
+    """The warm-up model and the prototype bank are children from the
+    model's construction, so DDP built afterwards ignores both."""
+    model = build_segmentor('ProDASegmentor', str(tmp_path))
+    ignored = set(model._ddp_params_and_buffers_to_ignore)
+    assert {f'pseudo_labeller.{k}' for k in tensors_of(model.pseudo_labeller)} <= ignored
+    assert {f'prototype_bank.{k}' for k in tensors_of(model.prototype_bank)} <= ignored
+    assert 'prototype_bank.prototypes' in ignored
+    assert not any(k.startswith(('pseudo_labeller', 'prototype_bank'))
+                   for k in model.state_dict())
 
 
 def test_ddp_ignores_frozen_models(tmp_path):

@@ -168,10 +168,10 @@ def _batch(n=2, seed=0, labelled=True):
 def test_momentum_network_gets_no_gradient_and_target_labels_are_not_needed(tmp_path):
     model = _proda(tmp_path)
     hook = PrototypeHook()
-    bank = hook.build_bank(model)
+    bank = hook.bank = model.prototype_bank
+    bank.restart(model.network(), hook.momentum)
     bank.prototypes.normal_()
     bank.initialised.fill_(True)
-    hook.bank = model.attach_prototype_bank(bank)
     model.train()
     # target samples carry no annotation at all: nothing may read one
     data = dict(source=_batch(seed=1), target=_batch(seed=2, labelled=False))
@@ -201,10 +201,10 @@ def test_hook_updates_after_the_optimizer_step(tmp_path):
     """The momentum update uses the weights the optimizer just wrote."""
     model = _proda(tmp_path)
     hook = PrototypeHook(momentum=0.9, decay=0.5)
-    hook.bank = hook.build_bank(model)
+    hook.bank = model.prototype_bank
+    hook.bank.restart(model.network(), hook.momentum)
     hook.bank.prototypes.normal_()
     hook.bank.initialised.fill_(True)
-    model.attach_prototype_bank(hook.bank)
     before = {k: v.clone() for k, v in hook.bank.momentum_network.module.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     model.train()

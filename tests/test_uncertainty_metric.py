@@ -354,6 +354,12 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match=r'\(2, 2\).*\(4, 4\)'):
         UncertaintyMetric(scores=('std', )).process({}, [make_sample(
             torch.randn(3, 4, 4), label, pred_uncertainty=dict(std=torch.rand(1, 2, 2)))])
+    bad = torch.zeros(4, 4, dtype=torch.long)
+    bad[0, 0] = 7
+    with pytest.raises(ValueError, match=r'road_9.png.*labels \[7\] outside \[0, 3\)'
+                       r'.*ignore_index \(255\)'):
+        UncertaintyMetric().process({}, [make_sample(torch.randn(3, 4, 4), bad,
+                                                     'road_9.png')])
     with pytest.raises(ValueError, match='2\\*\\*14'):
         UncertaintyMetric(num_score_bins=1000)
 

@@ -216,7 +216,8 @@ def stripe_sums(logits: Tensor, label: Tensor, maps: dict[str, Tensor],
                                                       num_score_bins)
         if aleatoric is not None:
             sums[f'aleatoric/{name}'] = two_class_histogram(
-                unit[in_distribution], aleatoric[in_distribution] > 0, num_score_bins)
+                unit[in_distribution], ~(aleatoric[in_distribution] <= 0),
+                num_score_bins)
     return sums
 
 

@@ -98,8 +98,9 @@ def _named_tensors(module: nn.Module) -> list[tuple[str, Any]]:
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class TrainableOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """mmengine's default constructor, with every parameter that does not
-    require a gradient left out of the optimizer's groups (mmengine's own
-    passes them in, where they only take up room: frozen models' weights).
+    require a gradient left out of the optimizer (mmengine's own passes them
+    all in when there is no ``paramwise_cfg``, and warns about each frozen
+    one when there is).
 
     Select it with ``optim_wrapper = dict(constructor=
     'TrainableOptimWrapperConstructor', ...)``; the distillation and domain
@@ -107,7 +108,17 @@ class TrainableOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        optim_wrapper = super().__call__(model)
-        for group in optim_wrapper.optimizer.param_groups:
-            group['params'] = [p for p in group['params'] if p.requires_grad]
-        return optim_wrapper
+        model = model.module if hasattr(model, 'module') else model
+        if self.paramwise_cfg:
+            return super().__call__(model)  # add_params leaves them out
+        # mmengine then hands model.parameters() to the optimizer: give it a
+        # container of the trainable parameters themselves (not copies)
+        return super().__call__(
+            nn.ParameterList(p for p in model.parameters() if p.requires_grad))
+
+    def add_params(self, params: list[dict], module: nn.Module, prefix: str = '',
+                   is_dcn_module: int | float | None = None) -> None:
+        """mmengine's per-parameter groups, without frozen submodules."""
+        if not any(p.requires_grad for p in module.parameters()):
+            return  # a frozen model: nothing to optimise, nothing to warn about
+        super().add_params(params, module, prefix, is_dcn_module)

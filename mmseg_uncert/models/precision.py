@@ -30,7 +30,8 @@ def at_least_float32(value: Any) -> Any:
 
 def in_float32(function: Function) -> Function:
     """Run ``function`` with autocast off and its floating tensor arguments
-    in at least float32 (see the module docstring)."""
+    in at least float32 (see the module docstring). Only tensors passed as
+    arguments are promoted, not tensors inside lists or dicts."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

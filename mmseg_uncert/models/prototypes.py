@@ -81,12 +81,12 @@ class PrototypeBank(nn.Module):
     """What ProDA keeps beside the network: the class prototypes η (K, F)
     (buffer ``prototypes``), which of them exist yet (``initialised``), and
     the momentum copy of the network whose features they average
-    (``momentum_network``). Built and updated by
-    :class:`~mmseg_uncert.engine.PrototypeHook`, which also checkpoints it,
-    and attached to :class:`~mmseg_uncert.models.segmentors.ProDASegmentor`
-    as a frozen child: it moves with the model, gets no gradient, no optimizer
-    state and no DDP synchronisation, and stays out of the model's
-    state_dict.
+    (``momentum_network``). A frozen child of
+    :class:`~mmseg_uncert.models.segmentors.ProDASegmentor`, built with it:
+    it moves with the model, gets no gradient, no optimizer state and no DDP
+    synchronisation, and stays out of the model's state_dict.
+    :class:`~mmseg_uncert.engine.PrototypeHook` restarts it before training,
+    updates it after each step and checkpoints it.
     """
 
     def __init__(self, num_classes: int, channels: int,
@@ -97,10 +97,23 @@ class PrototypeBank(nn.Module):
         self.momentum_network = momentum_network
         #: (feature, label, valid) of the latest target batch, for the hook
         self.pending: tuple[Tensor, Tensor, Tensor] | None = None
+        #: set by :meth:`restart`: the momentum network is the model's copy
+        self.started = False
 
     @property
     def num_classes(self) -> int:
         return self.prototypes.shape[0]
+
+    def restart(self, network: nn.Module, momentum: float) -> None:
+        """Forget every prototype and make the momentum network (an mmengine
+        ``ExponentialMovingAverage``) a copy of ``network`` that moves
+        towards it by 1 − ``momentum`` per update."""
+        self.momentum_network.module.load_state_dict(network.state_dict())
+        self.momentum_network.momentum = 1.0 - momentum
+        self.prototypes.zero_()
+        self.initialised.zero_()
+        self.pending = None
+        self.started = True
 
     def logits(self, feature: Tensor, temperature: float) -> Tensor:
         return prototype_logits(feature, self.prototypes, self.initialised, temperature)

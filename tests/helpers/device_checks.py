@@ -85,7 +85,8 @@ def build_segmentor(name: str, tmp_dir: str) -> nn.Module:
     if hasattr(model, 'init_weights'):
         model.init_weights()
     if name == 'ProDASegmentor':
-        bank = model.attach_prototype_bank(PrototypeHook().build_bank(model))
+        bank = model.prototype_bank
+        bank.restart(model.network(), PrototypeHook().momentum)
         g = torch.Generator().manual_seed(1)
         bank.prototypes.copy_(torch.randn(bank.prototypes.shape, generator=g))
         bank.initialised.fill_(True)

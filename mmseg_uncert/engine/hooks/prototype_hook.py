@@ -11,7 +11,7 @@ import torch
 from mmengine import dist
 from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
-from mmengine.model import ExponentialMovingAverage, is_model_wrapper
+from mmengine.model import is_model_wrapper
 
 from mmseg.registry import HOOKS
 
@@ -77,26 +77,20 @@ class PrototypeHook(Hook):
     @staticmethod
     def _segmentor(runner) -> Any:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if not hasattr(model, 'attach_prototype_bank'):
+        if not hasattr(model, 'prototype_bank') or not hasattr(model, 'network'):
             raise TypeError(f'PrototypeHook works with ProDASegmentor, not '
                             f'{type(model).__name__}')
         return model
 
-    def build_bank(self, model) -> PrototypeBank:
-        """A bank for ``model``: its momentum copy (on the model's device, in
-        its precision) and empty prototypes."""
-        network = model.network()
-        ema = ExponentialMovingAverage(network, momentum=1.0 - self.momentum)
-        ema.steps.fill_(1)  # every update averages (mmengine's first one copies)
-        ema.module.eval()
-        channels = model.decode_head.conv_seg.in_channels
-        weight = next(model.parameters())
-        return PrototypeBank(model.num_classes, channels, ema).to(
-            device=weight.device, dtype=weight.dtype)
-
     def before_train(self, runner) -> None:
         model = self._segmentor(runner)
-        self.bank = model.attach_prototype_bank(self.build_bank(model))
+        self.bank = model.prototype_bank
+        if self.bank is None:
+            runner.logger.info('PrototypeHook: the model neither rectifies nor '
+                               'learns structure; there are no prototypes to keep')
+            return
+        # the momentum network starts from the weights load_from just loaded
+        self.bank.restart(model.network(), self.momentum)
         if self._resumed is not None:
             self.load_state(self._resumed)
             self._resumed = None
@@ -153,6 +147,8 @@ class PrototypeHook(Hook):
         """After the optimizer step: momentum network, then prototypes."""
         model = self._segmentor(runner)
         bank = self.bank
+        if bank is None:
+            return
         bank.momentum_network.update_parameters(model.network())
         pending, bank.pending = bank.pending, None
         if pending is None:
@@ -184,6 +180,6 @@ class PrototypeHook(Hook):
             checkpoint[_KEY] = self.state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        # resume comes before before_train, which builds the bank
+        # resume comes before before_train, which restarts the bank
         if _KEY in checkpoint:
             self._resumed = checkpoint[_KEY]

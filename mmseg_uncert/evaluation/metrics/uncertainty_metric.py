@@ -200,6 +200,14 @@ class UncertaintyMetric(BaseMetric):
         if tuple(label.shape) != shape:
             raise ValueError(f'image {img}: gt_sem_seg has shape '
                              f'{tuple(label.shape)}, seg_logits has {shape}')
+        outside = ((label < 0) | (label >= num_classes)) & (label != self.ignore_index)
+        if outside.any():
+            values = label[outside].unique().tolist()[:10]
+            raise ValueError(
+                f'image {img}: gt_sem_seg has labels {values} outside [0, '
+                f'{num_classes}) that are not ignore_index ({self.ignore_index}); '
+                f'set ignore_index to the ignore label of your data set or fix '
+                f'the annotations')
         maps = self._score_maps(sample, shape, logits.device)
         extra = {key: sample[key]['data'].squeeze(0).to(logits.device)
                  for key in ('gt_ood', 'gt_aleatoric') if sample.get(key)}

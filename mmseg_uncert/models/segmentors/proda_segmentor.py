@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from mmengine import dist
 from mmengine.logging import MessageHub
+from mmengine.model import ExponentialMovingAverage
 from torch import Tensor, nn
 
 from mmseg.models.segmentors import EncoderDecoder
@@ -91,15 +92,14 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
       view (γ₁ = 10); the regulariser γ₂·(−mean_{pixels, k} log p_k)
       (γ₂ = 0.1), which keeps every class alive.
 
-    The warm-up model is a frozen child (``pseudo_labeller``; see
-    :mod:`~mmseg_uncert.models.frozen`): it moves with the model, never
-    trains, stays in eval and is not saved in the model's checkpoints. The
-    prototypes and the momentum network live in a
-    :class:`~mmseg_uncert.models.PrototypeBank` that
-    :class:`~mmseg_uncert.engine.PrototypeHook` builds before training,
-    attaches as the frozen child ``prototype_bank``, updates after each
-    optimizer step and checkpoints; rectification and structure learning
-    need it (an error says so when it is missing).
+    The warm-up model (``pseudo_labeller``) and, when rectification or
+    structure learning is on, the prototypes with the momentum network (a
+    :class:`~mmseg_uncert.models.PrototypeBank`, ``prototype_bank``) are
+    frozen children (see :mod:`~mmseg_uncert.models.frozen`): they move with
+    the model, never train, stay in eval and are not saved in the model's
+    checkpoints. :class:`~mmseg_uncert.engine.PrototypeHook` fills the bank
+    before training, updates it after each optimizer step and checkpoints
+    it; training without the hook is an error that says so.
 
     Target samples' annotations are never read (the dataset also strips
     them). Pixels outside an image (batch padding) are ignored everywhere.
@@ -174,16 +174,19 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             raise ValueError(f'ProDASegmentor: confidence_threshold must lie in '
                              f'[0, 1), got {confidence_threshold}')
         self.confidence_threshold = confidence_threshold
-        #: attached by PrototypeHook (attach_prototype_bank)
-        self.register_module('prototype_bank', None)
+        if self.needs_prototypes:
+            # a child from the start, before any move or DDP wrap; filled by
+            # PrototypeHook before training
+            momentum = ExponentialMovingAverage(self.network(), momentum=0.001)
+            momentum.steps.fill_(1)  # every update averages (mmengine's first copies)
+            self.add_frozen('prototype_bank', PrototypeBank(
+                self.num_classes, self.decode_head.conv_seg.in_channels, momentum))
+        else:
+            self.register_module('prototype_bank', None)
 
     @property
     def needs_prototypes(self) -> bool:
         return self.rectify or self.structure_weight > 0
-
-    def attach_prototype_bank(self, bank: PrototypeBank) -> PrototypeBank:
-        """Hold ``bank`` as the frozen child ``prototype_bank``."""
-        return self.add_frozen('prototype_bank', bank)
 
     def network(self) -> nn.ModuleDict:
         """The parts a momentum copy averages (its keys are this model's)."""
@@ -227,7 +230,7 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
     def target_losses(self, weak: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
         """The unlabelled-target terms (see the class docstring)."""
         bank = self.prototype_bank
-        if self.needs_prototypes and bank is None:
+        if bank is not None and not bank.started:
             raise RuntimeError(
                 "ProDASegmentor: rectify=True or structure_weight > 0 needs "
                 "custom_hooks=[dict(type='PrototypeHook')] in the config")
