@@ -100,8 +100,9 @@ class UncertaintyMetric(BaseMetric):
     #: pixels per stripe (rounded to whole patch rows): big enough that op
     #: overheads vanish and torch's elementwise ops run on every core, small
     #: enough that the class x pixel temporaries stay small (19 classes: about
-    #: 5 MiB each). Measured on 2 cores: 2**15 is 15% slower; 2**17 is no
-    #: faster and raises the peak memory from 58 to 84 MiB.
+    #: 5 MiB each). Measured on 2 cores: 2**15 is 15% slower; 2**17 was no
+    #: faster and raised the benchmark's peak memory to 84 MiB (2**16: 44 to
+    #: 58 MiB over four runs).
     stripe_pixels: int = 2**16
 
     def __init__(self,
