@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from mmengine.model import BaseModule, MMDistributedDataParallel
-from mmengine.optim import build_optim_wrapper
+from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
 from torch import nn
 
@@ -64,9 +64,15 @@ def test_float64_training_and_test_steps(name, tmp_path):
 @pytest.mark.parametrize('name', [n for n in SEGMENTORS if n not in INFERENCE_ONLY])
 def test_mixed_precision_steps_keep_losses_in_float32(name, tmp_path):
     """Under CPU autocast (bfloat16) the losses that need float32 get it and
-    stay finite; the weights stay float32."""
-    out = run_steps(name, str(tmp_path), CPU, amp_dtype=torch.bfloat16)
-    assert out['losses']['loss'].dtype == torch.float32
+    stay finite, near the float32 step's (the network itself runs in
+    bfloat16, about 3 significant digits); the weights stay float32."""
+    amp = run_steps(name, str(tmp_path), CPU, amp_dtype=torch.bfloat16)
+    full = run_steps(name, str(tmp_path), CPU)
+    assert amp['losses']['loss'].dtype == torch.float32
+    for key, value in full['losses'].items():
+        if 'loss' in key:
+            assert amp['losses'][key].item() == pytest.approx(
+                value.item(), rel=0.1, abs=1e-2), key
 
 
 def test_float64_loss_equals_float32_loss(tmp_path):
@@ -185,7 +191,6 @@ def test_ddp_ignores_frozen_models(tmp_path):
         assert broadcast  # the student's BN statistics are still broadcast
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
                                     lr=0.01)
-        from mmengine.optim import OptimWrapper
         for step in range(2):  # a second step would fail on unreduced grads
             log = ddp.train_step(batch(step), OptimWrapper(optimizer))
             assert torch.isfinite(log['loss'])
