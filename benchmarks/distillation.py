@@ -1,24 +1,30 @@
-"""Students distilled from a teacher ensemble on the embedded benchmark.
+"""The main job's goals, measured side by side in one run: a teacher ensemble,
+one label-trained member and students distilled from the ensemble, on every
+val and ood pixel of the embedded benchmark.
 
-    python benchmarks/distillation.py                 # 2000 iterations per model
-    python benchmarks/distillation.py --iters 600     # shorter schedule
-    python benchmarks/distillation.py --iters 600 --time-only  # re-time, quiet machine
+    python benchmarks/distillation.py                  # the recipe's schedules
+    python benchmarks/distillation.py --iters 300      # shorter, for a smoke run
 
 Steps (each skipped when its output exists, so an interrupted run resumes;
 everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
 
-1. the synthetic benchmark in ``data/synthetic_streets`` (generated if absent);
-2. a teacher ensemble of M = 3 members of the CPU segmentor
-   (``tools/train_ensemble.py``, seeds 0..2); member 0 is also the
-   "no distillation" row: the student's architecture trained on labels only;
-3. three students, ``configs/distill-ensemble-3x_…synthetic…`` with the
-   uncertainty loss in its ``mse``, ``rmsle`` and default ``distribution``
-   form (same seed, same schedule); checkpoints every fifth of the schedule
-   show the ``mse`` collapse as it happens;
-4. evaluation on ``val`` and ``ood``: per-pixel Pearson and Spearman
-   correlation of each student's ``std`` with the teacher's (val), the
-   fraction of predictions below 0.01, misclassification AUROC (val), OOD
-   AUROC (ood), ECE and mIoU (val), and inference seconds per image.
+1. the synthetic benchmark in ``data/synthetic_streets`` (train, val, ood;
+   generated if absent);
+2. a teacher ensemble of M = 3 Fast-SCNN members (``tools/train_ensemble.py``,
+   seeds 0..2, side by side); member 0 is also the "no distillation" row:
+   the student's architecture trained on labels alone;
+3. students distilled from the ensemble with
+   ``configs/distill-ensemble-3x_fast-scnn_…`` (same seed, same schedule):
+   ``decomposition`` (the recipe: epistemic + aleatoric channels, noise
+   patches, every pixel), ``no patches`` (the recipe without the pasted
+   noise patches), ``std`` (one channel, the members' spread);
+4. evaluation of every model on all of val and ood: mIoU, ECE,
+   misclassification / ambiguous-pixel / OOD AUROC of every score, seconds
+   per image (forward pass, one model at a time), and the per-pixel Pearson
+   correlation of each student's epistemic map with the ensemble's over
+   val + ood;
+5. the goals (:func:`mmseg_uncert.apis.distillation_report.check_goals`),
+   each with its figures and met or not.
 
 Results go to ``benchmarks/results/distillation.json``.
 """
@@ -31,205 +37,163 @@ import os
 import os.path as osp
 import subprocess
 import sys
-import time
 
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MEMBER = osp.join(ROOT, 'configs', 'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
-DISTILL = osp.join(ROOT, 'configs',
-                   'distill-ensemble-3x_fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
-FORMS = ('mse', 'rmsle', 'distribution')
+MEMBER = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
+DISTILL = osp.join(ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-1k_synthetic-128x256.py')
 MEMBERS = 3
 
 
-def _run(command: list[str]) -> None:
+def _without_patches(cfg) -> None:
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    cfg.train_dataloader.dataset.pipeline = [
+        t for t in pipeline if t['type'] != 'PasteNoisePatches']
+
+
+def _std_channel(cfg) -> None:
+    cfg.model.decode_head.uncertainty_names = ('std', )
+    # the std of probabilities lies in [0, 0.5]
+    cfg.model.decode_head.loss_uncertainty.value_range = (0.0, 0.5)
+
+
+#: student variants: the recipe, and what each ablation changes in it
+STUDENTS = {'decomposition': None, 'no patches': _without_patches, 'std': _std_channel}
+ENSEMBLE, MEMBER_ROW = 'teacher ensemble (M=3)', 'no distillation (member 0)'
+
+
+def _run(command: list[str], env: dict | None = None) -> None:
     print('$', ' '.join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
+    subprocess.run(command, check=True, cwd=ROOT, env=env)
+
+
+def schedule(iters: int) -> list[str]:
+    warmup = max(1, min(100, iters // 10))
+    return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}',
+            f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
+            f'param_scheduler.1.end={iters}',
+            f'default_hooks.checkpoint.interval={iters}']
 
 
 def train_teachers(work: str, iters: int) -> list[dict]:
     ens_dir = osp.join(work, 'ensemble')
     _run([sys.executable, 'tools/train_ensemble.py', MEMBER, '--members', str(MEMBERS),
-          '--work-dir', ens_dir, '--cfg-options', f'train_cfg.max_iters={iters}',
-          f'train_cfg.val_interval={iters}', f'default_hooks.checkpoint.interval={iters}'])
+          '--jobs', str(MEMBERS), '--work-dir', ens_dir, '--cfg-options', *schedule(iters)])
     return [json.load(open(osp.join(ens_dir, f'member_{i}', 'member.json')))
             for i in range(MEMBERS)]
 
 
-def train_student(work: str, form: str, members: list[dict], iters: int) -> str:
-    run_dir = osp.join(work, f'student_{form}')
+def student_config(work: str, name: str, members: list[dict]) -> str:
+    """The recipe's config, changed for student ``name``, with this run's
+    teacher members."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(DISTILL)
+    cfg.model.teacher = dict(type='EnsembleSegmentor', members=[
+        dict(config=m['config'], checkpoint=m['checkpoint']) for m in members])
+    if STUDENTS[name] is not None:
+        STUDENTS[name](cfg)
+    path = osp.join(work, 'student_' + name.replace(' ', '_') + '.py')
+    os.makedirs(work, exist_ok=True)
+    cfg.dump(path)
+    return path
+
+
+def train_student(work: str, config: str, iters: int) -> str:
+    run_dir = osp.splitext(config)[0]
     final = osp.join(run_dir, f'iter_{iters}.pth')
     if osp.isfile(final):
         return final
-    # the recipe's config with this run's teacher members
-    config = osp.join(work, 'distill_student.py')
-    teacher = dict(_delete_=True, type='EnsembleSegmentor',
-                   members=[dict(config=m['config'], checkpoint=m['checkpoint'])
-                            for m in members])
-    with open(config, 'w') as f:
-        f.write(f'_base_ = [{DISTILL!r}]\nmodel = dict(teacher={teacher!r})\n')
     command = [sys.executable, 'tools/train.py', config, '--work-dir', run_dir,
-               '--cfg-options', f'train_cfg.max_iters={iters}',
-               f'train_cfg.val_interval={iters}',
-               f'default_hooks.checkpoint.interval={max(1, iters // 5)}',
-               'default_hooks.checkpoint.max_keep_ckpts=10',
-               f'model.decode_head.loss_uncertainty.form={form}',
-               'randomness.seed=100']
+               '--cfg-options', *schedule(iters), 'randomness.seed=100']
     if osp.isfile(osp.join(run_dir, 'last_checkpoint')):
         command.append('--resume')
     _run(command)
     return final
 
 
-def _dataset(split: str):
-    from mmseg_uncert.apis.evaluation import build_split
-    return build_split(MEMBER, split=split)
-
-
-def _student_model(checkpoint: str, form: str):
-    """The deployment model: the student's parts alone, no teacher."""
-    from mmseg_uncert.apis import init_uncertainty_model
-    return init_uncertainty_model(DISTILL, checkpoint, cfg_options={
-        'model.decode_head.loss_uncertainty.form': form})
-
-
-def _teacher_model(members: list[dict]):
+def build_models(members: list[dict], students: dict[str, tuple[str, str]]) -> dict:
     from mmseg.registry import MODELS
-    from mmseg_uncert.models.segmentors import mmseg_scope
-    with mmseg_scope():
-        return MODELS.build(dict(type='EnsembleSegmentor', members=[
-            dict(config=m['config'], checkpoint=m['checkpoint']) for m in members])).eval()
-
-
-def _single_model(member: dict):
+    from mmseg_uncert.apis import init_uncertainty_model
     from mmseg_uncert.models.segmentors import build_member, mmseg_scope
     with mmseg_scope():
-        return build_member(dict(config=member['config'],
-                                 checkpoint=member['checkpoint']), 'member 0')[0].eval()
+        models = {ENSEMBLE: MODELS.build(dict(type='EnsembleSegmentor', members=[
+            dict(config=m['config'], checkpoint=m['checkpoint']) for m in members])).eval()}
+        models[MEMBER_ROW] = build_member(dict(config=members[0]['config'],
+                                               checkpoint=members[0]['checkpoint']),
+                                          'member 0')[0].eval()
+    for name, (config, ckpt) in students.items():
+        # the deployment model: the student's parts alone, no teacher
+        models[f'student {name}'] = init_uncertainty_model(config, ckpt)
+    return models
 
 
-def evaluate(models: dict, split: str, limit: int | None = None) -> dict:
-    """Metrics of every model on ``split``, and their per-pixel uncertainty maps
-    (for the correlations)."""
-    from mmseg_uncert.apis.evaluation import evaluate_model
-    dataset = _dataset(split)
-    results, maps = {}, {}
-    for name, (model, scores) in models.items():
-        keep = ('std', ) if 'std' in scores else ()
-        evaluation = evaluate_model(model, dataset, scores, limit, keep_maps=keep)
-        results[name] = evaluation.metrics
-        if keep:
-            maps[name] = evaluation.maps['std']
-        print(split, name, {k: round(v, 4) for k, v in evaluation.metrics.items()
-                            if k in ('mIoU', 'ECE', 'auroc/std', 'auroc/max_prob',
-                                     'ood_auroc/std', 'seconds_per_image')}, flush=True)
-    return dict(metrics=results, maps=maps)
-
-
-def collapse_curve(work: str, iters: int, limit: int = 20) -> dict:
-    """Mean predicted std and fraction below 0.01 on a few val images, at each
-    saved checkpoint of the mse and default students."""
-    from mmengine.dataset import pseudo_collate
-    dataset = _dataset('val')
-    curve = {}
-    for form in ('mse', 'distribution'):
-        points = []
-        for k in range(1, 6):
-            ckpt = osp.join(work, f'student_{form}', f'iter_{max(1, iters // 5) * k}.pth')
-            if not osp.isfile(ckpt):
-                continue
-            model = _student_model(ckpt, form)
-            values = []
-            for i in range(min(limit, len(dataset))):
-                with torch.no_grad():
-                    out = model.test_step(pseudo_collate([dataset[i]]))
-                values.append(out[0].pred_uncertainty.std.flatten())
-            v = torch.cat(values)
-            points.append(dict(iteration=max(1, iters // 5) * k, mean=v.mean().item(),
-                               fraction_below_0_01=(v < 0.01).float().mean().item()))
-        curve[form] = points
-    return curve
-
-
-def time_models(models: dict, images: int = 30, warmup: int = 3) -> dict:
-    """Seconds per val image of each model, measured alone (one model at a
-    time, after ``warmup`` untimed images): the evaluation loop's timings
-    share the machine with whatever else runs."""
-    from mmengine.dataset import pseudo_collate
-    dataset = _dataset('val')
-    batches = [pseudo_collate([dataset[i]]) for i in range(warmup + images)]
-    seconds = {}
-    for name, (model, _) in models.items():
-        with torch.no_grad():
-            for batch in batches[:warmup]:
-                model.test_step(batch)
-            start = time.perf_counter()
-            for batch in batches[warmup:]:
-                model.test_step(batch)
-        seconds[name] = (time.perf_counter() - start) / images
-        print('timing', name, round(seconds[name], 4), flush=True)
-    return seconds
+def evaluate(models: dict, split: str, limit: int | None) -> tuple[dict, dict]:
+    """Metrics of every model on ``split`` and their epistemic maps."""
+    from mmseg_uncert.apis.evaluation import build_split, evaluate_model
+    dataset = build_split(MEMBER, split=split)
+    metrics, maps = {}, {}
+    for name, model in models.items():
+        result = evaluate_model(model, dataset, limit=limit, keep_maps=('epistemic', ),
+                                log_interval=50, name=f'{name} on {split}')
+        metrics[name] = result.metrics
+        if 'epistemic' in result.maps:
+            maps[name] = result.maps['epistemic']
+    return metrics, maps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--iters', type=int, default=2000)
+    parser.add_argument('--iters', type=int, default=1000,
+                        help='iterations of every member and student')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'bench_distillation'))
     parser.add_argument('--limit', type=int, help='images per split (default all)')
+    parser.add_argument('--students', default=','.join(STUDENTS),
+                        help=f'comma-separated, of {list(STUDENTS)}')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'distillation.json'))
-    parser.add_argument('--time-only', action='store_true',
-                        help='only re-measure seconds per image of the trained models, '
-                             'on a quiet machine, into the existing results file')
     args = parser.parse_args()
     import mmseg_uncert  # noqa: F401
+    from mmseg_uncert.apis.distillation_report import check_goals, summarise
     from mmseg_uncert.apis.evaluation import map_correlations
+    torch.manual_seed(0)
     data_root = osp.join(ROOT, 'data', 'synthetic_streets')
-    if not osp.isdir(osp.join(data_root, 'leftImg8bit', 'val')):
+    if not osp.isdir(osp.join(data_root, 'leftImg8bit', 'ood')):
         _run([sys.executable, 'tools/make_synthetic.py', '--out-dir', data_root,
-              '--overwrite'])
+              '--splits', 'train,val,ood', '--overwrite'])
     members = train_teachers(args.work_dir, args.iters)
-    students = {form: train_student(args.work_dir, form, members, args.iters)
-                for form in FORMS}
-    teacher = _teacher_model(members)
-    models = {'teacher ensemble (M=3)': (teacher, ['std', 'epistemic', 'max_prob', 'entropy']),
-              'no distillation (member 0)': (_single_model(members[0]), ['max_prob', 'entropy'])}
-    for form, ckpt in students.items():
-        models[f'student {form}'] = (_student_model(ckpt, form),
-                                      ['std', 'max_prob', 'entropy'])
-    if args.time_only:
-        with open(args.out) as f:
-            result = json.load(f)
-        for name, sec in time_models(models).items():
-            result['rows'][name]['seconds_per_image'] = sec
-        result['timing'] = dict(date=datetime.date.today().isoformat(), images=30,
-                                note='each model alone on the machine')
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2, default=float)
-        return
-    val = evaluate(models, 'val', args.limit)
-    ood = evaluate(models, 'ood', args.limit)
-    rows = {}
-    for name in models:
-        m, o = val['metrics'][name], ood['metrics'][name]
-        score = 'std' if 'auroc/std' in m else 'max_prob'
-        row = dict(mIoU=m['mIoU'], ECE=m['ECE'], score=score,
-                   misclassification_auroc=m[f'auroc/{score}'],
-                   ood_auroc=o.get(f'ood_auroc/{score}'),
-                   seconds_per_image=m['seconds_per_image'])
-        if score == 'max_prob':
-            row['misclassification_auroc_entropy'] = m['auroc/entropy']
-            row['ood_auroc_entropy'] = o.get('ood_auroc/entropy')
-        if name in val['maps'] and name != 'teacher ensemble (M=3)':
-            row.update(map_correlations(val['maps'][name],
-                                        val['maps']['teacher ensemble (M=3)']))
-        elif name == 'teacher ensemble (M=3)':
-            row['fraction_below_0_01'] = (val['maps'][name] < 0.01).double().mean().item()
+    students = {}
+    for name in args.students.split(','):
+        if name not in STUDENTS:
+            parser.error(f'unknown student {name!r}; choose from {list(STUDENTS)}')
+        config = student_config(args.work_dir, name, members)
+        students[name] = (config, train_student(args.work_dir, config, args.iters))
+    models = build_models(members, students)
+    val, val_maps = evaluate(models, 'val', args.limit)
+    ood, ood_maps = evaluate(models, 'ood', args.limit)
+    summaries = {name: summarise(name, val[name], ood[name]) for name in models}
+    reference = torch.cat([val_maps[ENSEMBLE], ood_maps[ENSEMBLE]])
+    rows, goals = {}, {}
+    for name, summary in summaries.items():
+        row = dict(mIoU=summary.miou, ECE=summary.ece,
+                   seconds_per_image=summary.seconds_per_image, auroc=summary.auroc,
+                   best_misclassification=summary.best('misclassification'),
+                   best_ood=summary.best('ood'))
+        if name in val_maps and name != ENSEMBLE:
+            row['epistemic_vs_ensemble'] = map_correlations(
+                torch.cat([val_maps[name], ood_maps[name]]), reference)
         rows[name] = row
+        if name.startswith('student') and 'epistemic_vs_ensemble' in row:
+            goals[name] = [vars(g) for g in check_goals(
+                summaries[ENSEMBLE], summaries[MEMBER_ROW], summary,
+                row['epistemic_vs_ensemble']['pearson'], MEMBERS)]
+        elif name.startswith('student'):
+            goals[name] = [vars(g) for g in check_goals(
+                summaries[ENSEMBLE], summaries[MEMBER_ROW], summary, None, MEMBERS)]
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
-                  iters=args.iters, members=MEMBERS, images_per_split=args.limit,
-                  rows=rows, collapse=collapse_curve(args.work_dir, args.iters))
+                  torch_threads=torch.get_num_threads(), iters=args.iters,
+                  members=MEMBERS, images_per_split=args.limit or 'all',
+                  rows=rows, goals=goals)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(result, f, indent=2, default=float)

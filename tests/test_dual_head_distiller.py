@@ -20,6 +20,9 @@ NORM = dict(type='BN', requires_grad=True)
 HEADS = {
     'FCNHead': dict(type='FCNHead', in_channels=16, in_index=2, channels=8,
                     num_convs=1, num_classes=4, norm_cfg=NORM),
+    'DepthwiseSeparableFCNHead': dict(
+        type='DepthwiseSeparableFCNHead', in_channels=16, in_index=2, channels=8,
+        concat_input=False, num_classes=4, norm_cfg=NORM),
     'ASPPHead': dict(type='ASPPHead', in_channels=16, in_index=2, channels=8,
                      dilations=(1, 2), num_classes=4, norm_cfg=NORM),
     'DepthwiseSeparableASPPHead': dict(
@@ -41,11 +44,12 @@ def _features(seed: int = 0) -> list[torch.Tensor]:
             torch.randn(2, 16, 64, 64, generator=g)]
 
 
-@pytest.mark.parametrize('name', sorted(HEADS))
-def test_dual_head_leaves_the_segmentation_of_the_wrapped_head_unchanged(name):
+@pytest.mark.parametrize('name,branch_conv', [(name, 'conv') for name in sorted(HEADS)]
+                         + [('DepthwiseSeparableFCNHead', 'depthwise_separable')])
+def test_dual_head_leaves_the_segmentation_of_the_wrapped_head_unchanged(name, branch_conv):
     with mmseg_scope():
         torch.manual_seed(0)
-        dual = MODELS.build(dict(type='DualHead', head=HEADS[name],
+        dual = MODELS.build(dict(type='DualHead', head=HEADS[name], branch_conv=branch_conv,
                                  uncertainty_names=('std', 'epistemic')))
         bare = MODELS.build(HEADS[name])
     bare.load_state_dict(dual.head.state_dict())
@@ -65,6 +69,8 @@ def test_dual_head_leaves_the_segmentation_of_the_wrapped_head_unchanged(name):
 def test_dual_head_refuses_heads_it_cannot_hook():
     with pytest.raises(TypeError, match='cannot hook .PointHead.*' + SUPPORTED_HEADS[0]):
         MODELS.build(dict(type='DualHead', head=dict(type='PointHead')))
+    with pytest.raises(ValueError, match="branch_conv must be one of.*got 'dilated'"):
+        MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'], branch_conv='dilated'))
 
 
 def test_branch_reads_the_softmax_and_scales_its_gradient_into_the_features():
@@ -231,3 +237,65 @@ def test_dual_head_alone_trains_on_labels_with_every_parameter_in_the_graph():
     losses['loss_ce'].backward()
     assert all(p.grad is not None for p in dual.parameters())
     assert all(p.grad.abs().sum() == 0 for p in dual.uncertainty_branch.parameters())
+
+
+def test_kd_and_uncertainty_cover_ignored_pixels_and_leave_padding_out(tmp_path):
+    """Every label 255 here, except one row: CE sees one row, KD and the
+    uncertainty loss the whole image, never the padding beyond img_shape."""
+    model = _distiller(tmp_path)
+    model.eval()  # no dropout, BN running statistics: the same forward twice
+    inputs, samples = _batch(6)
+    for s in samples:
+        s.gt_sem_seg.data[:] = 255
+        s.gt_sem_seg.data[:, 40] = 1
+        s.set_metainfo(dict(img_shape=(48, 100)))  # the rest is padding
+    losses = model.loss(inputs, samples)
+    with torch.no_grad():
+        x = model.extract_feat(inputs)
+        logits, raw, _ = model._student_forward(x)
+        # KD at the label's size, the student's logits upsampled
+        logits = torch.nn.functional.interpolate(logits, size=(64, 128), mode='bilinear',
+                                                 align_corners=False)
+        teacher = model._teacher_outputs(inputs, [s.metainfo for s in samples], None)
+        crop = (slice(None), slice(None), slice(0, 48), slice(0, 100))
+        log_p = logits[crop].log_softmax(1)
+        q = teacher['prob'][crop]
+        expected_kd = (q * (q.clamp_min(1e-38).log() - log_p)).sum(1).mean()
+        # the uncertainty term at the branch's resolution (64x128 / 8 = 8x16):
+        # the teacher's map averaged over each 8x8 cell; cells with more image
+        # than padding count (48 / 8 = 6 rows, 100 / 8 = 12.5 -> 12 columns plus
+        # the half-padded 13th, which has less than half image: 12)
+        target = torch.nn.functional.avg_pool2d(teacher['maps']['std'][:, None], 8)
+        expected_u = model.decode_head.loss_uncertainty(raw[:, :, :6, :12],
+                                                        target[:, :, :6, :12])
+    assert losses['distill.loss_uncertainty'].item() == pytest.approx(expected_u.item(), rel=1e-5)
+    assert losses['distill.loss_kd'].item() == pytest.approx(expected_kd.item(), rel=1e-5)
+
+
+def test_unlabelled_batch_trains_the_uncertainty_and_kd_terms_alone(tmp_path):
+    model = _distiller(tmp_path)
+    model.train()
+    inputs, samples = _batch(7)
+    unlabelled = [SegDataSample(metainfo=s.metainfo) for s in samples]
+    losses = model.loss(inputs, unlabelled)
+    assert set(losses) == {'distill.loss_kd', 'distill.loss_uncertainty'}
+    sum(losses.values()).backward()
+    assert model.decode_head.uncertainty_branch[1].weight.grad.abs().sum() > 0
+
+
+def test_non_finite_teacher_maps_stop_training_naming_the_image(tmp_path):
+    model = _distiller(tmp_path)
+    inputs, samples = _batch(8)
+    for i, s in enumerate(samples):
+        s.set_metainfo(dict(img_path=f'city/img_{i}.png'))
+    real = model.teacher.member_probabilities
+
+    def poisoned(inputs, metas):
+        for prob in real(inputs, metas):
+            prob = prob.clone()
+            prob[1, :, 3, 3] = float('nan')
+            yield prob
+
+    model.teacher.member_probabilities = poisoned
+    with pytest.raises(FloatingPointError, match=r"NaN or infinite on image city/img_1\.png"):
+        model.loss(inputs, samples)

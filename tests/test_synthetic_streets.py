@@ -213,3 +213,28 @@ def test_cli_writes_the_requested_splits(tmp_path):
     assert 'wrote 3 images' in proc.stdout
     assert sorted(p.name for p in (out / 'leftImg8bit').iterdir()) == ['ood', 'val']
     assert len(list((out / 'gtFine' / 'val').rglob('*.png'))) == 2 * 3
+
+
+def test_unknown_objects_are_sized_like_road_anomalies(tmp_path):
+    """Drawn areas span 0.2 % to 5 % of the image, log-uniformly, 2 to 5 per
+    image; what is visible (connected components of the OOD masks, the
+    statistic the README reports) keeps small objects and reaches the large."""
+    import math
+    from mmseg_uncert.datasets.synthetic_streets import (OOD_AREA, _outline_area,
+                                                         generate, ood_statistics)
+    # the area an outline fills, measured on a 1 x 0.5 rectangle and a triangle
+    rect = np.array([[0, 0], [1, 0], [1, 0.5], [0, 0.5]], np.float64)
+    assert _outline_area(rect) == pytest.approx(0.5, rel=0.03)
+    assert _outline_area(rect[:3]) == pytest.approx(0.25, rel=0.05)
+    generate(str(tmp_path), dict(ood=40), seed=3, workers=1)
+    stats = ood_statistics(str(tmp_path))
+    assert stats['images'] == 40
+    # 2-5 drawn per image; touching or hidden ones merge or vanish, few enough
+    assert 2.0 <= stats['objects_per_image'] <= 5.0
+    assert 100 * OOD_AREA[0] / 2 < stats['area_percent']['50'] < 100 * OOD_AREA[1]
+    assert stats['area_percent']['25'] < 1.0  # small objects are kept
+    assert stats['area_percent']['95'] > 3.0  # and large ones reach a few percent
+    # log-uniform over [0.2 %, 5 %] draws a mean of (0.05 - 0.002) / ln 25 = 1.5 %
+    # per object, 3.5 objects per image: about 5 % of the pixels, less occlusion
+    expected = 3.5 * (OOD_AREA[1] - OOD_AREA[0]) / math.log(OOD_AREA[1] / OOD_AREA[0])
+    assert 0.5 * expected < stats['pixel_fraction'] < 1.2 * expected

@@ -8,20 +8,23 @@ a user's commands do:
 
 1. generate the synthetic benchmark (train, val, ood) with
    ``tools/make_synthetic.py``;
-2. train a teacher ensemble of M = 3 CPU segmentors with
-   ``tools/train_ensemble.py --jobs 3`` (members side by side);
+2. train a teacher ensemble of M = 3 Fast-SCNN segmentors with
+   ``tools/train_ensemble.py --jobs 3`` (members side by side, seeds 0..2);
 3. evaluate the ensemble, and member 0 alone (the student's architecture
    without distillation), on val and ood with
    ``tools/evaluate_uncertainty.py``: mIoU, calibration, the uncertainty
    decomposition (total / aleatoric / epistemic) against misclassified,
    ambiguous and out-of-distribution pixels;
-4. distil the student (a DualHead: segmentation and ``std`` in one pass)
-   from the ensemble with ``tools/train.py``;
-5. evaluate the student on val and ood, its ``std`` against the ensemble's;
+4. distil the student (a Fast-SCNN with a DualHead: segmentation,
+   ``epistemic`` and ``aleatoric`` in one pass) from the ensemble with
+   ``tools/train.py``;
+5. evaluate the student on val and ood, keeping its epistemic maps;
 6. draw side-by-side pictures of a few val and ood images with
    ``tools/visualize_uncertainty.py``;
-7. write ``<work dir>/report.md``: the comparison table, the decomposition,
-   the pictures, reliability diagrams and risk–coverage curves.
+7. write ``<work dir>/report.md``
+   (:mod:`mmseg_uncert.apis.demo_report`): the main job's goals met or
+   not, the comparison table, the decomposition, the pictures, reliability
+   diagrams and risk–coverage curves, every sentence from the run's numbers.
 
 Every step prints ``=== step k of 7 ... ===`` with the elapsed time and an
 estimate of the time left; its output also goes to ``<work dir>/logs/``.
@@ -32,7 +35,6 @@ one, stops the demo with the step and its log named.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import os.path as osp
@@ -43,10 +45,9 @@ import time
 from dataclasses import dataclass, field
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MEMBER_CONFIG = osp.join(ROOT, 'configs',
-                         'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
+MEMBER_CONFIG = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
 DISTILL_CONFIG = osp.join(
-    ROOT, 'configs', 'distill-ensemble-3x_fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
+    ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-1k_synthetic-128x256.py')
 MEMBERS = 3
 SPLITS = ('val', 'ood')
 
@@ -140,10 +141,20 @@ def ensure_free_space(k: int, n: int, title: str, path: str, need_mb: float) -> 
             f'steps are skipped.')
 
 
+def pinned_env(threads: int) -> dict:
+    """The environment with ``threads`` intra-op threads. The demo fixes
+    them (members 1 each, everything else 2), whatever the machine's cores:
+    float sums in another order round differently, so the same thread counts
+    are what let two machines give the same numbers."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+
 def run_command(k: int, n: int, title: str, cmd: list[str], log: str,
                 env: dict | None = None) -> None:
-    """Run one command of step ``k``, its output to the console and ``log``;
-    a non-zero exit stops the demo naming the step and the log."""
+    """Run one command of step ``k``, its output to the console and ``log``,
+    with 2 intra-op threads unless ``env`` says otherwise; a non-zero exit
+    stops the demo naming the step and the log."""
+    env = env or pinned_env(2)
     print('$ ' + ' '.join(cmd), flush=True)
     os.makedirs(osp.dirname(log), exist_ok=True)
     try:
@@ -184,11 +195,15 @@ def split_counts(data_root: str) -> dict[str, int]:
 
 
 def generation_plan(data_root: str, needed: dict[str, int]) -> dict[str, int] | None:
-    """None when ``data_root`` already holds ``needed`` images per split;
-    otherwise the counts to generate: the needed splits and, so that
-    regenerating loses nothing, every split already there."""
+    """None when ``data_root`` already holds ``needed`` images per split,
+    written by this generator version; otherwise the counts to generate: the
+    needed splits and, so that regenerating loses nothing, every split
+    already there."""
+    from mmseg_uncert.datasets.synthetic_streets import (GENERATOR_VERSION,
+                                                         generator_version)
     have = split_counts(data_root)
-    if all(have.get(split, 0) >= n for split, n in needed.items()):
+    current = generator_version(data_root) == GENERATOR_VERSION
+    if current and all(have.get(split, 0) >= n for split, n in needed.items()):
         return None
     plan = dict(have)
     for split, n in needed.items():
@@ -267,11 +282,13 @@ class Demo:
 
     @staticmethod
     def schedule_options(iters: int) -> list[str]:
-        """A shorter run of the 2k-iteration schedule: warm-up, poly decay to
-        the end, no validation inside (step 3 and 5 evaluate), checkpoints
-        every quarter (an interrupted run loses at most a quarter)."""
+        """The recipe's schedule at ``iters`` iterations: warm-up, poly decay
+        to the end, no validation (steps 3 and 5 evaluate; mmengine would
+        otherwise validate after the last iteration), checkpoints every
+        quarter (an interrupted run loses at most a quarter)."""
         warmup = max(1, min(100, iters // 10))
         return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}',
+                'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None',
                 f'param_scheduler.0.end={warmup}', f'param_scheduler.1.begin={warmup}',
                 f'param_scheduler.1.end={iters}',
                 f'default_hooks.checkpoint.interval={max(1, iters // 4)}',
@@ -313,7 +330,7 @@ class Demo:
             str(MEMBERS), '--jobs', str(MEMBERS), '--work-dir', self.ensemble_dir,
             '--cfg-options', *self.data_options(),
             *self.schedule_options(self.plan.member_iters)],
-            self.log('2_ensemble'))
+            self.log('2_ensemble'), env=pinned_env(1))
 
     def evaluate(self, k: int, n: int, title: str, models: list[list[str]],
                  split: str, extra: list[str], log: str) -> None:
@@ -329,18 +346,19 @@ class Demo:
         models = [['ensemble', osp.join(self.ensemble_dir, 'ensemble.py')],
                   ['member_0', member['config'], member['checkpoint']]]
         for split in SPLITS:
-            # the ensemble's std maps of val are kept for the student's step
-            extra = ['--save-maps', 'std', '--reference', 'ensemble'] if split == 'val' else []
-            self.evaluate(k, n, title, models, split, extra, self.log(f'3_eval_{split}'))
+            # the ensemble's epistemic maps are kept: the report correlates
+            # the student's with them over val and ood
+            self.evaluate(k, n, title, models, split, ['--save-maps', 'epistemic'],
+                          self.log(f'3_eval_{split}'))
 
     def distil(self, k: int, n: int, title: str) -> None:
         os.makedirs(self.student_dir, exist_ok=True)
-        teacher = dict(_delete_=True, type='EnsembleSegmentor', members=[
+        from mmengine.config import Config
+        cfg = Config.fromfile(DISTILL_CONFIG)
+        # the student recipe with the ensemble trained in step 2
+        cfg.model.teacher = dict(type='EnsembleSegmentor', members=[
             dict(config=m['config'], checkpoint=m['checkpoint']) for m in self.members()])
-        with open(self.student_config(), 'w') as f:
-            f.write('# Written by tools/demo.py: the student recipe with the '
-                    'ensemble trained in step 2\n'
-                    f'_base_ = [{DISTILL_CONFIG!r}]\nmodel = dict(teacher={teacher!r})\n')
+        cfg.dump(self.student_config())
         cmd = [self.py, 'tools/train.py', self.student_config(), '--work-dir',
                self.student_dir, '--cfg-options', *self.data_options(),
                *self.schedule_options(self.plan.student_iters)]
@@ -351,10 +369,8 @@ class Demo:
     def evaluate_student(self, k: int, n: int, title: str) -> None:
         model = [['student', self.student_config(), self.student_checkpoint()]]
         for split in SPLITS:
-            extra = (['--reference-maps', osp.join(self.eval_dir, 'val', 'ensemble',
-                                                   'maps.npz')]
-                     if split == 'val' else [])
-            self.evaluate(k, n, title, model, split, extra, self.log(f'5_eval_{split}'))
+            self.evaluate(k, n, title, model, split, ['--save-maps', 'epistemic'],
+                          self.log(f'5_eval_{split}'))
 
     def draw_pictures(self, k: int, n: int, title: str) -> None:
         for split in SPLITS:
@@ -370,180 +386,18 @@ class Demo:
                 self.log(f'6_pictures_{split}'))
 
     def write_report(self, k: int, n: int, title: str) -> None:
+        from mmseg_uncert.apis.demo_report import DemoRun, write_demo_report
+        run = DemoRun(work_dir=self.work_dir, counts=self.plan.counts,
+                      member_iters=self.plan.member_iters,
+                      student_iters=self.plan.student_iters, members=MEMBERS,
+                      eval_images=self.plan.eval_images,
+                      elapsed=self.steps_seconds(), quick=self.quick)
         try:
-            path = write_report(self, elapsed=self.steps_seconds())
+            path = write_demo_report(run)
         except (OSError, KeyError, ValueError) as error:
             raise DemoError(f'demo: step {k} of {n} ({title}) failed: {error!r}; '
                             f'the evaluation results are in {self.eval_dir}') from error
         print(f'report written to {path}', flush=True)
-
-
-# ---------------------------------------------------------------- the report
-ROWS = (('teacher ensemble (M = 3)', 'ensemble'),
-        ('no distillation (member 0)', 'member_0'),
-        ('student (one pass)', 'student'))
-DECOMPOSITION = ('total', 'aleatoric', 'epistemic', 'std', 'variation_ratio',
-                 'max_prob', 'entropy')
-SHORT = dict(ensemble='the ensemble', member_0='member 0', student='the student')
-#: the scores drawn in the risk-coverage figure, per model
-CURVES = dict(ensemble=('std', 'total'), member_0=('max_prob', ),
-              student=('std', 'max_prob'))
-
-
-def _metrics(demo: Demo, split: str, name: str) -> dict:
-    with open(osp.join(demo.eval_dir, split, name, 'metrics.json')) as f:
-        return json.load(f)
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return '—' if value is None else f'{value:.{digits}f}'
-
-
-def comparison_table(demo: Demo) -> list[str]:
-    """The student benchmark's columns (benchmarks/distillation.py)."""
-    lines = ['| model | mIoU (val) | ECE (val) | score | misclassification AUROC (val) '
-             '| OOD AUROC (ood) | s / image | Pearson / Spearman with the '
-             "ensemble's std (val) | std < 0.01 |",
-             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
-    for label, name in ROWS:
-        val, ood = _metrics(demo, 'val', name), _metrics(demo, 'ood', name)
-        score = 'std' if 'auroc/std' in val else 'max_prob'
-        corr = (f"{val['pearson/std']:.3f} / {val['spearman/std']:.3f}"
-                if 'pearson/std' in val else '—')
-        below = val.get('fraction_below_0_01/std')
-        lines.append(
-            f"| {label} | {val['mIoU']:.2f} | {val['ECE']:.4f} | {score} | "
-            f"{_fmt(val.get(f'auroc/{score}'))} | {_fmt(ood.get(f'ood_auroc/{score}'))} | "
-            f"{val['seconds_per_image']:.3f} | {corr} | "
-            f"{'—' if below is None else f'{100 * below:.2f} %'} |")
-    return lines
-
-
-def decomposition_table(demo: Demo) -> list[str]:
-    val, ood = _metrics(demo, 'val', 'ensemble'), _metrics(demo, 'ood', 'ensemble')
-    lines = ['| score | misclassified pixels, AUROC (val) | ambiguous pixels '
-             '(true label entropy > 0), AUROC (val) | OOD pixels, AUROC (ood) |',
-             '| --- | --- | --- | --- |']
-    for score in DECOMPOSITION:
-        if f'auroc/{score}' not in val:
-            continue
-        lines.append(f"| {score} | {_fmt(val.get(f'auroc/{score}'))} | "
-                     f"{_fmt(val.get(f'aleatoric_auroc/{score}'))} | "
-                     f"{_fmt(ood.get(f'ood_auroc/{score}'))} |")
-    return lines
-
-
-def observations(demo: Demo) -> list[str]:
-    """What this run's numbers say, in sentences (they differ run to run)."""
-    val = {name: _metrics(demo, 'val', name) for _, name in ROWS}
-    ood = {name: _metrics(demo, 'ood', name) for _, name in ROWS}
-    ens, mem, stu = val['ensemble'], val['member_0'], val['student']
-    lines = [
-        f"- **Speed:** the student needs {stu['seconds_per_image']:.3f} s per image, "
-        f"{ens['seconds_per_image'] / stu['seconds_per_image']:.1f}x less than the "
-        f"ensemble ({ens['seconds_per_image']:.3f} s).",
-        f"- **Segmentation:** mIoU {stu['mIoU']:.2f} for the student, "
-        f"{mem['mIoU']:.2f} for one member trained on labels alone, "
-        f"{ens['mIoU']:.2f} for the ensemble.",
-        f"- **The student's `std` against the ensemble's:** misclassification AUROC "
-        f"{stu['auroc/std']:.3f} vs {ens['auroc/std']:.3f}, OOD AUROC "
-        f"{ood['student']['ood_auroc/std']:.3f} vs {ood['ensemble']['ood_auroc/std']:.3f}, "
-        f"per-pixel correlation {stu['pearson/std']:.2f} (Pearson).",
-    ]
-    best = {}
-    for task, key, metrics in (('misclassified pixels', 'auroc/', val),
-                               ('OOD pixels', 'ood_auroc/', ood)):
-        scored = [(value, f'{SHORT[name]} `{k[len(key):]}`') for name, m in metrics.items()
-                  for k, value in m.items() if k.startswith(key)]
-        best[task] = max(scored)
-    lines.append('- **Best score in this run:** ' + '; '.join(
-        f'for {task}, {who} (AUROC {value:.3f})' for task, (value, who) in best.items()) + '.')
-    epi = ood['ensemble']['ood_auroc/epistemic']
-    ale = ood['ensemble']['ood_auroc/aleatoric']
-    lines.append(
-        f"- **Decomposition:** on OOD pixels the ensemble's epistemic map scores "
-        f"AUROC {epi:.3f}, its aleatoric map {ale:.3f}. "
-        + ('Epistemic uncertainty singles out the unknown objects better.' if epi > ale else
-           'Here epistemic uncertainty does not single out the unknown objects: '
-           'members trained this briefly disagree mostly by seed noise.'))
-    return lines
-
-
-def write_report(demo: Demo, elapsed: float) -> str:
-    """``report.md`` and its figures from the evaluation and picture steps."""
-    from mmseg_uncert.visualization import (plot_reliability_diagrams,
-                                            plot_risk_coverage_curves)
-    figures = osp.join(demo.work_dir, 'figures')
-    os.makedirs(figures, exist_ok=True)
-    for split in SPLITS:
-        diagrams, curves = {}, {}
-        for label, name in ROWS:
-            folder = osp.join(demo.eval_dir, split, name)
-            with open(osp.join(folder, 'reliability_diagram.json')) as f:
-                diagrams[label] = json.load(f)
-            for score in CURVES[name]:
-                with open(osp.join(folder, f'risk_coverage_{score}.json')) as f:
-                    curves[f'{label}, {score}'] = json.load(f)
-        plot_reliability_diagrams(diagrams, osp.join(figures, f'reliability_{split}.png'))
-        plot_risk_coverage_curves(curves, osp.join(figures, f'risk_coverage_{split}.png'),
-                                  title=f'risk-coverage on {split}')
-    plan = demo.plan
-    lines = [
-        '# mmseg-uncert demo report', '',
-        f'Written {datetime.datetime.now():%Y-%m-%d %H:%M} by `tools/demo.py'
-        f"{' --quick' if demo.quick else ''}`; steps 1–6 took {Progress.clock(elapsed)} on "
-        f'{os.cpu_count()} CPU cores. Data: the synthetic street benchmark, '
-        + ', '.join(f'{c} {s}' for s, c in plan.counts.items()) + ' images '
-        f'(evaluated on the first {plan.eval_images} of val and of ood); '
-        f'{MEMBERS} ensemble members of {plan.member_iters} iterations, a student '
-        f'of {plan.student_iters} iterations, all from random initialisation. '
-        'These schedules are short, so that the demo fits a laptop CPU: the '
-        "numbers show the method's behaviour, not its best accuracy (see the "
-        "README's benchmarks for longer schedules).", '',
-        '## What this run shows', '', *observations(demo), '',
-        '## Student against its teacher ensemble', '',
-        "`score` is the uncertainty each row is ranked by: the student's and the "
-        "ensemble's `std` (spread of the members' probabilities), the single "
-        "member's `max_prob` (it has no other). Misclassification AUROC: how "
-        'well the score separates wrong from right pixels; OOD AUROC: '
-        'unknown-object pixels from the rest; s / image: the forward pass on a '
-        '256 x 512 image.', '',
-        *comparison_table(demo), '',
-        '## What the ensemble knows: total = aleatoric + epistemic', '',
-        '`aleatoric` (expected entropy of the members) should find the pixels '
-        'whose label is ambiguous; `epistemic` (mutual information) the '
-        'objects never seen in training.', '',
-        *decomposition_table(demo), '',
-        '## Pictures', '',
-        'Each row: the image, its ground truth, the student\'s prediction and '
-        "uncertainty (`std`), the ensemble's epistemic and aleatoric maps, the "
-        'true aleatoric map (label entropy of the generator) and the OOD mask. '
-        'Draw them for any model and folder with `tools/visualize_uncertainty.py`.', '']
-    for split in SPLITS:
-        folder = osp.join(demo.picture_dir, split)
-        lines += [f'### {split}', '']
-        for name in sorted(os.listdir(folder)):
-            lines += [f'![{split} {name}](pictures/{split}/{name})', '']
-    lines += ['## Calibration: reliability diagrams', '']
-    for split in SPLITS:
-        lines += [f'![reliability diagrams, {split}](figures/reliability_{split}.png)', '']
-    lines += ['## Risk–coverage curves', '',
-              'Pixels are rejected most uncertain first; a lower curve means the '
-              'uncertainty ranks the errors better.', '']
-    for split in SPLITS:
-        lines += [f'![risk-coverage, {split}](figures/risk_coverage_{split}.png)', '']
-    lines += ['## Files', '',
-              f'- metrics of every model and split: `eval/<split>/<model>/metrics.json` '
-              '(all of UncertaintyMetric\'s keys), with each model\'s own '
-              'reliability diagram and risk–coverage curves per score;',
-              '- the ensemble: `ensemble/ensemble.py` (test it with '
-              '`python tools/test.py work_dirs/demo/ensemble/ensemble.py`);',
-              f'- the student: `student/distill.py` and `student/iter_{plan.student_iters}.pth`;',
-              '- the logs of every step: `logs/`.', '']
-    path = osp.join(demo.work_dir, 'report.md')
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines))
-    return path
 
 
 def parse_args() -> argparse.Namespace:

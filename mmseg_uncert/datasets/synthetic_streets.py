@@ -21,14 +21,17 @@ Ground truth of the two kinds of uncertainty:
   vegetation with probability ``greenery_vegetation_prob`` and terrain
   otherwise (one draw per region). The aleatoric map is the exact entropy of
   each pixel's label distribution.
-* **Epistemic**: the ``ood`` split adds animals and debris, shapes, colours
-  and textures that no other split contains; they are marked exactly in the
+* **Epistemic**: the ``ood`` split adds 2 to 5 unknown objects per image
+  (animal silhouettes, jagged debris, smooth blobs of 0.2 % to 5 % of the
+  image, :data:`OOD_AREA`), with shapes, colours and textures that no other
+  split contains; they are marked exactly in the
   ``ood`` mask and labelled 255 (their outline in the label is jittered like
   every other boundary, so 255 may reach ``boundary_jitter`` pixels beyond). ``shift_train``/``shift_val`` render the same
   kind of scenes under fog, night, a colour cast or blur (one per image).
 """
 from __future__ import annotations
 
+import json
 import os
 import os.path as osp
 import zlib
@@ -52,6 +55,11 @@ IGNORE_INDEX = 255
 _PAVEMENT_ZONE, _GREENERY_ZONE = 200, 201
 
 CITY = 'synthcity'
+#: Bumped whenever the same seed would draw other scenes; written to
+#: ``generator.json`` in the data root, so that tools can tell stale data.
+#: 2: unknown objects of 0.2 % to 5 % of the image, 2 to 5 per ood image.
+GENERATOR_VERSION = 2
+GENERATOR_RECORD = 'generator.json'
 SPLITS = ('train', 'val', 'ood', 'shift_train', 'shift_val')
 SHIFTS = ('fog', 'night', 'colour_cast', 'blur')
 DEFAULT_COUNTS = {'train': 1000, 'val': 200, 'ood': 200, 'shift_train': 1000,
@@ -87,6 +95,61 @@ class SceneSpec:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f'{name} must be a probability, got '
                                  f'{getattr(self, name)}')
+
+
+#: Objects never seen in training (the ``ood`` split only): how many per
+#: image, the range of their area as a fraction of the image (log-uniform;
+#: 0.2 % to 5 %, about 250 to 6500 pixels at 256x512, like the anomalies of
+#: road benchmarks), where their base stands (0 horizon, 1 bottom row), their
+#: outlines and their two-colour skins (BGR), none of them a colour of the
+#: other splits' objects.
+OOD_COUNT = (2, 5)
+OOD_AREA = (0.002, 0.05)
+OOD_DEPTH = (0.25, 0.98)
+OOD_SHAPES = ('animal', 'debris', 'blob')
+OOD_PALETTE = (((0, 140, 255), (20, 20, 20)), ((200, 0, 200), (0, 220, 120)),
+               ((255, 255, 0), (0, 0, 180)), ((130, 0, 255), (255, 200, 0)),
+               ((0, 255, 160), (160, 0, 90)))
+
+
+def _outline_area(pts: np.ndarray, scale: int = 128) -> float:
+    """Area of a unit-size outline as ``cv2.fillPoly`` fills it (any polygon,
+    self-touching ones included), measured at ``scale`` pixels per unit."""
+    shifted = (pts - pts.min(0)) * scale
+    size = np.ceil(shifted.max(0)).astype(int) + 2
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    cv2.fillPoly(mask, [np.round(shifted).astype(np.int32)], 1)
+    return float(mask.sum()) / scale ** 2
+
+
+def _unknown_outline(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Outline of an unknown object at unit size, its base centred at (0, 0)
+    (image axes: y grows downwards)."""
+    if kind == 'animal':  # a four-legged silhouette: body, legs, head, tail
+        d = rng.choice([-1.0, 1.0])
+        body_h, leg = rng.uniform(0.25, 0.4), rng.uniform(0.25, 0.45)
+        top = -(leg + body_h)
+        pts = [(-0.5, -leg), (-0.42, -leg), (-0.42, 0), (-0.34, 0), (-0.34, -leg),
+               (0.34, -leg), (0.34, 0), (0.42, 0), (0.42, -leg), (0.5, -leg),
+               (0.5, top + 0.05), (0.62, top - 0.15), (0.8, top - 0.12),
+               (0.78, top + 0.05), (0.55, top + 0.1), (0.45, top), (-0.45, top),
+               (-0.7, top - 0.2), (-0.72, top - 0.15), (-0.5, top + 0.1)]
+        pts = np.array(pts, np.float64)
+        pts[:, 0] *= d
+        return pts
+    n = rng.integers(7, 13)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n)) if kind == 'debris' else \
+        np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    if kind == 'debris':  # jagged: independent radii
+        radii = rng.uniform(0.35, 1.0, n)
+    else:  # smooth blob: a few random harmonics of the radius
+        radii = np.ones_like(angles)
+        for k in range(2, 5):
+            radii += rng.uniform(0, 0.25) * np.cos(k * angles + rng.uniform(0, 2 * np.pi))
+    flat = rng.uniform(0.5, 1.0)  # lying objects are wider than tall
+    pts = np.stack([radii * np.cos(angles), flat * radii * np.sin(angles)], 1)
+    pts[:, 1] -= pts[:, 1].max()  # base on the ground
+    return pts
 
 
 @dataclass
@@ -304,8 +367,8 @@ class _Scene:
         items += [('person', rng.uniform(0.1, 0.9)) for _ in range(rng.integers(0, 4))]
         items += [('pole', rng.uniform(0.1, 0.8)) for _ in range(rng.integers(0, 3))]
         if with_ood:
-            items += [(rng.choice(['animal', 'debris']), rng.uniform(0.3, 0.95))
-                      for _ in range(rng.integers(1, 4))]
+            items += [('unknown', rng.uniform(*OOD_DEPTH))
+                      for _ in range(rng.integers(OOD_COUNT[0], OOD_COUNT[1] + 1))]
         items.sort(key=lambda item: item[1])  # far first: near ones occlude
         for kind, t in items:
             getattr(self, f'_{kind}')(self.horizon + (h - self.horizon) * t)
@@ -355,48 +418,32 @@ class _Scene:
         _rect(self.img, self.layout, px - pw * 4, y - ph, px + pw * 4,
               y - ph + pw * 5, sign, TRAFFIC_SIGN)
 
-    def _ood_skin(self, mask: np.ndarray) -> None:
-        """Colours and textures that no in-distribution object has."""
+    def _unknown(self, y: float) -> None:
+        """An object never seen in training, standing on the road or the
+        sidewalk with its base at row ``y``. Its area is drawn log-uniformly
+        from :data:`OOD_AREA` (fractions of the image) whatever its depth, as
+        in road-anomaly benchmarks, where a small object may be near."""
         rng = self.rng
-        palette = [((0, 140, 255), (20, 20, 20)), ((200, 0, 200), (0, 220, 120)),
-                   ((0, 230, 255), (160, 0, 80)), ((255, 255, 0), (0, 0, 180))]
-        a, b = palette[rng.integers(len(palette))]
-        self.img[mask] = a
-        self.img[_pattern(mask, ['stripes', 'checker', 'spots'][rng.integers(3)],
-                          self.h * 0.015, rng)] = b
-        self.layout[mask] = IGNORE_INDEX
-
-    def _animal(self, y: float) -> None:
-        s, rng = self.depth(y), self.rng
-        bl = self.w * 0.12 * s  # body length
-        x = self.vp_x + rng.uniform(-1, 1) * (self.road_half_width(y) + self.kerb * s * 0.5)
-        mask = np.zeros((self.h, self.w), np.uint8)
-        leg_h = bl * 0.35
-        body_y = y - leg_h - bl * 0.15
-        cv2.ellipse(mask, (int(x), int(body_y)), (max(1, int(bl / 2)), max(1, int(bl * 0.18))),
-                    0, 0, 360, 1, -1)
-        for lx in (-0.38, -0.22, 0.22, 0.38):
-            cv2.rectangle(mask, (int(x + lx * bl - bl * 0.03), int(body_y)),
-                          (int(x + lx * bl + bl * 0.03), int(y)), 1, -1)
-        head_dir = rng.choice([-1.0, 1.0])
-        cv2.ellipse(mask, (int(x + head_dir * bl * 0.55), int(body_y - bl * 0.2)),
-                    (max(1, int(bl * 0.12)), max(1, int(bl * 0.09))), 0, 0, 360, 1, -1)
-        cv2.line(mask, (int(x - head_dir * bl * 0.5), int(body_y)),
-                 (int(x - head_dir * bl * 0.7), int(body_y - bl * 0.15)), 1,
-                 max(1, int(bl * 0.03)))
-        self._ood_skin(mask > 0)
-
-    def _debris(self, y: float) -> None:
-        s, rng = self.depth(y), self.rng
-        r = self.w * 0.05 * s * rng.uniform(0.7, 1.5)
-        x = self.vp_x + rng.uniform(-1, 1) * self.road_half_width(y) * 0.8
-        n = rng.integers(5, 9)
-        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-        radii = r * rng.uniform(0.4, 1.0, n)
-        pts = np.stack([x + radii * np.cos(angles), y - r * 0.6 + radii * np.sin(angles) * 0.6], 1)
+        kind = OOD_SHAPES[rng.integers(len(OOD_SHAPES))]
+        area = self.h * self.w * np.exp(rng.uniform(*np.log(OOD_AREA)))
+        reach = self.road_half_width(y) + self.kerb * self.depth(y) * 0.8
+        x = self.vp_x + rng.uniform(-1, 1) * reach
+        outline = _unknown_outline(kind, rng)  # unit size, base at (0, 0)
+        scale = np.sqrt(area / max(_outline_area(outline), 1e-6))
+        pts = outline * scale + np.array([x, y])
         mask = np.zeros((self.h, self.w), np.uint8)
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
         self._ood_skin(mask > 0)
+
+    def _ood_skin(self, mask: np.ndarray) -> None:
+        """Saturated colours and textures that no in-distribution object has."""
+        rng = self.rng
+        a, b = OOD_PALETTE[rng.integers(len(OOD_PALETTE))]
+        self.img[mask] = a
+        period = self.h * rng.uniform(0.01, 0.03)
+        self.img[_pattern(mask, ['stripes', 'checker', 'spots'][rng.integers(3)],
+                          period, rng)] = b
+        self.layout[mask] = IGNORE_INDEX
 
     def finish(self) -> np.ndarray:
         """Lighting, smooth shading and sensor noise vary per image."""
@@ -548,3 +595,47 @@ def generate(out_dir: str, counts: dict[str, int], seed: int = 0,
         for done, _ in enumerate(results, 1):
             if progress:
                 progress(done, len(jobs))
+    with open(osp.join(out_dir, GENERATOR_RECORD), 'w') as f:
+        json.dump(dict(version=GENERATOR_VERSION, seed=seed, counts=counts,
+                       spec=vars(spec)), f, indent=2)
+
+
+def generator_version(out_dir: str) -> int | None:
+    """The generator version a data root was written with (None: unknown,
+    e.g. written before versions were recorded)."""
+    path = osp.join(out_dir, GENERATOR_RECORD)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get('version')
+
+
+def ood_statistics(out_dir: str, split: str = 'ood') -> dict:
+    """Sizes of the unknown objects in a written split, as the road-anomaly
+    benchmarks count them: connected components of the OOD masks (objects
+    that touch count once; the visible part of an occluded one counts).
+
+    Returns:
+        ``images``; ``objects_per_image`` (mean); ``pixel_fraction`` (OOD
+        pixels over all pixels); ``area_pixels`` and ``area_percent``
+        (component area percentiles 0, 5, 25, 50, 75, 95, 100).
+    """
+    folder = osp.join(out_dir, 'gtFine', split, CITY)
+    paths = sorted(p for p in os.listdir(folder) if p.endswith(FILE_SUFFIXES['ood']))
+    if not paths:
+        raise FileNotFoundError(f'no OOD masks (*{FILE_SUFFIXES["ood"]}) in {folder}')
+    areas, ood_pixels, pixels = [], 0, 0
+    for name in paths:
+        mask = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED) > 0
+        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        areas += np.bincount(labels.ravel())[1:].tolist()
+        ood_pixels += int(mask.sum())
+        pixels += mask.size
+    percentiles = (0, 5, 25, 50, 75, 95, 100)
+    area = np.percentile(np.asarray(areas or [0]), percentiles)
+    image_pixels = pixels / len(paths)
+    return dict(images=len(paths), objects_per_image=len(areas) / len(paths),
+                pixel_fraction=ood_pixels / pixels,
+                area_pixels={str(p): float(a) for p, a in zip(percentiles, area)},
+                area_percent={str(p): float(100 * a / image_pixels)
+                              for p, a in zip(percentiles, area)})

@@ -1,4 +1,5 @@
 from .load_uncertainty_annotations import LoadUncertaintyAnnotations
 from .pack_seg_uncertainty_inputs import PackSegUncertaintyInputs
+from .paste_noise_patches import PasteNoisePatches
 
-__all__ = ['LoadUncertaintyAnnotations', 'PackSegUncertaintyInputs']
+__all__ = ['LoadUncertaintyAnnotations', 'PackSegUncertaintyInputs', 'PasteNoisePatches']

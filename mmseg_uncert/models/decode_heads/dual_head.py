@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from mmcv.cnn import ConvModule
+from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -14,8 +14,13 @@ from mmseg.utils import ConfigType, SampleList
 from .classifier_tap import take_tapped, tap_classifier
 
 #: heads whose classifier input the branch is tested to share
-SUPPORTED_HEADS = ('FCNHead', 'ASPPHead', 'DepthwiseSeparableASPPHead',
-                   'UPerHead', 'LRASPPHead', 'PSPHead', 'SegformerHead')
+SUPPORTED_HEADS = ('FCNHead', 'DepthwiseSeparableFCNHead', 'ASPPHead',
+                   'DepthwiseSeparableASPPHead', 'UPerHead', 'LRASPPHead', 'PSPHead',
+                   'SegformerHead')
+
+
+#: the branch's hidden 3x3 layer
+BRANCH_CONVS = {'conv': ConvModule, 'depthwise_separable': DepthwiseSeparableConvModule}
 
 
 @MODELS.register_module()
@@ -51,6 +56,11 @@ class DualHead(BaseModule):
         head: the wrapped decode head config (one of :data:`SUPPORTED_HEADS`).
         uncertainty_names: names of the K uncertainty channels.
         branch_channels: width of the branch's hidden layer.
+        branch_conv: the hidden layer's 3x3 convolution, ``'conv'`` (dense)
+            or ``'depthwise_separable'`` (depthwise 3x3 then pointwise 1x1,
+            MobileNets; about 9x fewer multiply-adds). Light networks such as
+            Fast-SCNN need the second: there the dense branch costs a third of
+            the whole network's forward pass, eating the student's speed-up.
         loss_uncertainty: the uncertainty loss; its form sets the outputs.
         read_probabilities: also feed the branch the (detached) softmax.
         feature_grad_scale: share of the branch's gradient that reaches the
@@ -61,6 +71,7 @@ class DualHead(BaseModule):
                  head: ConfigType,
                  uncertainty_names: Sequence[str] = ('std', ),
                  branch_channels: int = 64,
+                 branch_conv: str = 'conv',
                  loss_uncertainty: ConfigType = dict(type='UncertaintyRegressionLoss'),
                  read_probabilities: bool = True,
                  feature_grad_scale: float = 1.0,
@@ -84,12 +95,16 @@ class DualHead(BaseModule):
         self.loss_uncertainty = MODELS.build(loss_uncertainty)
         self.uncertainty_names = tuple(uncertainty_names)
         outputs = len(self.uncertainty_names) * self.loss_uncertainty.outputs_per_channel
+        if branch_conv not in BRANCH_CONVS:
+            raise ValueError(f'DualHead: branch_conv must be one of {tuple(BRANCH_CONVS)}, '
+                             f'got {branch_conv!r}')
+        in_channels = conv_seg.in_channels + (self.head.num_classes if read_probabilities
+                                              else 0)
         self.uncertainty_branch = nn.Sequential(
-            ConvModule(conv_seg.in_channels + (self.head.num_classes if read_probabilities
-                                               else 0),
-                       branch_channels, 3, padding=1,
-                       norm_cfg=getattr(self.head, 'norm_cfg', None) or dict(type='BN'),
-                       act_cfg=dict(type='ReLU')),
+            BRANCH_CONVS[branch_conv](
+                in_channels, branch_channels, 3, padding=1,
+                norm_cfg=getattr(self.head, 'norm_cfg', None) or dict(type='BN'),
+                act_cfg=dict(type='ReLU')),
             nn.Conv2d(branch_channels, outputs, 1))
         self.num_classes = self.head.num_classes
         self.align_corners = self.head.align_corners

@@ -2,6 +2,7 @@ from .attenuated_cross_entropy_loss import (AttenuatedCrossEntropyLoss,
                                             attenuated_cross_entropy)
 from .attenuated_regression_loss import (AttenuatedRegressionLoss,
                                          attenuated_regression)
+from .class_weighted_cross_entropy_loss import ClassWeightedCrossEntropyLoss
 from .feature_mimic_loss import FeatureMimicLoss
 from .pairwise_kd_loss import PairwiseKDLoss, affinity
 from .pixel_kd_loss import PixelKDLoss, pixel_kd
@@ -10,6 +11,7 @@ from .symmetric_cross_entropy_loss import (SymmetricCrossEntropyLoss,
 from .uncertainty_regression_loss import UncertaintyRegressionLoss
 
 __all__ = ['AttenuatedCrossEntropyLoss', 'AttenuatedRegressionLoss',
+           'ClassWeightedCrossEntropyLoss',
            'FeatureMimicLoss', 'PairwiseKDLoss', 'PixelKDLoss',
            'SymmetricCrossEntropyLoss', 'UncertaintyRegressionLoss', 'affinity', 'attenuated_cross_entropy',
            'attenuated_regression', 'pixel_kd', 'symmetric_cross_entropy']

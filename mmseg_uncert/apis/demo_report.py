@@ -1,0 +1,196 @@
+"""The main job's report (``report.md``): tables, goals, sentences and
+figures, all from the evaluation files of one run of ``tools/demo.py``.
+
+The report reads, under the demo's work directory,
+``eval/<split>/<model>/metrics.json`` (``tools/evaluate_uncertainty.py``),
+``eval/<split>/<model>/maps.npz`` (the saved epistemic maps),
+``eval/<split>/<model>/reliability_diagram.json`` and
+``risk_coverage_<score>.json``, and the pictures under ``pictures/<split>/``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import os.path as osp
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .distillation_report import (ModelSummary, check_goals, comparison_table,
+                                  decomposition_table, goals_table, summarise)
+from .evaluation import map_correlations
+
+SPLITS = ('val', 'ood')
+#: (row label, model name in eval/<split>/)
+ROWS = (('teacher ensemble (M = 3)', 'ensemble'),
+        ('no distillation (member 0)', 'member_0'),
+        ('student (one pass)', 'student'))
+#: the scores drawn in the risk-coverage figure, per model
+CURVES = dict(ensemble=('epistemic', 'total'), member_0=('max_prob', ),
+              student=('epistemic', 'entropy'))
+
+
+@dataclass
+class DemoRun:
+    """What the report says about the run itself."""
+    work_dir: str
+    counts: dict[str, int]
+    member_iters: int
+    student_iters: int
+    members: int
+    eval_images: int
+    elapsed: float  # seconds of steps 1-6
+    quick: bool = False
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def _metrics(run: DemoRun, split: str, name: str) -> dict:
+    with open(osp.join(run.work_dir, 'eval', split, name, 'metrics.json')) as f:
+        return json.load(f)
+
+
+def epistemic_correlation(run: DemoRun) -> float | None:
+    """Pearson correlation of the student's epistemic map with the
+    ensemble's over every evaluated pixel of val and ood (None when a map
+    file is missing)."""
+    ours, theirs = [], []
+    for split in SPLITS:
+        files = [osp.join(run.work_dir, 'eval', split, name, 'maps.npz')
+                 for name in ('student', 'ensemble')]
+        if not all(osp.isfile(f) for f in files):
+            return None
+        with np.load(files[0]) as a, np.load(files[1]) as b:
+            if 'epistemic' not in a.files or 'epistemic' not in b.files:
+                return None
+            if list(a['img_paths']) != list(b['img_paths']):
+                raise ValueError(f'{files[0]} and {files[1]} hold other images')
+            ours.append(torch.from_numpy(a['epistemic'].astype(np.float32)))
+            theirs.append(torch.from_numpy(b['epistemic'].astype(np.float32)))
+    return map_correlations(torch.cat(ours), torch.cat(theirs))['pearson']
+
+
+def observations(summaries: dict[str, ModelSummary], pearson: float | None) -> list[str]:
+    """What this run's numbers say, in sentences."""
+    ens, mem, stu = (summaries[name] for _, name in ROWS)
+    lines = [
+        f'- **Speed:** the student needs {stu.seconds_per_image:.3f} s per image, '
+        f'{ens.seconds_per_image / stu.seconds_per_image:.1f}x less than the ensemble '
+        f'({ens.seconds_per_image:.3f} s).',
+        f'- **Segmentation:** mIoU {stu.miou:.2f} for the student, {mem.miou:.2f} for '
+        f'one member trained on labels alone, {ens.miou:.2f} for the ensemble.']
+    for task, what in (('misclassification', 'its own errors'), ('ood', 'unknown objects')):
+        (es, ev), (ms, mv), (ss, sv) = (m.best(task) for m in (ens, mem, stu))
+        lines.append(
+            f'- **Finding {what}** (best score, AUROC): ensemble {ev:.3f} (`{es}`), '
+            f'member {mv:.3f} (`{ms}`), student {sv:.3f} (`{ss}`): the student is '
+            + ('above' if sv > mv else 'not above') + ' the member and '
+            + ('within' if sv >= ev - 0.02 else 'more than') + ' 0.02 of the ensemble.')
+    epi, ale = ens.auroc['ood'].get('epistemic'), ens.auroc['ood'].get('aleatoric')
+    if epi is not None and ale is not None:
+        lines.append(
+            f"- **Decomposition:** on OOD pixels the ensemble's epistemic map scores "
+            f'AUROC {epi:.3f}, its aleatoric map {ale:.3f}: '
+            + ('epistemic uncertainty singles out the unknown objects better.' if epi > ale
+               else 'here epistemic uncertainty does not single out the unknown objects.'))
+    a_ale = ens.auroc['ambiguous'].get('aleatoric')
+    a_epi = ens.auroc['ambiguous'].get('epistemic')
+    if a_ale is not None and a_epi is not None:
+        lines.append(
+            f'- **Ambiguous pixels** (true label entropy > 0): aleatoric {a_ale:.3f}, '
+            f'epistemic {a_epi:.3f}: '
+            + ('the aleatoric map finds them better.' if a_ale > a_epi
+               else 'the aleatoric map does not find them better.'))
+    if pearson is not None:
+        lines.append(f"- **The student's epistemic map** follows the ensemble's at "
+                     f'Pearson {pearson:.3f} over every val and ood pixel.')
+    return lines
+
+
+def write_demo_report(run: DemoRun) -> str:
+    """``report.md`` and its figures; returns the report's path."""
+    from ..visualization import plot_reliability_diagrams, plot_risk_coverage_curves
+    summaries = {name: summarise(label, _metrics(run, 'val', name), _metrics(run, 'ood', name))
+                 for label, name in ROWS}
+    pearson = epistemic_correlation(run)
+    goals = check_goals(summaries['ensemble'], summaries['member_0'], summaries['student'],
+                        pearson, run.members)
+    figures = osp.join(run.work_dir, 'figures')
+    os.makedirs(figures, exist_ok=True)
+    for split in SPLITS:
+        diagrams, curves = {}, {}
+        for label, name in ROWS:
+            folder = osp.join(run.work_dir, 'eval', split, name)
+            with open(osp.join(folder, 'reliability_diagram.json')) as f:
+                diagrams[label] = json.load(f)
+            for score in CURVES[name]:
+                path = osp.join(folder, f'risk_coverage_{score}.json')
+                if osp.isfile(path):
+                    with open(path) as f:
+                        curves[f'{label}, {score}'] = json.load(f)
+        plot_reliability_diagrams(diagrams, osp.join(figures, f'reliability_{split}.png'))
+        plot_risk_coverage_curves(curves, osp.join(figures, f'risk_coverage_{split}.png'),
+                                  title=f'risk-coverage on {split}')
+    rows = [summaries[name] for _, name in ROWS]
+    met = sum(g.met for g in goals)
+    lines = [
+        '# mmseg-uncert demo report', '',
+        f'Written {datetime.datetime.now():%Y-%m-%d %H:%M} by `tools/demo.py'
+        f"{' --quick' if run.quick else ''}`; steps 1–6 took {_clock(run.elapsed)} on "
+        f'{os.cpu_count()} CPU cores. Data: the synthetic street benchmark, '
+        + ', '.join(f'{c} {s}' for s, c in run.counts.items()) + ' images '
+        f'(evaluated on the first {run.eval_images} of val and of ood, every pixel); '
+        f'{run.members} Fast-SCNN members of {run.member_iters} iterations and a '
+        f'Fast-SCNN student of {run.student_iters} iterations, all from random '
+        'initialisation.', '',
+        '## What this run shows', '', *observations(summaries, pearson), '',
+        f'## The goals of the main job ({met} of {len(goals)} met in this run)', '',
+        *goals_table(goals), '',
+        '## Student against its teacher ensemble', '',
+        'Each row ranks pixels by its best score for the task (in brackets). '
+        'Misclassification AUROC: how well the score separates wrong from right '
+        'pixels on val; OOD AUROC: unknown-object pixels from the rest on ood; '
+        's / image: the forward pass on a 256 x 512 image.', '',
+        *comparison_table(rows), '',
+        '## total = aleatoric + epistemic', '',
+        '`aleatoric` (expected entropy of the members) should find the pixels whose '
+        'label is ambiguous; `epistemic` (mutual information) the objects never seen '
+        "in training. The student predicts both in its one pass; its `entropy` is "
+        "the total uncertainty of its own softmax.", '',
+        *decomposition_table(rows), '',
+        '## Pictures', '',
+        "Each row: the image, its ground truth, the student's prediction and its "
+        "epistemic and aleatoric maps, the ensemble's epistemic and aleatoric maps, the "
+        'true aleatoric map (label entropy of the generator) and the OOD mask. '
+        'Draw them for any model and folder with `tools/visualize_uncertainty.py`.', '']
+    for split in SPLITS:
+        folder = osp.join(run.work_dir, 'pictures', split)
+        lines += [f'### {split}', '']
+        for name in sorted(os.listdir(folder)) if osp.isdir(folder) else []:
+            lines += [f'![{split} {name}](pictures/{split}/{name})', '']
+    lines += ['## Calibration: reliability diagrams', '']
+    lines += [f'![reliability diagrams, {s}](figures/reliability_{s}.png)\n' for s in SPLITS]
+    lines += ['## Risk–coverage curves', '',
+              'Pixels are rejected most uncertain first; a lower curve means the '
+              'uncertainty ranks the errors better.', '']
+    lines += [f'![risk-coverage, {s}](figures/risk_coverage_{s}.png)\n' for s in SPLITS]
+    lines += ['## Files', '',
+              '- metrics of every model and split: `eval/<split>/<model>/metrics.json` '
+              "(all of UncertaintyMetric's keys), with each model's reliability diagram "
+              'and risk–coverage curves per score;',
+              '- the ensemble: `ensemble/ensemble.py` (test it with '
+              '`python tools/test.py <work dir>/ensemble/ensemble.py`);',
+              f'- the student: `student/distill.py` and `student/iter_{run.student_iters}.pth`;',
+              '- the logs of every step: `logs/`.', '']
+    path = osp.join(run.work_dir, 'report.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    with open(osp.join(run.work_dir, 'goals.json'), 'w') as f:
+        json.dump(dict(goals=[vars(g) for g in goals], pearson_epistemic=pearson,
+                       rows={s.name: vars(s) for s in rows}), f, indent=2)
+    return path

@@ -1,0 +1,57 @@
+"""The main job's goals and tables, from hand-made metric dicts."""
+import pytest
+
+from mmseg_uncert.apis.distillation_report import (check_goals, decomposition_table,
+                                                   summarise)
+
+
+def _model(name, miou, ece, seconds, misc, ood, ambiguous):
+    val = {'mIoU': miou, 'ECE': ece, 'seconds_per_image': seconds}
+    val.update({f'auroc/{k}': v for k, v in misc.items()})
+    val.update({f'aleatoric_auroc/{k}': v for k, v in ambiguous.items()})
+    return summarise(name, val, {f'ood_auroc/{k}': v for k, v in ood.items()})
+
+
+ENSEMBLE = _model('ensemble', 78.0, 0.030, 0.30,
+                  dict(max_prob=0.93, epistemic=0.90, aleatoric=0.92),
+                  dict(max_prob=0.88, epistemic=0.95, aleatoric=0.85),
+                  dict(epistemic=0.60, aleatoric=0.80))
+MEMBER = _model('member', 77.0, 0.020, 0.10, dict(max_prob=0.90, entropy=0.89),
+                dict(max_prob=0.86, entropy=float('nan')), dict(max_prob=0.7))
+
+
+def test_best_scores_skip_nan_and_pick_the_highest():
+    assert ENSEMBLE.best('misclassification') == ('max_prob', 0.93)
+    assert ENSEMBLE.best('ood') == ('epistemic', 0.95)
+    assert MEMBER.best('ood') == ('max_prob', 0.86)  # the NaN entropy is left out
+
+
+def test_goals_by_hand():
+    student = _model('student', 77.5, 0.045, 0.11, dict(max_prob=0.915, epistemic=0.8),
+                     dict(epistemic=0.94, max_prob=0.8), dict(aleatoric=0.7))
+    goals = check_goals(ENSEMBLE, MEMBER, student, 0.85, members=3)
+    assert [g.met for g in goals] == [
+        True,   # ensemble misclassification 0.93 - 0.90 = 0.03 >= 0.02
+        True,   # student 0.915 >= 0.93 - 0.02 and > 0.90
+        True,   # ensemble OOD 0.95 - 0.86 = 0.09
+        True,   # student OOD 0.94 >= 0.93, > 0.86
+        True,   # epistemic 0.95 >= 0.90 and > aleatoric 0.85
+        True,   # ambiguous: aleatoric 0.80 > epistemic 0.60
+        False,  # ECE 0.045 > min(0.030, 0.020) + 0.02 = 0.040
+        True,   # Pearson 0.85 >= 0.8
+        True,   # mIoU 77.5 >= 77.0
+        False,  # 0.30 / 0.11 = 2.73 < 3
+    ]
+    assert '2.73x' in goals[-1].measured
+    assert check_goals(ENSEMBLE, MEMBER, student, None, 3)[7].measured == 'not measured'
+
+
+def test_decomposition_table_puts_each_task_in_its_column():
+    lines = decomposition_table([ENSEMBLE], scores=('epistemic', ))
+    header = [c.strip() for c in lines[0].split('|')[1:-1]]
+    row = [c.strip() for c in lines[2].split('|')[1:-1]]
+    assert dict(zip(header, row)) == {
+        'model': 'ensemble', 'score': '`epistemic`', 'misclassified pixels (val)': '0.900',
+        'ambiguous pixels (val)': '0.600', 'OOD pixels (ood)': '0.950'}
+    with pytest.raises(KeyError, match='member has no score for ambiguous'):
+        _model('member', 1, 0, 1, {}, {}, {}).best('ambiguous')
