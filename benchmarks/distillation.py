@@ -2,8 +2,8 @@
 one label-trained member and students distilled from the ensemble, on every
 val and ood pixel of the embedded benchmark.
 
-    python benchmarks/distillation.py                  # the recipe's schedules
-    python benchmarks/distillation.py --iters 300      # shorter, for a smoke run
+    python benchmarks/distillation.py                  # the recipe's schedules (1000 + 500)
+    python benchmarks/distillation.py --iters 300 --student-iters 100  # a smoke run
 
 Steps (each skipped when its output exists, so an interrupted run resumes;
 everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
@@ -14,7 +14,8 @@ everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
    seeds 0..2, side by side); member 0 is also the "no distillation" row:
    the student's architecture trained on labels alone;
 3. students distilled from the ensemble with
-   ``configs/distill-ensemble-3x_fast-scnn_…`` (same seed, same schedule):
+   ``configs/distill-ensemble-3x_fast-scnn_…``, each starting from member 0
+   (same seed, same schedule):
    ``decomposition`` (the recipe: epistemic + aleatoric channels, noise
    patches, every pixel), ``no patches`` (the recipe without the pasted
    noise patches), ``std`` (one channel, the members' spread);
@@ -42,7 +43,7 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MEMBER = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
-DISTILL = osp.join(ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-1k_synthetic-128x256.py')
+DISTILL = osp.join(ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')
 MEMBERS = 3
 
 
@@ -58,8 +59,24 @@ def _std_channel(cfg) -> None:
     cfg.model.decode_head.loss_uncertainty.value_range = (0.0, 0.5)
 
 
+def _forum_per_class_mse(cfg) -> None:
+    """The forum thread's student (../seeds/000): one sigmoid channel per
+    class regressing the members' spread of that class's probability, MSE
+    averaged over every channel and pixel; no pasted patches."""
+    _without_patches(cfg)
+    classes = cfg.model.decode_head.head.num_classes
+    names = tuple(f'std_{c}' for c in range(classes))
+    cfg.model.decode_head.uncertainty_names = names
+    cfg.model.decode_head.loss_uncertainty = dict(type='UncertaintyRegressionLoss', form='mse')
+    cfg.model.uncertainty_targets = {n: f'class_std/{c}' for c, n in enumerate(names)}
+
+
 #: student variants: the recipe, and what each ablation changes in it
-STUDENTS = {'decomposition': None, 'no patches': _without_patches, 'std': _std_channel}
+STUDENTS = {'decomposition': None, 'no patches': _without_patches, 'std': _std_channel,
+            'forum per-class mse': _forum_per_class_mse}
+FORUM = 'forum per-class mse'
+#: checkpoints of the forum student, to watch its predictions over training
+FORUM_CHECKPOINTS = 5
 ENSEMBLE, MEMBER_ROW = 'teacher ensemble (M=3)', 'no distillation (member 0)'
 
 
@@ -91,6 +108,7 @@ def student_config(work: str, name: str, members: list[dict]) -> str:
     cfg = Config.fromfile(DISTILL)
     cfg.model.teacher = dict(type='EnsembleSegmentor', members=[
         dict(config=m['config'], checkpoint=m['checkpoint']) for m in members])
+    cfg.model.student_init = members[0]['checkpoint']
     if STUDENTS[name] is not None:
         STUDENTS[name](cfg)
     path = osp.join(work, 'student_' + name.replace(' ', '_') + '.py')
@@ -99,17 +117,59 @@ def student_config(work: str, name: str, members: list[dict]) -> str:
     return path
 
 
-def train_student(work: str, config: str, iters: int) -> str:
+def train_student(work: str, config: str, iters: int, checkpoints: int = 1) -> str:
     run_dir = osp.splitext(config)[0]
     final = osp.join(run_dir, f'iter_{iters}.pth')
     if osp.isfile(final):
         return final
     command = [sys.executable, 'tools/train.py', config, '--work-dir', run_dir,
-               '--cfg-options', *schedule(iters), 'randomness.seed=100']
+               '--cfg-options', *schedule(iters), 'randomness.seed=100',
+               f'default_hooks.checkpoint.interval={max(1, iters // checkpoints)}',
+               f'default_hooks.checkpoint.max_keep_ckpts={checkpoints}']
     if osp.isfile(osp.join(run_dir, 'last_checkpoint')):
         command.append('--resume')
     _run(command)
     return final
+
+
+def collapse_curve(config: str, iters: int, teacher, images: int = 20) -> dict:
+    """The forum student's mean prediction and the fraction of its per-class
+    values below 0.01 on the first val images, at each saved checkpoint;
+    the teacher's per-class spread on the same images for reference."""
+    from mmengine.dataset import pseudo_collate
+    from mmseg_uncert.apis import init_uncertainty_model
+    from mmseg_uncert.apis.evaluation import build_split
+    from mmseg_uncert.models.uncertainty import PredictiveStatistics
+    dataset = build_split(MEMBER, split='val')
+    batches = [pseudo_collate([dataset[i]]) for i in range(min(images, len(dataset)))]
+    spread = []
+    with torch.no_grad():
+        for batch in batches:
+            data = teacher.data_preprocessor(batch, False)
+            stats = PredictiveStatistics()
+            for prob in teacher.member_probabilities(data['inputs'], [
+                    s.metainfo for s in data['data_samples']]):
+                stats.add(prob)
+            spread.append(stats.class_std().flatten())
+    spread = torch.cat(spread)
+    points = []
+    run_dir = osp.splitext(config)[0]
+    step = max(1, iters // FORUM_CHECKPOINTS)
+    for k in range(1, FORUM_CHECKPOINTS + 1):
+        ckpt = osp.join(run_dir, f'iter_{step * k}.pth')
+        if not osp.isfile(ckpt):
+            continue
+        model = init_uncertainty_model(config, ckpt)
+        values = []
+        with torch.no_grad():
+            for batch in batches:
+                maps = model.test_step(batch)[0].pred_uncertainty
+                values.append(torch.stack([maps.get(n) for n in maps.keys()]).flatten())
+        v = torch.cat(values)
+        points.append(dict(iteration=step * k, mean=v.mean().item(),
+                           fraction_below_0_01=(v < 0.01).float().mean().item()))
+    return dict(student=points, teacher=dict(
+        mean=spread.mean().item(), fraction_below_0_01=(spread < 0.01).float().mean().item()))
 
 
 def build_models(members: list[dict], students: dict[str, tuple[str, str]]) -> dict:
@@ -134,7 +194,9 @@ def evaluate(models: dict, split: str, limit: int | None) -> tuple[dict, dict]:
     dataset = build_split(MEMBER, split=split)
     metrics, maps = {}, {}
     for name, model in models.items():
-        result = evaluate_model(model, dataset, limit=limit, keep_maps=('epistemic', ),
+        # the forum student's 19 per-class maps are judged by the collapse curve
+        scores = ['max_prob', 'entropy'] if name == f'student {FORUM}' else None
+        result = evaluate_model(model, dataset, scores, limit=limit, keep_maps=('epistemic', ),
                                 log_interval=50, name=f'{name} on {split}')
         metrics[name] = result.metrics
         if 'epistemic' in result.maps:
@@ -145,7 +207,9 @@ def evaluate(models: dict, split: str, limit: int | None) -> tuple[dict, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--iters', type=int, default=1000,
-                        help='iterations of every member and student')
+                        help='iterations of every member')
+    parser.add_argument('--student-iters', type=int, default=500,
+                        help='iterations of every student (from member 0)')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'bench_distillation'))
     parser.add_argument('--limit', type=int, help='images per split (default all)')
     parser.add_argument('--students', default=','.join(STUDENTS),
@@ -167,7 +231,9 @@ def main() -> None:
         if name not in STUDENTS:
             parser.error(f'unknown student {name!r}; choose from {list(STUDENTS)}')
         config = student_config(args.work_dir, name, members)
-        students[name] = (config, train_student(args.work_dir, config, args.iters))
+        checkpoints = FORUM_CHECKPOINTS if name == FORUM else 1
+        students[name] = (config, train_student(args.work_dir, config, args.student_iters,
+                                                checkpoints))
     models = build_models(members, students)
     val, val_maps = evaluate(models, 'val', args.limit)
     ood, ood_maps = evaluate(models, 'ood', args.limit)
@@ -190,10 +256,13 @@ def main() -> None:
         elif name.startswith('student'):
             goals[name] = [vars(g) for g in check_goals(
                 summaries[ENSEMBLE], summaries[MEMBER_ROW], summary, None, MEMBERS)]
+    collapse = (collapse_curve(students[FORUM][0], args.student_iters, models[ENSEMBLE])
+                if FORUM in students else None)
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
                   torch_threads=torch.get_num_threads(), iters=args.iters,
+                  student_iters=args.student_iters,
                   members=MEMBERS, images_per_split=args.limit or 'all',
-                  rows=rows, goals=goals)
+                  rows=rows, goals=goals, forum_collapse=collapse)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(result, f, indent=2, default=float)

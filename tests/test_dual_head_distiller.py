@@ -299,3 +299,72 @@ def test_non_finite_teacher_maps_stop_training_naming_the_image(tmp_path):
     model.teacher.member_probabilities = poisoned
     with pytest.raises(FloatingPointError, match=r"NaN or infinite on image city/img_1\.png"):
         model.loss(inputs, samples)
+
+
+def test_student_starts_from_a_member_checkpoint(tmp_path):
+    """student_init: backbone and wrapped head take the member's weights
+    (decode_head.X -> decode_head.head.X), the uncertainty branch keeps its
+    own; a checkpoint of another architecture is refused, naming weights."""
+    specs = member_specs(tmp_path, 2)
+    cfg = _student_cfg()
+    cfg.update(type='EnsembleDistiller', teacher=specs, student_init=specs[1]['checkpoint'])
+    with mmseg_scope():
+        torch.manual_seed(0)
+        model = MODELS.build(ConfigDict(cfg))
+    branch_before = copy.deepcopy(model.decode_head.uncertainty_branch.state_dict())
+    model.init_weights()
+    member = torch.load(specs[1]['checkpoint'], map_location='cpu',
+                        weights_only=False)['state_dict']
+    own = model.state_dict()
+    for key, value in member.items():
+        ours = key.replace('decode_head.', 'decode_head.head.', 1)
+        assert torch.equal(own[ours], value), key
+    for key, value in model.decode_head.uncertainty_branch.state_dict().items():
+        assert torch.equal(value, branch_before[key]), key
+    wrong_ckpt = save_member(str(tmp_path / 'six.pth'), seed=3, num_classes=6)
+    cfg.update(student_init=wrong_ckpt)
+    with mmseg_scope():
+        model = MODELS.build(ConfigDict(cfg))
+    with pytest.raises(KeyError, match=r"six\.pth is not a checkpoint of the student's "
+                                       r"architecture.*decode_head\.conv_seg"):
+        model.init_weights()
+
+
+def test_per_class_spread_targets_of_the_forum_baseline(tmp_path):
+    """class_std/<c> is the members' population std of class c's probability
+    (checked against torch.std over the stacked members); the forum's
+    student regresses all C of them with sigmoid + MSE over every channel."""
+    from mmseg_uncert.models.uncertainty import PredictiveStatistics
+    g = torch.Generator().manual_seed(1)
+    probs = [torch.rand(2, 5, 4, 6, generator=g).softmax(1) for _ in range(3)]
+    stats = PredictiveStatistics()
+    for p in probs:
+        stats.add(p)
+    expected = torch.stack(probs).std(0, unbiased=False)
+    assert torch.allclose(stats.class_std(), expected, atol=1e-6)
+
+    names = tuple(f'std_{c}' for c in range(5))
+    cfg = _student_cfg(names=names)
+    cfg['decode_head']['loss_uncertainty'] = dict(type='UncertaintyRegressionLoss', form='mse')
+    cfg.update(type='EnsembleDistiller', teacher=member_specs(tmp_path, 2),
+               uncertainty_targets={n: f'class_std/{c}' for c, n in enumerate(names)})
+    with mmseg_scope():
+        torch.manual_seed(0)
+        model = MODELS.build(ConfigDict(cfg))
+    model.init_weights()
+    model.eval()
+    inputs, samples = _batch(9)
+    losses = model.loss(inputs, samples)
+    with torch.no_grad():
+        _, raw, _ = model._student_forward(model.extract_feat(inputs))
+        stats = PredictiveStatistics()
+        for prob in model.teacher.member_probabilities(inputs, [s.metainfo for s in samples]):
+            stats.add(prob)
+        target = torch.nn.functional.avg_pool2d(stats.class_std(), 8)
+        expected_loss = ((raw.sigmoid() - target) ** 2).mean()
+    assert losses['distill.loss_uncertainty'].item() == pytest.approx(expected_loss.item(),
+                                                                      rel=1e-5)
+    cfg.update(uncertainty_targets={n: f'class_std/{c + 1}' for c, n in enumerate(names)})
+    with pytest.raises(ValueError, match=r"no teacher map named \['class_std/5'\].*class_std/4"):
+        with mmseg_scope():
+            MODELS.build(ConfigDict(cfg))

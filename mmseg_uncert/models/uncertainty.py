@@ -97,6 +97,12 @@ class PredictiveStatistics:
         self._check()
         return self.mean_prob
 
+    def class_std(self) -> Tensor:
+        """The members' spread per class, sqrt((1/M) Σ_m (p_m,c − p̄_c)²),
+        (B, C, H, W): the target of the forum thread's per-class student."""
+        self._check()
+        return (self.squared_deviation / self.count).clamp(min=0).sqrt()
+
     def decompose(self) -> dict[str, Tensor]:
         """The maps named in :data:`UNCERTAINTY_NAMES`, each (B, H, W)."""
         self._check()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os.path as osp
 from typing import Any, Sequence
 
 import torch
@@ -27,6 +28,9 @@ from .ensemble_segmentor import normalisation_of
 from .members import mmseg_scope
 from .predictive_segmentor import PredictiveSegmentor
 from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder
+
+#: teacher maps ``class_std/<c>``: the members' spread of class c's probability
+CLASS_STD = 'class_std'
 
 
 def build_teacher(teacher: Any) -> PredictiveSegmentor:
@@ -98,12 +102,20 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             ``teacher_channels`` are filled in), or None.
         uncertainty_targets: the teacher map each uncertainty channel learns,
             ``{channel name: teacher map name}``; by default the same name.
+            Besides the maps of ``UNCERTAINTY_NAMES``, ``class_std/<c>`` is
+            the members' spread of class c's probability (the per-class
+            targets of the forum thread's student, kept as a baseline).
         teacher_autocast: run the teacher under autocast (the device's
             default half type: float16 on CUDA, bfloat16 on CPU), even when
             the student trains in full precision.
         pseudo_label_threshold: on unlabelled target batches, pixels where
             the teacher's top probability is below it are ignored by the CE
             and KD terms (0 keeps all).
+        student_init: a checkpoint of a plain segmentor of the student's
+            architecture (e.g. one ensemble member) to start the student
+            from, in ``init_weights``: its backbone, neck and decode head
+            (the head a DualHead wraps) by their keys; the uncertainty
+            branch starts from scratch.
     """
 
     requires_uncertainty_head = False
@@ -118,6 +130,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                  uncertainty_targets: dict[str, str] | None = None,
                  teacher_autocast: bool = False,
                  pseudo_label_threshold: float = 0.0,
+                 student_init: str | None = None,
                  neck: OptConfigType = None,
                  auxiliary_head: OptConfigType = None,
                  train_cfg: OptConfigType = None,
@@ -152,11 +165,15 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         self.uncertainty_targets = {
             name: targets.get(name, name)
             for name in getattr(self.decode_head, 'uncertainty_names', ())}
-        unknown = sorted(set(self.uncertainty_targets.values()) - set(UNCERTAINTY_NAMES))
+        per_class = [f'{CLASS_STD}/{c}' for c in range(self.num_classes)]
+        unknown = sorted(set(self.uncertainty_targets.values())
+                         - set(UNCERTAINTY_NAMES) - set(per_class))
         if unknown:
             raise ValueError(f'EnsembleDistiller: no teacher map named {unknown}; '
-                             f'the teacher gives {list(UNCERTAINTY_NAMES)} (set '
-                             f'uncertainty_targets to map channels to them)')
+                             f'the teacher gives {list(UNCERTAINTY_NAMES)} and the '
+                             f'per-class spread {CLASS_STD}/0 .. {CLASS_STD}/'
+                             f'{self.num_classes - 1} (set uncertainty_targets to map '
+                             f'channels to them)')
         with mmseg_scope():
             self.kd_loss = MODELS.build(kd_loss) if kd_loss else None
             self.pairwise_loss = MODELS.build(pairwise_loss) if pairwise_loss else None
@@ -185,6 +202,41 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             raise ValueError(f'EnsembleDistiller: pseudo_label_threshold must lie in '
                              f'[0, 1), got {pseudo_label_threshold}')
         self.pseudo_label_threshold = pseudo_label_threshold
+        self.student_init = student_init
+
+    def init_weights(self) -> None:
+        """mmengine's initialisation, then :attr:`student_init`'s weights."""
+        super().init_weights()
+        if self.student_init:
+            self.load_student_init(self.student_init)
+
+    def load_student_init(self, path: str) -> None:
+        """Copy a plain segmentor's weights into the student: ``decode_head.X``
+        becomes ``decode_head.head.X`` under a DualHead. Every student weight
+        but the uncertainty branch's must be found, with its shape."""
+        from mmengine.runner.checkpoint import _load_checkpoint
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'EnsembleDistiller: student_init checkpoint {path} '
+                                    f'does not exist')
+        checkpoint = _load_checkpoint(path, map_location='cpu')
+        source = checkpoint.get('state_dict', checkpoint)
+        own = self.state_dict()
+        fresh = ('decode_head.uncertainty_branch.', 'decode_head.loss_uncertainty.')
+        loaded, missing = {}, []
+        for key, value in own.items():
+            if key.startswith(fresh):
+                continue
+            theirs = (key.replace('decode_head.head.', 'decode_head.', 1)
+                      if self.with_uncertainty else key)
+            if theirs not in source or source[theirs].shape != value.shape:
+                missing.append(theirs)
+            else:
+                loaded[key] = source[theirs]
+        if missing:
+            raise KeyError(f'EnsembleDistiller: student_init {path} is not a checkpoint '
+                           f'of the student\'s architecture: {len(missing)} weights absent '
+                           f'or of another shape, e.g. {missing[:3]}')
+        self.load_state_dict(loaded, strict=False)
 
     def _teacher_outputs(self, inputs: Tensor, metas: list[dict],
                          grid: tuple[int, int] | None) -> dict[str, Any]:
@@ -219,6 +271,9 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                         feature_sum = (feature.clone() if feature_sum is None
                                        else feature_sum.add_(feature))
         maps = stats.decompose()
+        if any(t.startswith(CLASS_STD) for t in self.uncertainty_targets.values()):
+            for c, spread in enumerate(stats.class_std().unbind(1)):
+                maps[f'{CLASS_STD}/{c}'] = spread
         return dict(
             prob=stats.mean() if tempered is None else tempered / count,
             maps=maps,

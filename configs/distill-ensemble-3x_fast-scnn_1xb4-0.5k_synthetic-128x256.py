@@ -8,9 +8,14 @@
 # KD and the uncertainty term cover every pixel of the image, ignored ones
 # included; patches of procedural noise pasted into the training crops
 # (labelled ignore) show it inputs where the members disagree for a reason.
+# The student starts from member 0's weights (its architecture trained on
+# labels alone), so that 500 iterations of distillation teach it the
+# ensemble's prediction and uncertainty instead of the scenes all over again.
 _base_ = ['./fast-scnn_1xb4-1k_synthetic-128x256.py']
 member_config = 'configs/fast-scnn_1xb4-1k_synthetic-128x256.py'
 member_dir = 'work_dirs/fast-scnn_1xb4-1k_synthetic-128x256_ensemble'
+# the student's backbone and head start from member 0
+student_init = f'{member_dir}/member_0/iter_1000.pth'
 # the frozen teacher's weights are left out of the optimizer
 optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor')
 model = dict(
@@ -33,7 +38,13 @@ model = dict(
         loss_uncertainty=dict(type='UncertaintyRegressionLoss',
                               form='distribution',
                               value_range=[(0.0, 1.1), (0.0, 2.0)])),
-    kd_loss=dict(type='PixelKDLoss', temperature=1.0))
+    kd_loss=dict(type='PixelKDLoss', temperature=1.0),
+    student_init=student_init)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, begin=0, end=50, by_epoch=False),
+    dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=50, end=500, by_epoch=False),
+]
+train_cfg = dict(max_iters=500, val_interval=500)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
