@@ -69,6 +69,10 @@ def _forum_per_class_mse(cfg) -> None:
     cfg.model.decode_head.uncertainty_names = names
     cfg.model.decode_head.loss_uncertainty = dict(type='UncertaintyRegressionLoss', form='mse')
     cfg.model.uncertainty_targets = {n: f'class_std/{c}' for c, n in enumerate(names)}
+    # it gives no epistemic or aleatoric map to score
+    cfg.val_evaluator = cfg.test_evaluator = [
+        dict(type='IoUMetric', iou_metrics=['mIoU']),
+        dict(type='UncertaintyMetric', scores=['max_prob', 'entropy'])]
 
 
 #: student variants: the recipe, and what each ablation changes in it

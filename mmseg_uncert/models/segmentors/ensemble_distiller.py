@@ -69,9 +69,9 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
     uncertainty regression at the branch's own output resolution (the
     teacher's maps averaged over each output cell). CE is over labelled
     pixels; KD and the uncertainty regression over every pixel of the image,
-    ignored or unlabelled ones included (batch padding excluded): the teacher's outputs are defined
-    there, and where it is unsure (unknown things, ignored regions) is what
-    the student must learn. Batches without labels train KD and the
+    ignored or unlabelled ones included (batch padding excluded): the
+    teacher's outputs are defined there, and where it is unsure (unknown
+    things, ignored regions) is what the student must learn. Batches without labels train KD and the
     uncertainty term alone. A NaN or infinite teacher output stops training
     with an error naming the image.
     Distillation keys are prefixed ``distill.``.
@@ -214,11 +214,11 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         """Copy a plain segmentor's weights into the student: ``decode_head.X``
         becomes ``decode_head.head.X`` under a DualHead. Every student weight
         but the uncertainty branch's must be found, with its shape."""
-        from mmengine.runner.checkpoint import _load_checkpoint
+        from mmengine.runner import CheckpointLoader
         if not osp.isfile(path):
             raise FileNotFoundError(f'EnsembleDistiller: student_init checkpoint {path} '
                                     f'does not exist')
-        checkpoint = _load_checkpoint(path, map_location='cpu')
+        checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
         source = checkpoint.get('state_dict', checkpoint)
         own = self.state_dict()
         fresh = ('decode_head.uncertainty_branch.', 'decode_head.loss_uncertainty.')
