@@ -8,9 +8,8 @@ data, 128x256 crops, batch 4, AdamW 2e-3, warm-up and poly decay) with
 another model, trained from random initialisation by ``tools/train.py``
 ``--jobs`` at a time (one intra-op thread each, as ``tools/train_ensemble.py``
 trains members), validated on all of val every quarter of the schedule.
-Per candidate: val mIoU at each quarter, per-class IoU at the end, seconds
-per training iteration and per val image (both while ``--jobs`` runs share
-the machine). Results: ``benchmarks/results/member_architectures.json``.
+Per candidate: val mIoU at each quarter, seconds per training iteration and
+per val image (both while ``--jobs`` runs share the machine). Results: ``benchmarks/results/member_architectures.json``.
 """
 from __future__ import annotations
 

@@ -63,8 +63,9 @@ def test_config_builds_its_model(path):
 
 def _without_checkpoints(cfg) -> None:
     if isinstance(cfg, dict):
-        if 'checkpoint' in cfg:
-            cfg['checkpoint'] = None
+        for key in ('checkpoint', 'student_init'):  # trained members: not in a clone
+            if key in cfg:
+                cfg[key] = None
         for value in cfg.values():
             _without_checkpoints(value)
     elif isinstance(cfg, (list, tuple)):

@@ -1,7 +1,7 @@
 """The main job on the embedded benchmark, from nothing to a report.
 
-    python tools/demo.py             # about 16 min on 2 CPU cores (work_dirs/demo)
-    python tools/demo.py --quick     # about 3.5 min: small data, short schedules
+    python tools/demo.py             # about 19 min on 2 CPU cores (work_dirs/demo)
+    python tools/demo.py --quick     # a smoke run: small data, 50-iteration schedules
 
 Steps, each one of this package's tools, so that what the demo does is what
 a user's commands do:

@@ -145,9 +145,9 @@ def write_demo_report(run: DemoRun) -> str:
         f'{os.cpu_count()} CPU cores. Data: the synthetic street benchmark, '
         + ', '.join(f'{c} {s}' for s, c in run.counts.items()) + ' images '
         f'(evaluated on the first {run.eval_images} of val and of ood, every pixel); '
-        f'{run.members} Fast-SCNN members of {run.member_iters} iterations and a '
-        f'Fast-SCNN student of {run.student_iters} iterations, all from random '
-        'initialisation.', '',
+        f'{run.members} Fast-SCNN members of {run.member_iters} iterations from random '
+        f'initialisation, and a Fast-SCNN student distilled for {run.student_iters} '
+        'iterations, starting from member 0.', '',
         '## What this run shows', '', *observations(summaries, pearson), '',
         f'## The goals of the main job ({met} of {len(goals)} met in this run)', '',
         *goals_table(goals), '',
