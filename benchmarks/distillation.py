@@ -60,8 +60,8 @@ def _std_channel(cfg) -> None:
 
 
 def _forum_per_class_mse(cfg) -> None:
-    """The forum thread's student (../seeds/000): one sigmoid channel per
-    class regressing the members' spread of that class's probability, MSE
+    """The student of the forum thread the product grew from: one sigmoid
+    channel per class regressing the members' spread of that class's probability, MSE
     averaged over every channel and pixel; no pasted patches."""
     _without_patches(cfg)
     classes = cfg.model.decode_head.head.num_classes
