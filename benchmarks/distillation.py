@@ -253,13 +253,10 @@ def main() -> None:
             row['epistemic_vs_ensemble'] = map_correlations(
                 torch.cat([val_maps[name], ood_maps[name]]), reference)
         rows[name] = row
-        if name.startswith('student') and 'epistemic_vs_ensemble' in row:
+        if name.startswith('student'):
+            pearson = row.get('epistemic_vs_ensemble', {}).get('pearson')
             goals[name] = [vars(g) for g in check_goals(
-                summaries[ENSEMBLE], summaries[MEMBER_ROW], summary,
-                row['epistemic_vs_ensemble']['pearson'], MEMBERS)]
-        elif name.startswith('student'):
-            goals[name] = [vars(g) for g in check_goals(
-                summaries[ENSEMBLE], summaries[MEMBER_ROW], summary, None, MEMBERS)]
+                summaries[ENSEMBLE], summaries[MEMBER_ROW], summary, pearson, MEMBERS)]
     collapse = (collapse_curve(students[FORUM][0], args.student_iters, models[ENSEMBLE])
                 if FORUM in students else None)
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),

@@ -63,7 +63,6 @@ def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
             assert metrics['images'] == 12
     val = {name: json.load(open(osp.join(work, 'eval', 'val', name, 'metrics.json')))
            for name in ('ensemble', 'member_0', 'student')}
-    ood_student = json.load(open(osp.join(work, 'eval', 'ood', 'student', 'metrics.json')))
     ood = {name: json.load(open(osp.join(work, 'eval', 'ood', name, 'metrics.json')))
            for name in ('ensemble', 'member_0', 'student')}
     # the student's row: its mIoU and its best scores, recomputed here from the files

@@ -281,6 +281,10 @@ def test_unlabelled_batch_trains_the_uncertainty_and_kd_terms_alone(tmp_path):
     assert set(losses) == {'distill.loss_kd', 'distill.loss_uncertainty'}
     sum(losses.values()).backward()
     assert model.decode_head.uncertainty_branch[1].weight.grad.abs().sum() > 0
+    # half labelled: refused, naming the image without labels, not silently unlabelled
+    unlabelled[1].set_metainfo(dict(img_path='city/no_label.png'))
+    with pytest.raises(ValueError, match=r'mixes labelled and unlabelled.*no_label\.png'):
+        model.loss(inputs, [samples[0], unlabelled[1]])
 
 
 def test_non_finite_teacher_maps_stop_training_naming_the_image(tmp_path):

@@ -627,7 +627,7 @@ def ood_statistics(out_dir: str, split: str = 'ood') -> dict:
     areas, ood_pixels, pixels = [], 0, 0
     for name in paths:
         mask = cv2.imread(osp.join(folder, name), cv2.IMREAD_UNCHANGED) > 0
-        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
         areas += np.bincount(labels.ravel())[1:].tolist()
         ood_pixels += int(mask.sum())
         pixels += mask.size

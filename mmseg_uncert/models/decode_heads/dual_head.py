@@ -58,9 +58,10 @@ class DualHead(BaseModule):
         branch_channels: width of the branch's hidden layer.
         branch_conv: the hidden layer's 3x3 convolution, ``'conv'`` (dense)
             or ``'depthwise_separable'`` (depthwise 3x3 then pointwise 1x1,
-            MobileNets; about 9x fewer multiply-adds). Light networks such as
-            Fast-SCNN need the second: there the dense branch costs a third of
-            the whole network's forward pass, eating the student's speed-up.
+            as in MobileNets: fewer multiply-adds). For light networks: on a
+            Fast-SCNN at 256x512 (one thread) the DualHead took 21 ms with
+            the dense branch and 18 ms with this one, against 8 ms for the
+            bare head and about 57 ms for the backbone.
         loss_uncertainty: the uncertainty loss; its form sets the outputs.
         read_probabilities: also feed the branch the (detached) softmax.
         feature_grad_scale: share of the branch's gradient that reaches the

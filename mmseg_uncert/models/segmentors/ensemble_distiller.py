@@ -321,6 +321,9 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         grid = self.pairwise_loss.grid(feature) if self.pairwise_loss else None
         metas = [s.metainfo for s in data_samples]
         teacher = self._teacher_outputs(inputs, metas, grid)
+        _check_finite(dict(prob=teacher['prob'], **{
+            t: teacher['maps'][t] for t in set(self.uncertainty_targets.values())}), metas)
+        kd_where = None  # the image's pixels, unless pseudo-labels narrow it
         if pseudo_labels:
             # the teacher's prediction is the label; batch padding is ignored
             size = inputs.shape[2:]
@@ -332,15 +335,21 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             if self.pseudo_label_threshold > 0:
                 keep &= confidence >= self.pseudo_label_threshold
             label = label.masked_fill(~keep, self.decode_head.ignore_index)
+            kd_where = keep  # the KD keeps to the confident pixels
             data_samples = [SegDataSample(metainfo=m, gt_sem_seg=PixelData(data=l[None]))
                             for m, l in zip(metas, label)]
-        _check_finite(teacher, metas)
         size = inputs.shape[2:]
         # CE needs labels; the teacher's targets are defined on every pixel
         # of the image, labelled or not (only batch padding is left out), so
         # that the student also learns where the teacher is unsure: ignored
         # regions, pasted unknown patches, unlabelled images.
-        labelled = all('gt_sem_seg' in s for s in data_samples)
+        labelled = ['gt_sem_seg' in s for s in data_samples]
+        if any(labelled) and not all(labelled):
+            raise ValueError(
+                f'EnsembleDistiller: a batch mixes labelled and unlabelled images '
+                f'(e.g. {metas[labelled.index(False)].get("img_path", "?")} has no '
+                f'gt_sem_seg); load labels for all of them or for none')
+        labelled = all(labelled)
         losses = {}
         if labelled:
             losses.update(add_prefix(self._head_loss(logits, data_samples), 'decode'))
@@ -354,11 +363,8 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 t, size=size, mode='bilinear', align_corners=self.align_corners)
 
         if self.kd_loss is not None:
-            # on pseudo-labelled batches the KD keeps to the confident pixels
-            where = (torch.stack([s.gt_sem_seg.data[0] for s in data_samples])
-                     != self.decode_head.ignore_index) if pseudo_labels else image
             losses[f'distill.{self.kd_loss.loss_name}'] = self.kd_loss(
-                fit(logits), fit(teacher['prob']), where)
+                fit(logits), fit(teacher['prob']), image if kd_where is None else kd_where)
         if raw is not None:
             target = torch.stack([teacher['maps'][self.uncertainty_targets[name]]
                                   for name in self.decode_head.uncertainty_names], 1)
@@ -380,19 +386,17 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         return losses
 
 
-def _check_finite(teacher: dict[str, Any], metas: list[dict]) -> None:
+def _check_finite(outputs: dict[str, Tensor], metas: list[dict]) -> None:
     """A NaN or infinite teacher output would silently poison the student:
-    stop, naming the image and the map."""
-    outputs = dict(teacher['maps'], prob=teacher['prob'])
-    for name, value in outputs.items():
-        finite = torch.isfinite(value.flatten(1)).all(1)
-        if not bool(finite.all()):
-            i = int((~finite).nonzero()[0])
-            raise FloatingPointError(
-                f'EnsembleDistiller: the teacher\'s {name!r} map is NaN or '
-                f'infinite on image {metas[i].get("img_path", f"#{i} of the batch")}; '
-                f'check the teacher checkpoints (and, with teacher_autocast, '
-                f'overflow in half precision)')
+    stop, naming the image and the map. One host sync for all of them."""
+    bad = torch.stack([~torch.isfinite(v.flatten(1)).all(1) for v in outputs.values()])
+    if bool(bad.any()):
+        m, i = (int(k) for k in bad.nonzero()[0])
+        raise FloatingPointError(
+            f'EnsembleDistiller: the teacher\'s {list(outputs)[m]!r} map is NaN or '
+            f'infinite on image {metas[i].get("img_path", f"#{i} of the batch")}; '
+            f'check the teacher checkpoints (and, with teacher_autocast, '
+            f'overflow in half precision)')
 
 
 def _teacher_models(teacher: PredictiveSegmentor) -> Sequence:
