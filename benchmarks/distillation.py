@@ -59,6 +59,18 @@ def _std_channel(cfg) -> None:
     cfg.model.decode_head.loss_uncertainty.value_range = (0.0, 0.5)
 
 
+def _dirichlet(cfg) -> None:
+    """Ensemble Distribution Distillation (EnD², Malinin et al. 2020): no
+    uncertainty branch; the student's logits are a Dirichlet's
+    log-concentrations fitted to the members' predictions, and its total /
+    aleatoric / epistemic maps follow from them in closed form."""
+    cfg.model.decode_head = dict(type='DirichletHead', head=cfg.model.decode_head.head)
+    cfg.val_evaluator = cfg.test_evaluator = [
+        dict(type='IoUMetric', iou_metrics=['mIoU']),
+        dict(type='UncertaintyMetric',
+             scores=['max_prob', 'entropy', 'epistemic', 'aleatoric'])]
+
+
 def _forum_per_class_mse(cfg) -> None:
     """The student of the forum thread the product grew from: one sigmoid
     channel per class regressing the members' spread of that class's probability, MSE
@@ -77,7 +89,7 @@ def _forum_per_class_mse(cfg) -> None:
 
 #: student variants: the recipe, and what each ablation changes in it
 STUDENTS = {'decomposition': None, 'no patches': _without_patches, 'std': _std_channel,
-            'forum per-class mse': _forum_per_class_mse}
+            'dirichlet': _dirichlet, 'forum per-class mse': _forum_per_class_mse}
 FORUM = 'forum per-class mse'
 #: checkpoints of the forum student, to watch its predictions over training
 FORUM_CHECKPOINTS = 5

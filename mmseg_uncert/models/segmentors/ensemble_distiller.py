@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmengine.structures import PixelData
 
@@ -18,6 +18,7 @@ from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 
 from ..data_preprocessors import image_mask, source_target_preprocessor
 
+from ..decode_heads.dirichlet_head import DirichletHead
 from ..decode_heads.dual_head import DualHead
 from ..decode_heads.classifier_tap import pop_tapped, take_tapped, tap_classifier
 from ..frozen import FrozenChildren
@@ -62,6 +63,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         CE(labels) [the head's own loss_decode]
         + pixel KD  T²·KL(q̄_T ‖ softmax(z_s/T))          (``kd_loss``)
         + uncertainty regression of the named maps         (DualHead's loss)
+        or EnD²'s Dirichlet NLL of the members             (DirichletHead's loss)
         + pair-wise KD of feature affinities (optional)    (``pairwise_loss``)
         + feature mimic through a 1x1 adapter (optional)   (``mimic_loss``),
 
@@ -86,7 +88,10 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
     DualHead: deploy with that config and the checkpoint. Inference
     (``predict``) runs the student alone.
 
-    A plain decode head (no DualHead) is distilled without the uncertainty
+    With a :class:`DirichletHead` the student's logits are a Dirichlet's
+    log-concentrations, fitted to the members' predictions by EnD² (at the
+    label's size, over the same pixels as KD) and its maps follow from them
+    in closed form. A plain decode head is distilled without an uncertainty
     term; its checkpoints load into a plain EncoderDecoder. Batches of a
     :class:`~mmseg_uncert.datasets.SourceTargetDataset` train domain
     adaptation's distillation stage (see :meth:`loss`).
@@ -145,9 +150,11 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                              data_preprocessor=source_target_preprocessor(data_preprocessor),
                              pretrained=pretrained, init_cfg=init_cfg)
         self.with_uncertainty = isinstance(self.decode_head, DualHead)
+        self.with_dirichlet = isinstance(self.decode_head, DirichletHead)
         if not self.with_uncertainty:
             # a plain head: its classifier's input is the student's feature
-            tap_classifier(self.decode_head, 'EnsembleDistiller')
+            # (read only by pair-wise KD and feature mimic)
+            tap_classifier(self._segmentation_head(), 'EnsembleDistiller')
         model = build_teacher(teacher)
         if model.num_classes != self.num_classes:
             raise ValueError(
@@ -162,9 +169,11 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 f'the teacher with {theirs}; both read the same tensor')
         self.add_frozen('teacher', model)
         targets = dict(uncertainty_targets or {})
+        # a DirichletHead's maps follow from its logits: no target to regress
         self.uncertainty_targets = {
             name: targets.get(name, name)
-            for name in getattr(self.decode_head, 'uncertainty_names', ())}
+            for name in (self.decode_head.uncertainty_names if self.with_uncertainty
+                         else ())}
         per_class = [f'{CLASS_STD}/{c}' for c in range(self.num_classes)]
         unknown = sorted(set(self.uncertainty_targets.values())
                          - set(UNCERTAINTY_NAMES) - set(per_class))
@@ -212,7 +221,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
 
     def load_student_init(self, path: str) -> None:
         """Copy a plain segmentor's weights into the student: ``decode_head.X``
-        becomes ``decode_head.head.X`` under a DualHead. Every student weight
+        becomes ``decode_head.head.X`` under a DualHead or DirichletHead. Every student weight
         but the uncertainty branch's must be found, with its shape."""
         from mmengine.runner import CheckpointLoader
         if not osp.isfile(path):
@@ -221,13 +230,14 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
         source = checkpoint.get('state_dict', checkpoint)
         own = self.state_dict()
-        fresh = ('decode_head.uncertainty_branch.', 'decode_head.loss_uncertainty.')
+        fresh = ('decode_head.uncertainty_branch.', 'decode_head.loss_uncertainty.',
+                 'decode_head.loss_distribution.')
         loaded, missing = {}, []
         for key, value in own.items():
             if key.startswith(fresh):
                 continue
             theirs = (key.replace('decode_head.head.', 'decode_head.', 1)
-                      if self.with_uncertainty else key)
+                      if self._segmentation_head() is not self.decode_head else key)
             if theirs not in source or source[theirs].shape != value.shape:
                 missing.append(theirs)
             else:
@@ -245,7 +255,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         teacher = self.teacher
         temperature = self.kd_loss.temperature if self.kd_loss else 1.0
         stats = PredictiveStatistics()
-        tempered = affinity_sum = feature_sum = None
+        tempered = affinity_sum = feature_sum = log_prob_sum = None
         count = 0
         # with teacher_autocast the teacher runs in half precision even when
         # the student does not; without it, it inherits the caller's autocast
@@ -259,6 +269,11 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 if temperature != 1.0:
                     q = (prob.clamp_min(1e-38).log() / temperature).softmax(1)
                     tempered = q if tempered is None else tempered.add_(q)
+                if self.with_dirichlet:
+                    # EnD² needs the members only through their mean log-probability
+                    log_prob = self.decode_head.loss_distribution.log_prob(prob)
+                    log_prob_sum = (log_prob if log_prob_sum is None
+                                    else log_prob_sum.add_(log_prob))
                 if self._teacher_classifiers:
                     # the one member that just ran left its features
                     fired = [f for f in map(pop_tapped, self._teacher_classifiers)
@@ -277,25 +292,31 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         return dict(
             prob=stats.mean() if tempered is None else tempered / count,
             maps=maps,
+            mean_log_prob=None if log_prob_sum is None else log_prob_sum / count,
             affinity=None if affinity_sum is None else affinity_sum / count,
             feature=None if feature_sum is None else feature_sum / count)
 
+    def _segmentation_head(self) -> nn.Module:
+        """The mmseg decode head that gives the student's logits (the one a
+        DualHead or DirichletHead wraps)."""
+        return (self.decode_head.head if self.with_uncertainty or self.with_dirichlet
+                else self.decode_head)
+
     def _feature_channels(self) -> int:
-        return (self.decode_head.feature_channels if self.with_uncertainty
-                else self.decode_head.conv_seg.in_channels)
+        return self._segmentation_head().conv_seg.in_channels
 
     def _student_forward(self, x: Sequence[Tensor]
                          ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Logits, raw uncertainty outputs (None for a plain head) and the
+        """Logits, raw uncertainty outputs (None but for a DualHead) and the
         features the student's classifier read."""
         if self.with_uncertainty:
             return self.decode_head.forward_with_uncertainty(x)
-        logits = self.decode_head(x)
-        return logits, None, take_tapped(self.decode_head.conv_seg, 'EnsembleDistiller')
+        head = self._segmentation_head()
+        logits = head(x)
+        return logits, None, take_tapped(head.conv_seg, 'EnsembleDistiller')
 
     def _head_loss(self, logits: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
-        head = self.decode_head.head if self.with_uncertainty else self.decode_head
-        return head.loss_by_feat(logits, data_samples)
+        return self._segmentation_head().loss_by_feat(logits, data_samples)
 
     def loss(self, inputs: Tensor | dict, data_samples: SampleList | dict
              ) -> dict[str, Tensor]:
@@ -365,6 +386,11 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         if self.kd_loss is not None:
             losses[f'distill.{self.kd_loss.loss_name}'] = self.kd_loss(
                 fit(logits), fit(teacher['prob']), image if kd_where is None else kd_where)
+        if self.with_dirichlet:
+            loss_d = self.decode_head.loss_distribution
+            losses[f'distill.{loss_d.loss_name}'] = loss_d(
+                fit(logits), fit(teacher['mean_log_prob']),
+                image if kd_where is None else kd_where)
         if raw is not None:
             target = torch.stack([teacher['maps'][self.uncertainty_targets[name]]
                                   for name in self.decode_head.uncertainty_names], 1)

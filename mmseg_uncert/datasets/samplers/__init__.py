@@ -1,0 +1,3 @@
+from .bootstrap_sampler import BootstrapSampler
+
+__all__ = ['BootstrapSampler']
