@@ -18,12 +18,18 @@ everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
    (same seed, same schedule):
    ``decomposition`` (the recipe: epistemic + aleatoric channels, noise
    patches, every pixel), ``no patches`` (the recipe without the pasted
-   noise patches), ``std`` (one channel, the members' spread);
+   noise patches), ``std`` (one channel, the members' spread), ``dirichlet``
+   (EnD²: no branch, the logits are a Dirichlet fitted to the members; its
+   maps in closed form), ``forum per-class mse`` (the forum thread's student),
+   ``decomposition 2x schedule`` (the recipe, twice as many iterations);
+   ``--recipe-seeds`` trains the recipe again with other seeds;
 4. evaluation of every model on all of val and ood: mIoU, ECE,
    misclassification / ambiguous-pixel / OOD AUROC of every score, seconds
    per image (forward pass, one model at a time), and the per-pixel Pearson
    correlation of each student's epistemic map with the ensemble's over
-   val + ood;
+   val + ood, and the most a map at the student's 1/8 resolution could
+   reach (the ensemble's map averaged over 8x8 cells and upsampled, against
+   itself);
 5. the goals (:func:`mmseg_uncert.apis.distillation_report.check_goals`),
    each with its figures and met or not.
 
@@ -89,11 +95,17 @@ def _forum_per_class_mse(cfg) -> None:
 
 #: student variants: the recipe, and what each ablation changes in it
 STUDENTS = {'decomposition': None, 'no patches': _without_patches, 'std': _std_channel,
-            'dirichlet': _dirichlet, 'forum per-class mse': _forum_per_class_mse}
+            'dirichlet': _dirichlet, 'forum per-class mse': _forum_per_class_mse,
+            'decomposition 2x schedule': None}
+#: students trained for a multiple of --student-iters (the recipe otherwise)
+SCHEDULE_FACTOR = {'decomposition 2x schedule': 2}
 FORUM = 'forum per-class mse'
 #: checkpoints of the forum student, to watch its predictions over training
 FORUM_CHECKPOINTS = 5
 ENSEMBLE, MEMBER_ROW = 'teacher ensemble (M=3)', 'no distillation (member 0)'
+#: the seed of every student; the recipe is also trained with --recipe-seeds
+STUDENT_SEED = 100
+RECIPE = 'decomposition'
 
 
 def _run(command: list[str], env: dict | None = None) -> None:
@@ -133,13 +145,14 @@ def student_config(work: str, name: str, members: list[dict]) -> str:
     return path
 
 
-def train_student(work: str, config: str, iters: int, checkpoints: int = 1) -> str:
-    run_dir = osp.splitext(config)[0]
+def train_student(work: str, config: str, iters: int, checkpoints: int = 1,
+                  seed: int = STUDENT_SEED) -> str:
+    run_dir = osp.splitext(config)[0] + ('' if seed == STUDENT_SEED else f'_seed{seed}')
     final = osp.join(run_dir, f'iter_{iters}.pth')
     if osp.isfile(final):
         return final
     command = [sys.executable, 'tools/train.py', config, '--work-dir', run_dir,
-               '--cfg-options', *schedule(iters), 'randomness.seed=100',
+               '--cfg-options', *schedule(iters), f'randomness.seed={seed}',
                f'default_hooks.checkpoint.interval={max(1, iters // checkpoints)}',
                f'default_hooks.checkpoint.max_keep_ckpts={checkpoints}']
     if osp.isfile(osp.join(run_dir, 'last_checkpoint')):
@@ -220,6 +233,37 @@ def evaluate(models: dict, split: str, limit: int | None) -> tuple[dict, dict]:
     return metrics, maps
 
 
+def recipe_spread(rows: dict, goals: dict, names: list[str]) -> dict | None:
+    """Mean and standard deviation over the recipe student's seeds of its
+    headline figures, and how many of its goals each seed met."""
+    if len(names) < 2:
+        return None
+    import statistics
+    figures = {
+        'mIoU': [rows[n]['mIoU'] for n in names],
+        'ECE': [rows[n]['ECE'] for n in names],
+        'best misclassification AUROC': [rows[n]['best_misclassification'][1] for n in names],
+        'best OOD AUROC': [rows[n]['best_ood'][1] for n in names],
+        'epistemic OOD AUROC': [rows[n]['auroc']['ood']['epistemic'] for n in names],
+        'epistemic Pearson with the ensemble': [
+            rows[n]['epistemic_vs_ensemble']['pearson'] for n in names],
+    }
+    return dict(students=names, goals_met=[sum(g['met'] for g in goals[n]) for n in names],
+                **{k: dict(mean=statistics.mean(v), std=statistics.stdev(v), values=v)
+                   for k, v in figures.items()})
+
+
+def resolution_ceiling(maps: torch.Tensor, height: int, width: int, stride: int = 8) -> float:
+    """Pearson correlation of the ensemble's epistemic map with itself
+    averaged over stride x stride cells and upsampled bilinearly: the best a
+    student whose maps come out at 1/stride of the input could reach."""
+    import torch.nn.functional as F
+    full = maps.view(-1, 1, height, width).float()
+    coarse = F.interpolate(F.avg_pool2d(full, stride), size=(height, width), mode='bilinear',
+                           align_corners=False)
+    return torch.corrcoef(torch.stack([coarse.flatten(), full.flatten()]))[0, 1].item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--iters', type=int, default=1000,
@@ -230,6 +274,9 @@ def main() -> None:
     parser.add_argument('--limit', type=int, help='images per split (default all)')
     parser.add_argument('--students', default=','.join(STUDENTS),
                         help=f'comma-separated, of {list(STUDENTS)}')
+    parser.add_argument('--recipe-seeds', default='',
+                        help='comma-separated extra seeds of the recipe student '
+                             f'(besides {STUDENT_SEED}), for its spread over seeds')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'distillation.json'))
     args = parser.parse_args()
@@ -248,8 +295,12 @@ def main() -> None:
             parser.error(f'unknown student {name!r}; choose from {list(STUDENTS)}')
         config = student_config(args.work_dir, name, members)
         checkpoints = FORUM_CHECKPOINTS if name == FORUM else 1
-        students[name] = (config, train_student(args.work_dir, config, args.student_iters,
-                                                checkpoints))
+        iters = args.student_iters * SCHEDULE_FACTOR.get(name, 1)
+        students[name] = (config, train_student(args.work_dir, config, iters, checkpoints))
+        if name == RECIPE:
+            for seed in (int(v) for v in args.recipe_seeds.split(',') if v):
+                students[f'{name} (seed {seed})'] = (config, train_student(
+                    args.work_dir, config, args.student_iters, seed=seed))
     models = build_models(members, students)
     val, val_maps = evaluate(models, 'val', args.limit)
     ood, ood_maps = evaluate(models, 'ood', args.limit)
@@ -269,13 +320,17 @@ def main() -> None:
             pearson = row.get('epistemic_vs_ensemble', {}).get('pearson')
             goals[name] = [vars(g) for g in check_goals(
                 summaries[ENSEMBLE], summaries[MEMBER_ROW], summary, pearson, MEMBERS)]
+    spread = recipe_spread(rows, goals, [n for n in rows if n.startswith(f'student {RECIPE}')])
     collapse = (collapse_curve(students[FORUM][0], args.student_iters, models[ENSEMBLE])
                 if FORUM in students else None)
+    # every image of the benchmark is 256 x 512; Fast-SCNN's head predicts at 1/8
+    ceiling = resolution_ceiling(reference, 256, 512, stride=8)
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
                   torch_threads=torch.get_num_threads(), iters=args.iters,
                   student_iters=args.student_iters,
                   members=MEMBERS, images_per_split=args.limit or 'all',
-                  rows=rows, goals=goals, forum_collapse=collapse)
+                  rows=rows, goals=goals, recipe_over_seeds=spread, forum_collapse=collapse,
+                  epistemic_pearson_ceiling_at_stride_8=ceiling)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(result, f, indent=2, default=float)

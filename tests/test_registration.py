@@ -93,3 +93,13 @@ def test_domain_adaptation_parts_registered():
     assert MODELS.get('ProDASegmentor') is ProDASegmentor
     assert MODELS.get('SymmetricCrossEntropyLoss') is SymmetricCrossEntropyLoss
     assert MODELS.get('SourceTargetDataPreProcessor') is SourceTargetDataPreProcessor
+
+
+def test_bootstrap_sampler_builds_from_an_mmseg_config():
+    from mmseg.registry import DATA_SAMPLERS
+    from mmseg_uncert.datasets import BootstrapSampler
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        sampler = DATA_SAMPLERS.build(dict(type='BootstrapSampler', dataset=list(range(5)),
+                                           seed=1))
+    assert isinstance(sampler, BootstrapSampler)
+    assert sampler.sample == BootstrapSampler(list(range(5)), seed=1).sample
