@@ -320,7 +320,9 @@ def main() -> None:
             pearson = row.get('epistemic_vs_ensemble', {}).get('pearson')
             goals[name] = [vars(g) for g in check_goals(
                 summaries[ENSEMBLE], summaries[MEMBER_ROW], summary, pearson, MEMBERS)]
-    spread = recipe_spread(rows, goals, [n for n in rows if n.startswith(f'student {RECIPE}')])
+    # the recipe's seeds, not its other variants (e.g. the 2x schedule)
+    spread = recipe_spread(rows, goals, [n for n in rows if n == f'student {RECIPE}'
+                                         or n.startswith(f'student {RECIPE} (seed ')])
     collapse = (collapse_curve(students[FORUM][0], args.student_iters, models[ENSEMBLE])
                 if FORUM in students else None)
     # every image of the benchmark is 256 x 512; Fast-SCNN's head predicts at 1/8

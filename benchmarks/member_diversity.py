@@ -67,24 +67,18 @@ def train_cgnet(run_dir: str, seed: int) -> dict:
     return dict(config=osp.join(run_dir, osp.basename(CGNET)), checkpoint=checkpoint)
 
 
-def ood_epistemic_means(maps: torch.Tensor, dataset, limit: int | None) -> tuple[float, float]:
-    """Mean epistemic map on the OOD pixels and on the other pixels of the
-    ood images (ignored labels left out of the latter)."""
-    import numpy as np
+def ood_masks(dataset, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel of the ood images, flattened in evaluation order: OOD, and
+    known (not OOD, not ignored)."""
     from mmengine.dataset import pseudo_collate
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    masks = []
+    unknown, known = [], []
     for i in range(n):
         sample = pseudo_collate([dataset[i]])['data_samples'][0]
         ood = sample.gt_ood.data[0].bool()
-        label = sample.gt_sem_seg.data[0]
-        masks.append((ood.flatten(), ((~ood) & (label != 255)).flatten()))
-    ood_mask = torch.cat([m[0] for m in masks])
-    known = torch.cat([m[1] for m in masks])
-    if ood_mask.numel() != maps.numel():
-        raise ValueError(f'{maps.numel()} map pixels for {ood_mask.numel()} label pixels')
-    return float(np.float64(maps[ood_mask].double().mean())), float(
-        np.float64(maps[known].double().mean()))
+        unknown.append(ood.flatten())
+        known.append(((~ood) & (sample.gt_sem_seg.data[0] != 255)).flatten())
+    return torch.cat(unknown), torch.cat(known)
 
 
 def main() -> None:
@@ -107,6 +101,8 @@ def main() -> None:
     variants = {'seeds': seeds, 'bootstrap': bootstrap,
                 'mixed architectures': [*seeds[:2], cgnet]}
     val, ood = build_split(MEMBER, split='val'), build_split(MEMBER, split='ood')
+    # the same images for every ensemble: the masks are read once
+    unknown, known = ood_masks(ood, args.limit)
     rows = {}
     for name, members in variants.items():
         with mmseg_scope():
@@ -117,7 +113,9 @@ def main() -> None:
         on_ood = evaluate_model(model, ood, limit=args.limit, keep_maps=('epistemic', ),
                                 log_interval=50, name=f'{name} on ood')
         summary = summarise(name, on_val.metrics, on_ood.metrics)
-        on_unknown, on_known = ood_epistemic_means(on_ood.maps['epistemic'], ood, args.limit)
+        epistemic = on_ood.maps['epistemic'].double()
+        if epistemic.numel() != unknown.numel():
+            raise ValueError(f'{epistemic.numel()} map pixels for {unknown.numel()} label pixels')
         rows[name] = dict(
             members=[osp.relpath(m['config'], ROOT) for m in members],
             mIoU=summary.miou, ECE=summary.ece, seconds_per_image=summary.seconds_per_image,
@@ -127,8 +125,8 @@ def main() -> None:
             ood_aleatoric=summary.auroc['ood']['aleatoric'],
             ambiguous_aleatoric=summary.auroc['ambiguous']['aleatoric'],
             ambiguous_epistemic=summary.auroc['ambiguous']['epistemic'],
-            mean_epistemic_on_ood_pixels=on_unknown,
-            mean_epistemic_on_known_pixels_of_ood_images=on_known)
+            mean_epistemic_on_ood_pixels=epistemic[unknown].mean().item(),
+            mean_epistemic_on_known_pixels_of_ood_images=epistemic[known].mean().item())
         print(name, json.dumps(rows[name], indent=2), flush=True)
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
                   torch_threads=torch.get_num_threads(), members=MEMBERS,
