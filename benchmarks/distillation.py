@@ -11,7 +11,8 @@ everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
 1. the synthetic benchmark in ``data/synthetic_streets`` (train, val, ood;
    generated if absent);
 2. a teacher ensemble of M = 3 Fast-SCNN members (``tools/train_ensemble.py``,
-   seeds 0..2, side by side); member 0 is also the "no distillation" row:
+   seeds 0..2, side by side, each on its own bootstrap sample of the train
+   split: ``BootstrapSampler``); member 0 is also the "no distillation" row:
    the student's architecture trained on labels alone;
 3. students distilled from the ensemble with
    ``configs/distill-ensemble-3x_fast-scnn_…``, each starting from member 0
@@ -51,6 +52,9 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MEMBER = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
 DISTILL = osp.join(ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')
 MEMBERS = 3
+#: bagging: each member draws its own bootstrap sample of the train split;
+#: measured against seeds alone in benchmarks/results/member_diversity.json
+BAGGING = ['train_dataloader.sampler.type=BootstrapSampler']
 
 
 def _without_patches(cfg) -> None:
@@ -122,9 +126,10 @@ def schedule(iters: int) -> list[str]:
 
 
 def train_teachers(work: str, iters: int) -> list[dict]:
-    ens_dir = osp.join(work, 'ensemble')
+    ens_dir = osp.join(work, 'ensemble_bootstrap')
     _run([sys.executable, 'tools/train_ensemble.py', MEMBER, '--members', str(MEMBERS),
-          '--jobs', str(MEMBERS), '--work-dir', ens_dir, '--cfg-options', *schedule(iters)])
+          '--jobs', str(MEMBERS), '--work-dir', ens_dir, '--cfg-options', *schedule(iters),
+          *BAGGING])
     return [json.load(open(osp.join(ens_dir, f'member_{i}', 'member.json')))
             for i in range(MEMBERS)]
 
@@ -330,7 +335,7 @@ def main() -> None:
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
                   torch_threads=torch.get_num_threads(), iters=args.iters,
                   student_iters=args.student_iters,
-                  members=MEMBERS, images_per_split=args.limit or 'all',
+                  members=MEMBERS, member_options=BAGGING, images_per_split=args.limit or 'all',
                   rows=rows, goals=goals, recipe_over_seeds=spread, forum_collapse=collapse,
                   epistemic_pearson_ceiling_at_stride_8=ceiling)
     os.makedirs(osp.dirname(args.out), exist_ok=True)

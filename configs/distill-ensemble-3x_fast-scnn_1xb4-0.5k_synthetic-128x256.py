@@ -1,6 +1,8 @@
 # The student recipe of the main job: a Fast-SCNN whose head is a DualHead
 # learns, from a frozen ensemble of three Fast-SCNN members (trained by
-#   python tools/train_ensemble.py configs/fast-scnn_1xb4-1k_synthetic-128x256.py --members 3
+#   python tools/train_ensemble.py configs/fast-scnn_1xb4-1k_synthetic-128x256.py --members 3 \
+#       --cfg-options train_dataloader.sampler.type=BootstrapSampler
+# (bagging: each member on its own bootstrap sample of the train split)
 # from the repository root), the labels, the ensemble's mean prediction (pixel
 # KD) and its uncertainty decomposition: `epistemic` (mutual information) and
 # `aleatoric` (expected entropy), in one network and one pass at test time;

@@ -1,6 +1,8 @@
 # A deep ensemble of three Fast-SCNN members, as trained (run from the
 # repository root) by
-#   python tools/train_ensemble.py configs/fast-scnn_1xb4-1k_synthetic-128x256.py --members 3
+#   python tools/train_ensemble.py configs/fast-scnn_1xb4-1k_synthetic-128x256.py --members 3 \
+#       --cfg-options train_dataloader.sampler.type=BootstrapSampler
+# (bagging: each member on its own bootstrap sample of the train split)
 # which also writes this ensemble's config with its exact paths to
 # work_dirs/fast-scnn_1xb4-1k_synthetic-128x256_ensemble/ensemble.py.
 # Test: python tools/test.py configs/ensemble-3x_fast-scnn_synthetic-128x256.py

@@ -9,7 +9,8 @@ a user's commands do:
 1. generate the synthetic benchmark (train, val, ood) with
    ``tools/make_synthetic.py``;
 2. train a teacher ensemble of M = 3 Fast-SCNN segmentors with
-   ``tools/train_ensemble.py --jobs 3`` (members side by side, seeds 0..2);
+   ``tools/train_ensemble.py --jobs 3`` (members side by side, seeds 0..2,
+   each on its own bootstrap sample of the train split);
 3. evaluate the ensemble, and member 0 alone (the student's architecture
    without distillation), on val and ood with
    ``tools/evaluate_uncertainty.py``: mIoU, calibration, the uncertainty
@@ -49,6 +50,9 @@ MEMBER_CONFIG = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.p
 DISTILL_CONFIG = osp.join(
     ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')
 MEMBERS = 3
+#: bagging (``BootstrapSampler``): the members' disagreement finds unknown
+#: objects better than with seeds alone (benchmarks/results/member_diversity.json)
+MEMBER_DIVERSITY = ['train_dataloader.sampler.type=BootstrapSampler']
 SPLITS = ('val', 'ood')
 
 
@@ -331,7 +335,7 @@ class Demo:
             self.py, 'tools/train_ensemble.py', MEMBER_CONFIG, '--members',
             str(MEMBERS), '--jobs', str(MEMBERS), '--work-dir', self.ensemble_dir,
             '--cfg-options', *self.data_options(),
-            *self.schedule_options(self.plan.member_iters)],
+            *self.schedule_options(self.plan.member_iters), *MEMBER_DIVERSITY],
             self.log('2_ensemble'), env=pinned_env(1))
 
     def evaluate(self, k: int, n: int, title: str, models: list[list[str]],

@@ -36,9 +36,12 @@ def samples_with_uncertainty(segmentor: BaseSegmentor, seg_logits: Tensor,
         data_samples = [SegDataSample() for _ in restored]
     for sample, channels in zip(data_samples, restored):
         logits = channels[:num_classes]
+        # max(0).indices is argmax(0), first index among ties, but 4-5x faster
+        # on CPU (8 vs 40 ms at 22 x 256 x 512): argmax over the leading
+        # dimension took a third of the student's test_step
         sample.set_data(dict(
             seg_logits=PixelData(data=logits),
-            pred_sem_seg=PixelData(data=logits.argmax(0, keepdim=True)),
+            pred_sem_seg=PixelData(data=logits.max(0, keepdim=True).indices),
             pred_uncertainty=PixelData(**{
                 name: channels[num_classes + k:num_classes + k + 1]
                 for k, name in enumerate(names)})))
