@@ -86,11 +86,15 @@ def observations(summaries: dict[str, ModelSummary], pearson: float | None) -> l
         f'one member trained on labels alone, {ens.miou:.2f} for the ensemble.']
     for task, what in (('misclassification', 'its own errors'), ('ood', 'unknown objects')):
         (es, ev), (ms, mv), (ss, sv) = (m.best(task) for m in (ens, mem, stu))
+        if sv > ev:
+            versus_ensemble = f'above the ensemble (+{sv - ev:.3f})'
+        else:
+            versus_ensemble = ('within' if sv >= ev - 0.02 else 'more than') + \
+                ' 0.02 of the ensemble'
         lines.append(
             f'- **Finding {what}** (best score, AUROC): ensemble {ev:.3f} (`{es}`), '
             f'member {mv:.3f} (`{ms}`), student {sv:.3f} (`{ss}`): the student is '
-            + ('above' if sv > mv else 'not above') + ' the member and '
-            + ('within' if sv >= ev - 0.02 else 'more than') + ' 0.02 of the ensemble.')
+            + ('above' if sv > mv else 'not above') + f' the member and {versus_ensemble}.')
     epi, ale = ens.auroc['ood'].get('epistemic'), ens.auroc['ood'].get('aleatoric')
     if epi is not None and ale is not None:
         lines.append(

@@ -117,6 +117,32 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
                            img_paths=img_paths)
 
 
+def time_test_steps(models: dict[str, nn.Module], dataset, images: int = 20,
+                    rounds: int = 3, clock=time.perf_counter) -> dict[str, float]:
+    """Seconds per image of each model's ``test_step`` on the first
+    ``images`` images of ``dataset``: the median over ``rounds`` rounds, the
+    models taking turns within each round.
+
+    A model timed once, minutes apart from the next, carries whatever else
+    the machine did in those minutes; taking turns exposes every model to
+    the same conditions, and the median drops the odd disturbed round.
+    """
+    if images < 1 or rounds < 1:
+        raise ValueError(f'images ({images}) and rounds ({rounds}) must be >= 1')
+    batches = [pseudo_collate([dataset[i]]) for i in range(min(images, len(dataset)))]
+    if not batches:
+        raise ValueError('time_test_steps: the data set has no image')
+    per_round: dict[str, list[float]] = {name: [] for name in models}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, model in models.items():
+                start = clock()
+                for batch in batches:
+                    model.test_step(batch)
+                per_round[name].append((clock() - start) / len(batches))
+    return {name: float(np.median(values)) for name, values in per_round.items()}
+
+
 def _ranks(x: Tensor) -> Tensor:
     """Average ranks (ties share the mean of their ranks), as Spearman's
     coefficient needs."""
