@@ -4,6 +4,7 @@ val and ood pixel of the embedded benchmark.
 
     python benchmarks/distillation.py                  # the recipe's schedules (1000 + 500)
     python benchmarks/distillation.py --iters 300 --student-iters 100  # a smoke run
+    python benchmarks/distillation.py --tables         # the README's tables from the results
 
 Steps (each skipped when its output exists, so an interrupted run resumes;
 everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
@@ -287,7 +288,13 @@ def main() -> None:
                              f'(besides {STUDENT_SEED}), for its spread over seeds')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'distillation.json'))
+    parser.add_argument('--tables', action='store_true',
+                        help='print the markdown tables of the results file --out and stop')
     args = parser.parse_args()
+    if args.tables:
+        from mmseg_uncert.apis.distillation_report import benchmark_tables
+        print('\n'.join(benchmark_tables(json.load(open(args.out)))))
+        return
     import mmseg_uncert  # noqa: F401
     from mmseg_uncert.apis.distillation_report import check_goals, summarise
     from mmseg_uncert.apis.evaluation import build_split, map_correlations, time_test_steps

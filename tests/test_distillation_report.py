@@ -108,3 +108,40 @@ def test_time_test_steps_takes_the_median_round_with_models_taking_turns():
     assert calls == (['slow'] * 4 + ['fast'] * 4) * 3  # turns within each round
     with pytest.raises(ValueError, match='rounds'):
         time_test_steps(models, dataset=[0], rounds=0)
+
+
+def test_benchmark_tables_from_a_results_file():
+    from mmseg_uncert.apis.distillation_report import benchmark_tables
+
+    def row(miou, ece, seconds, misc, ood, amb, pearson=None):
+        r = dict(mIoU=miou, ECE=ece, seconds_per_image=seconds,
+                 auroc=dict(misclassification=misc, ood=ood, ambiguous=amb),
+                 best_misclassification=max(misc.items(), key=lambda kv: kv[1]),
+                 best_ood=max(ood.items(), key=lambda kv: kv[1]))
+        if pearson is not None:
+            r['epistemic_vs_ensemble'] = dict(pearson=pearson)
+        return r
+
+    result = dict(
+        rows={'member': row(77.0, 0.02, 0.1, dict(max_prob=0.9), dict(max_prob=0.8),
+                            dict(max_prob=0.7)),
+              'student decomposition': row(78.123, 0.03, 0.12, dict(max_prob=0.91),
+                                           dict(epistemic=0.93, aleatoric=0.9),
+                                           dict(aleatoric=0.85, epistemic=0.7), 0.5)},
+        goals={'student decomposition': [dict(text='a', measured='1 vs 2', met=True),
+                                         dict(text='b', measured='3', met=False)]},
+        recipe_over_seeds=dict(students=['s1', 's2'], goals_met=[1, 2],
+                               mIoU=dict(mean=78.0, std=0.5, values=[77.5, 78.5])),
+        forum_collapse=dict(student=[dict(iteration=10, mean=0.2, fraction_below_0_01=0.5)],
+                            teacher=dict(mean=0.004, fraction_below_0_01=0.9)))
+    lines = benchmark_tables(result)
+    # the member has neither map nor Pearson: dashes, not zeros
+    assert lines[2] == ('| member | 77.00 | 0.0200 | 0.900 (`max_prob`) | 0.800 (`max_prob`) '
+                        '| — / — | — / — | — | 0.100 |')
+    assert lines[3] == ('| student decomposition | 78.12 | 0.0300 | 0.910 (`max_prob`) '
+                        '| 0.930 (`epistemic`) | 0.930 / 0.900 | 0.850 / 0.700 | 0.500 | 0.120 |')
+    assert '(1 of 2 met)' in lines[5]
+    assert '| b | 3 | **no** |' in lines
+    assert '| mIoU | 78.00 ± 0.50 | 77.50 · 78.50 |' in lines
+    assert '| 10 | 0.2000 | 50.00 % |' in lines
+    assert any('mean 0.0040, 90.0 % of it below 0.01' in line for line in lines)

@@ -134,3 +134,48 @@ def goals_table(goals: list[Goal]) -> list[str]:
     lines = ['| goal | measured | met |', '| --- | --- | --- |']
     lines += [f'| {g.text} | {g.measured} | {"yes" if g.met else "**no**"} |' for g in goals]
     return lines
+
+
+def benchmark_tables(result: dict, recipe: str = 'student decomposition') -> list[str]:
+    """Markdown tables of a ``benchmarks/distillation.py`` results file (its
+    JSON, as a dict), for the README: every model side by side, the recipe's
+    goals, its spread over seeds where it was trained with several, and the
+    forum baseline's predictions over training where it was run."""
+    lines = ['| model | mIoU | ECE | best misclass. AUROC | best OOD AUROC '
+             '| OOD AUROC: epistemic / aleatoric | ambiguous AUROC: aleatoric / epistemic '
+             '| Pearson (epistemic) | s / image |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    for name, row in result['rows'].items():
+        (ms, mv), (os_, ov) = row['best_misclassification'], row['best_ood']
+        ood, amb = row['auroc']['ood'], row['auroc']['ambiguous']
+        pearson = row.get('epistemic_vs_ensemble', {}).get('pearson')
+        lines.append(
+            f"| {name} | {row['mIoU']:.2f} | {row['ECE']:.4f} | {mv:.3f} (`{ms}`) "
+            f"| {ov:.3f} (`{os_}`) | {_fmt(ood.get('epistemic'))} / {_fmt(ood.get('aleatoric'))} "
+            f"| {_fmt(amb.get('aleatoric'))} / {_fmt(amb.get('epistemic'))} | {_fmt(pearson)} "
+            f"| {row['seconds_per_image']:.3f} |")
+    goals = [Goal(**g) for g in result['goals'][recipe]]
+    lines += ['', f'The main job\'s goals for the recipe\'s student (`{recipe}`), as '
+              f'`check_goals` judges them ({sum(g.met for g in goals)} of {len(goals)} met):',
+              '', *goals_table(goals)]
+    spread = result.get('recipe_over_seeds')
+    if spread:
+        lines += ['', f"The recipe over {len(spread['students'])} student seeds "
+                  f"({', '.join(spread['students'])}); goals met per seed: "
+                  f"{', '.join(str(n) for n in spread['goals_met'])}:", '',
+                  '| figure | mean ± std | per seed |', '| --- | --- | --- |']
+        for key, value in spread.items():
+            if isinstance(value, dict):
+                digits = 2 if key == 'mIoU' else 4 if key == 'ECE' else 3
+                lines.append(f"| {key} | {value['mean']:.{digits}f} ± {value['std']:.{digits}f} "
+                             f"| {' · '.join(f'{v:.{digits}f}' for v in value['values'])} |")
+    collapse = result.get('forum_collapse')
+    if collapse:
+        teacher = collapse['teacher']
+        lines += ['', "The forum baseline's per-class predictions over training; the teacher's "
+                  f"per-class spread on the same pixels has mean {teacher['mean']:.4f}, "
+                  f"{100 * teacher['fraction_below_0_01']:.1f} % of it below 0.01:", '',
+                  '| iteration | mean prediction | fraction below 0.01 |', '| --- | --- | --- |']
+        lines += [f"| {p['iteration']} | {p['mean']:.4f} | {100 * p['fraction_below_0_01']:.2f} % |"
+                  for p in collapse['student']]
+    return lines
