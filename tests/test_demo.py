@@ -78,6 +78,15 @@ def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
 
     assert cells[3] == best(val['student'], 'auroc/')
     assert cells[4] == best(ood['student'], 'ood_auroc/')
+    # s / image from the side-by-side timing of step 5, not the evaluation passes
+    timing = json.load(open(osp.join(work, 'eval', 'timing', 'timing.json')))
+    assert timing['images'] == 12 and timing['rounds'] == 3
+    seconds = timing['seconds_per_image']
+    assert sorted(seconds) == ['ensemble', 'member_0', 'student']
+    assert cells[5] == f"{seconds['student']:.3f}"
+    assert 'models timed side by side, taking turns' in report
+    speed = json.load(open(osp.join(work, 'goals.json')))['goals'][-1]['measured']
+    assert speed.startswith(f"{seconds['ensemble'] / seconds['student']:.2f}x")
     # the student gives the decomposition; the member only its softmax scores
     assert 'ood_auroc/epistemic' in ood['student'] and 'ood_auroc/aleatoric' in ood['student']
     assert not any('epistemic' in k for k in val['member_0'])

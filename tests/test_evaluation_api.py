@@ -10,7 +10,7 @@ from scipy import stats  # installed with scikit-learn, a test dependency
 from mmseg_uncert.apis import deploy_model_config, student_state_dict
 from mmseg_uncert.apis.evaluation import (SplitEvaluation, load_maps,
                                           map_correlations, save_maps)
-from mmseg_uncert.visualization import Panel, colorize_labels
+from mmseg_uncert.visualization import Panel, colorize_labels, colour_limits
 
 
 @pytest.mark.parametrize('seed', [0, 1])
@@ -75,3 +75,16 @@ def test_colorize_labels_uses_the_palette_and_blacks_out_ignore():
     assert rgb[1, 1].tolist() == [0, 0, 0]  # outside the palette
     with pytest.raises(ValueError, match="kind 'heatmap'"):
         Panel('x', label, 'heatmap')
+
+
+def test_maps_of_one_quantity_share_their_colour_scale():
+    ramp = np.arange(1000, dtype=np.float64).reshape(10, 100) / 999  # 99.5th pct: 0.995
+    panels = [Panel('student epistemic', ramp * 0.1, 'map', scale='epistemic'),
+              Panel('ensemble epistemic', ramp * 0.2, 'map', scale='epistemic'),
+              Panel('student std', ramp * 0.3, 'map'),
+              Panel('zeros', np.zeros((10, 100)), 'map'),
+              Panel('mask', (ramp > 0.5).astype(np.uint8), 'mask')]
+    tops = colour_limits(panels)
+    # both epistemic maps up to the ensemble's 0.2 * 0.995; the std its own 0.3 * 0.995
+    assert tops[:3] == pytest.approx([0.199, 0.199, 0.2985])
+    assert tops[3:] == [1.0, None]  # an all-zero map still gets a scale; a mask none

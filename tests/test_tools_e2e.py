@@ -246,3 +246,13 @@ def test_uncertainty_metric_on_the_ood_split(trained, tmp_path):
     metrics = _latest_metrics(work_dir)
     for key in ('ood_auroc/entropy', 'ood_aupr/max_prob', 'ood_fpr95/entropy'):
         assert 0.0 <= metrics[key] <= 1.0, key
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--time-only'], '--time-only needs --time N'),
+    (['--time', '-1'], '--time takes a number of images >= 1, got -1'),
+])
+def test_evaluate_uncertainty_timing_flags_are_checked(trained, tmp_path, flags, message):
+    proc = run_tool(['tools/evaluate_uncertainty.py', '--out-dir', str(tmp_path),
+                     '--model', 'm', trained['cfg'], *flags], check=False)
+    assert proc.returncode == 2 and message in proc.stderr

@@ -5,7 +5,8 @@ the correlation of their uncertainty maps with a reference model's.
         --model ensemble work_dirs/ens/ensemble.py \\
         --model student configs/distill_....py work_dirs/student/iter_2000.pth \\
         [--split val] [--data-root DIR] [--limit N] \\
-        [--reference ensemble] [--save-maps std] [--reference-maps FILE.npz]
+        [--reference ensemble] [--save-maps std] [--reference-maps FILE.npz] \\
+        [--time 20 [--time-only]]
 
 Every model (``--model NAME CONFIG [CHECKPOINT]``; a distillation or ProDA
 config is evaluated as the network it trains, an ensemble config needs no
@@ -26,6 +27,14 @@ and ``DIR/metrics.json`` with the metrics of every model evaluated into DIR
 the same images), each model's ``--correlate`` map (default ``std``) gets its
 Pearson and Spearman correlation with the reference's, and the fraction of its
 pixels below 0.01 (a collapsed uncertainty head predicts ~0 everywhere).
+
+``seconds_per_image`` in ``metrics.json`` is measured while the model is
+evaluated, one model after the other, so each carries whatever else the
+machine did meanwhile (the metrics' own work included). To compare models'
+speed, ``--time N`` times every model's ``test_step`` on the first N images,
+the models taking turns, median of 3 rounds
+(:func:`mmseg_uncert.apis.evaluation.time_test_steps`), into
+``DIR/timing.json``; ``--time-only`` skips the metrics.
 """
 from __future__ import annotations
 
@@ -38,8 +47,11 @@ import torch
 
 import mmseg_uncert  # noqa: F401  (registers the components)
 from mmseg_uncert.apis import init_uncertainty_model
-from mmseg_uncert.apis.evaluation import (build_split, evaluate_model,
-                                          load_maps, map_correlations, save_maps)
+from mmseg_uncert.apis.evaluation import (build_split, evaluate_model, load_maps,
+                                          map_correlations, save_maps, time_test_steps)
+
+#: rounds of --time; the median counts
+TIMING_ROUNDS = 3
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,7 +72,16 @@ def parse_args() -> argparse.Namespace:
                         help='correlate with maps saved by --save-maps')
     parser.add_argument('--correlate', default='std', metavar='SCORE',
                         help='the map to correlate (default std)')
+    parser.add_argument('--time', type=int, default=0, metavar='N',
+                        help='time every model on the first N images, taking turns '
+                             '(DIR/timing.json)')
+    parser.add_argument('--time-only', action='store_true',
+                        help='with --time: time the models, compute no metrics')
     args = parser.parse_args()
+    if args.time < 0:
+        parser.error(f'--time takes a number of images >= 1, got {args.time}')
+    if args.time_only and not args.time:
+        parser.error('--time-only needs --time N (the images to time)')
     names = []
     for spec in args.model:
         if len(spec) not in (2, 3):
@@ -79,9 +100,27 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def time_models(args: argparse.Namespace, dataset) -> None:
+    """DIR/timing.json: every model's seconds per image, the models built
+    together and taking turns."""
+    models = {name: init_uncertainty_model(config, checkpoint[0] if checkpoint else None)
+              for name, config, *checkpoint in args.model}
+    seconds = time_test_steps(models, dataset, images=args.time, rounds=TIMING_ROUNDS)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(osp.join(args.out_dir, 'timing.json'), 'w') as f:
+        json.dump(dict(seconds_per_image=seconds, images=min(args.time, len(dataset)),
+                       rounds=TIMING_ROUNDS, threads=torch.get_num_threads()), f, indent=2)
+    print('seconds per image (test_step, models taking turns, median of '
+          f'{TIMING_ROUNDS} rounds): '
+          + ', '.join(f'{name} {v:.3f}' for name, v in seconds.items()), flush=True)
+
+
 def main() -> None:
     args = parse_args()
     dataset = build_split(args.model[0][1], args.data_root, args.split)
+    if args.time_only:
+        time_models(args, dataset)
+        return
     correlating = bool(args.reference or args.reference_maps)
     wanted = tuple(sorted({*args.save_maps, *([args.correlate] if correlating else [])}))
     results, maps, img_paths = {}, {}, None
@@ -130,6 +169,8 @@ def main() -> None:
     with open(gathered, 'w') as f:
         json.dump(everything, f, indent=2)
     print(f'metrics of {list(results)} written to {args.out_dir}')
+    if args.time:
+        time_models(args, dataset)
 
 
 if __name__ == '__main__':

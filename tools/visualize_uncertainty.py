@@ -16,7 +16,10 @@ entropy) and the OOD mask. The ground truth and the two true maps come from
 ``<stem>_gtFine_aleatoric.png``, ``<stem>_gtFine_ood.png``) and are left out
 where absent. CHECKPOINT may be ``none`` for an ensemble or MC-dropout config
 (its members name their checkpoints); a distillation or ProDA config draws
-the network it trains. Images go through the model config's test pipeline
+the network it trains. Maps of one name (the model's and the reference's
+``epistemic``; the aleatoric maps and the true label entropy, all in nats)
+share one colour scale, so that they compare by eye; each other map has its
+own. Images go through the model config's test pipeline
 (without its annotation loaders); predictions and maps are at the image's
 size.
 """
@@ -166,16 +169,18 @@ def main() -> None:
         panels.append(Panel(f'{args.name} prediction',
                             out.pred_sem_seg.data[0].numpy(), 'label'))
         for name, value in uncertainty_maps(out, args.maps, (), args.name).items():
-            panels.append(Panel(f'{args.name} {name}', value, 'map'))
+            panels.append(Panel(f'{args.name} {name}', value, 'map', scale=name))
         if reference is not None:
             ref = reference.test_step(batch)[0]
             for name, value in uncertainty_maps(
                     ref, args.reference_maps, ('epistemic', 'aleatoric'),
                     args.reference_name).items():
-                panels.append(Panel(f'{args.reference_name} {name}', value, 'map'))
+                panels.append(Panel(f'{args.reference_name} {name}', value, 'map',
+                                    scale=name))
         if 'aleatoric' in truth:
+            # label entropy in nats, the quantity the aleatoric maps estimate
             panels.append(Panel('true aleatoric (label entropy)',
-                                truth['aleatoric'], 'map'))
+                                truth['aleatoric'], 'map', scale='aleatoric'))
         if 'ood' in truth:
             panels.append(Panel('OOD mask', (truth['ood'] > 0).astype(np.uint8),
                                 'mask'))

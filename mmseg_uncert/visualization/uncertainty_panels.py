@@ -20,10 +20,13 @@ KINDS = ('image', 'label', 'map', 'mask')
 @dataclass
 class Panel:
     """One picture of the row: ``title``, its ``data`` (H, W[, 3]) and its
-    ``kind`` (one of :data:`KINDS`)."""
+    ``kind`` (one of :data:`KINDS`). Maps with the same ``scale`` name (one
+    quantity, e.g. a student's and its teacher's epistemic maps) share one
+    colour scale."""
     title: str
     data: np.ndarray
     kind: str
+    scale: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -42,18 +45,37 @@ def colorize_labels(label: np.ndarray, palette: Sequence[Sequence[int]],
     return lut[np.clip(label, 0, 255).astype(np.uint8)]
 
 
+def colour_limits(panels: Sequence[Panel], percentile: float = 99.5) -> list[float | None]:
+    """The top of each map panel's colour scale (None for other kinds): its
+    ``percentile``-th percentile, or the largest of them over the maps that
+    share its ``scale`` name; 1 where that is 0 (an all-zero map)."""
+    own = [float(np.percentile(p.data, percentile)) if p.kind == 'map' else None
+           for p in panels]
+    shared: dict[str, float] = {}
+    for panel, top in zip(panels, own):
+        if top is not None and panel.scale is not None:
+            shared[panel.scale] = max(shared.get(panel.scale, 0.0), top)
+    return [None if top is None else
+            (shared[panel.scale] if panel.scale is not None else top) or 1.0
+            for panel, top in zip(panels, own)]
+
+
 def draw_panels(panels: Sequence[Panel], path: str,
                 palette: Sequence[Sequence[int]] | None = None,
                 title: str | None = None, columns: int = 4,
                 ignore_index: int = 255) -> None:
     """Draw ``panels`` in rows of ``columns`` and save them to ``path``.
 
-    Each map has its own colour scale, from 0 to its 99.5th percentile (a
-    few extreme pixels would wash the rest out), with a colour bar: maps
-    of different quantities (a std, entropies in nats) do not share units.
+    Each map's colour scale runs from 0 to its 99.5th percentile (a few
+    extreme pixels would wash the rest out), with a colour bar. Maps of one
+    quantity (the same ``scale`` name) share the scale, the largest of their
+    percentiles, so that a student's map and its teacher's can be compared
+    by eye; maps of different quantities (a std, entropies in nats) keep
+    their own.
     """
     if not panels:
         raise ValueError(f'{path}: no panel to draw')
+    tops = colour_limits(panels)
     rows = -(-len(panels) // columns)
     height, width = panels[0].data.shape[:2]
     scale = 4.0 / width  # 4 inches per panel
@@ -61,7 +83,7 @@ def draw_panels(panels: Sequence[Panel], path: str,
         4 * columns, rows * (height * scale + 0.5)))
     for ax in axes.flat:
         ax.axis('off')
-    for ax, panel in zip(axes.flat, panels):
+    for ax, panel, top in zip(axes.flat, panels, tops):
         ax.set_title(panel.title, fontsize=10)
         if panel.kind == 'image':
             ax.imshow(panel.data)
@@ -75,7 +97,6 @@ def draw_panels(panels: Sequence[Panel], path: str,
             ax.imshow(panel.data, cmap='gray', vmin=0, vmax=1,
                       interpolation='nearest')
         else:
-            top = float(np.percentile(panel.data, 99.5)) or 1.0
             shown = ax.imshow(panel.data, cmap='magma', vmin=0, vmax=top)
             fig.colorbar(shown, ax=ax, fraction=0.025, pad=0.01)
     if title:
