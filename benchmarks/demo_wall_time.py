@@ -5,7 +5,8 @@
 
 Runs ``tools/demo.py`` in a fresh work dir with a fresh data root (so the
 data is generated too, as on a fresh clone), records the total wall time,
-each step's time (from the demo's step stamps), every model's metrics and
+each step's time (from the demo's step stamps), every model's metrics, the
+side-by-side timing of the three models (``eval/timing/timing.json``) and
 the report's goals of the main job (``goals.json``), and merges them into ``benchmarks/results/demo.json`` under the
 mode's name. Nothing else should run on the machine meanwhile.
 """
@@ -56,9 +57,12 @@ def main() -> None:
     # the report's goals of the main job, as the demo judged them
     with open(osp.join(work, 'goals.json')) as f:
         goals = json.load(f)
+    # the speed goal's timing: the three models side by side (step 5)
+    with open(osp.join(work, 'eval', 'timing', 'timing.json')) as f:
+        timing = json.load(f)
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
                   wall_seconds=wall, step_seconds=steps, goal_seconds=GOALS[mode],
-                  goal_met=wall <= GOALS[mode], metrics=metrics,
+                  goal_met=wall <= GOALS[mode], metrics=metrics, timing=timing,
                   main_job_goals=goals['goals'], pearson_epistemic=goals['pearson_epistemic'])
     everything = {}
     if osp.isfile(args.out):

@@ -145,3 +145,17 @@ def test_benchmark_tables_from_a_results_file():
     assert '| mIoU | 78.00 ± 0.50 | 77.50 · 78.50 |' in lines
     assert '| 10 | 0.2000 | 50.00 % |' in lines
     assert any('mean 0.0040, 90.0 % of it below 0.01' in line for line in lines)
+
+
+def test_readme_holds_the_benchmark_tables_of_the_committed_results():
+    """The README's student tables are the committed results file's, as
+    ``benchmarks/distillation.py --tables`` prints them: no figure typed by hand."""
+    import json
+    import os.path as osp
+
+    from mmseg_uncert.apis.distillation_report import benchmark_tables
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    with open(osp.join(root, 'benchmarks', 'results', 'distillation.json')) as f:
+        tables = '\n'.join(benchmark_tables(json.load(f)))
+    with open(osp.join(root, 'README.md')) as f:
+        assert tables in f.read()

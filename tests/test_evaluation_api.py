@@ -88,3 +88,5 @@ def test_maps_of_one_quantity_share_their_colour_scale():
     # both epistemic maps up to the ensemble's 0.2 * 0.995; the std its own 0.3 * 0.995
     assert tops[:3] == pytest.approx([0.199, 0.199, 0.2985])
     assert tops[3:] == [1.0, None]  # an all-zero map still gets a scale; a mask none
+    with pytest.raises(ValueError, match="only a map has a colour scale to share, not a 'mask'"):
+        Panel('mask', np.zeros((2, 2)), 'mask', scale='epistemic')

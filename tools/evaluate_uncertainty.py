@@ -31,7 +31,8 @@ pixels below 0.01 (a collapsed uncertainty head predicts ~0 everywhere).
 ``seconds_per_image`` in ``metrics.json`` is measured while the model is
 evaluated, one model after the other, so each carries whatever else the
 machine did meanwhile (the metrics' own work included). To compare models'
-speed, ``--time N`` times every model's ``test_step`` on the first N images,
+speed, ``--time N`` times every model's ``test_step`` on the first N images
+(at most ``--limit``),
 the models taking turns, median of 3 rounds
 (:func:`mmseg_uncert.apis.evaluation.time_test_steps`), into
 ``DIR/timing.json``; ``--time-only`` skips the metrics.
@@ -79,7 +80,8 @@ def parse_args() -> argparse.Namespace:
                         help='with --time: time the models, compute no metrics')
     args = parser.parse_args()
     if args.time < 0:
-        parser.error(f'--time takes a number of images >= 1, got {args.time}')
+        parser.error(f'--time takes a number of images (>= 1; 0 times nothing), '
+                     f'got {args.time}')
     if args.time_only and not args.time:
         parser.error('--time-only needs --time N (the images to time)')
     names = []
@@ -105,10 +107,12 @@ def time_models(args: argparse.Namespace, dataset) -> None:
     together and taking turns."""
     models = {name: init_uncertainty_model(config, checkpoint[0] if checkpoint else None)
               for name, config, *checkpoint in args.model}
-    seconds = time_test_steps(models, dataset, images=args.time, rounds=TIMING_ROUNDS)
+    # the evaluated images, no more: --limit bounds the timing too
+    images = min(args.time, args.limit or len(dataset), len(dataset))
+    seconds = time_test_steps(models, dataset, images=images, rounds=TIMING_ROUNDS)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(osp.join(args.out_dir, 'timing.json'), 'w') as f:
-        json.dump(dict(seconds_per_image=seconds, images=min(args.time, len(dataset)),
+        json.dump(dict(seconds_per_image=seconds, images=images,
                        rounds=TIMING_ROUNDS, threads=torch.get_num_threads()), f, indent=2)
     print('seconds per image (test_step, models taking turns, median of '
           f'{TIMING_ROUNDS} rounds): '

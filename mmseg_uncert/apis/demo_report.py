@@ -57,19 +57,19 @@ def _metrics(run: DemoRun, split: str, name: str) -> dict:
         return json.load(f)
 
 
-def side_by_side_seconds(run: DemoRun) -> dict[str, float] | None:
-    """Seconds per image of each model from ``eval/timing/timing.json``, or
-    None where the run has no such file."""
+def side_by_side_timing(run: DemoRun) -> dict | None:
+    """``eval/timing/timing.json`` (each model's seconds per image, with the
+    images and rounds timed), or None where the run has no such file."""
     path = osp.join(run.work_dir, 'eval', 'timing', 'timing.json')
     if not osp.isfile(path):
         return None
     with open(path) as f:
-        seconds = json.load(f)['seconds_per_image']
-    missing = [name for _, name in ROWS if name not in seconds]
+        timing = json.load(f)
+    missing = [name for _, name in ROWS if name not in timing['seconds_per_image']]
     if missing:
-        raise KeyError(f'{path} has no timing of {missing} (it times {sorted(seconds)}); '
-                       f'rerun step 5 of the demo')
-    return seconds
+        raise KeyError(f'{path} has no timing of {missing} (it times '
+                       f'{sorted(timing["seconds_per_image"])}); rerun step 5 of the demo')
+    return timing
 
 
 def epistemic_correlation(run: DemoRun) -> float | None:
@@ -138,15 +138,17 @@ def write_demo_report(run: DemoRun) -> str:
     from ..visualization import plot_reliability_diagrams, plot_risk_coverage_curves
     summaries = {name: summarise(label, _metrics(run, 'val', name), _metrics(run, 'ood', name))
                  for label, name in ROWS}
-    seconds = side_by_side_seconds(run)
-    if seconds is not None:
+    timing = side_by_side_timing(run)
+    if timing is not None:
         # the speed goal from the side-by-side timing, not from each model's
         # own evaluation pass (minutes apart, beside the metrics' work)
         for name, summary in summaries.items():
-            summary.seconds_per_image = seconds[name]
-    timing_note = ('the models timed side by side, taking turns, median of 3 rounds '
-                   '(`eval/timing/timing.json`)' if seconds is not None else
-                   "each model timed during its own evaluation")
+            summary.seconds_per_image = timing['seconds_per_image'][name]
+        timing_note = (f"the models timed side by side, taking turns over "
+                       f"{timing['images']} val images, median of {timing['rounds']} "
+                       f"rounds (`eval/timing/timing.json`)")
+    else:
+        timing_note = 'each model timed during its own evaluation'
     pearson = epistemic_correlation(run)
     goals = check_goals(summaries['ensemble'], summaries['member_0'], summaries['student'],
                         pearson, run.members)

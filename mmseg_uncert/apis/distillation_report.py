@@ -19,7 +19,9 @@ class ModelSummary:
     Attributes:
         name: the model's row name.
         miou, ece: on val.
-        seconds_per_image: the forward pass alone, on val.
+        seconds_per_image: ``test_step`` alone, on val (see
+            :func:`~mmseg_uncert.apis.evaluation.time_test_steps` for a
+            side-by-side timing).
         auroc: ``{task: {score: AUROC}}`` for the tasks of :data:`TASKS`.
     """
     name: str
@@ -172,7 +174,11 @@ def benchmark_tables(result: dict, recipe: str = 'student decomposition') -> lis
     collapse = result.get('forum_collapse')
     if collapse:
         teacher = collapse['teacher']
-        lines += ['', "The forum baseline's per-class predictions over training; the teacher's "
+        lines += ['', "The forum baseline's per-class predictions over training (the forum "
+                  "thread the product grew from: one sigmoid channel per class regressing that "
+                  "class's spread across the members, MSE averaged over every channel and pixel; "
+                  "same student start and schedule, no patches; on the first val images at every "
+                  "fifth of the schedule); the teacher's "
                   f"per-class spread on the same pixels has mean {teacher['mean']:.4f}, "
                   f"{100 * teacher['fraction_below_0_01']:.1f} % of it below 0.01:", '',
                   '| iteration | mean prediction | fraction below 0.01 |', '| --- | --- | --- |']

@@ -32,6 +32,9 @@ class Panel:
         if self.kind not in KINDS:
             raise ValueError(f'panel {self.title!r}: kind {self.kind!r} is not '
                              f'one of {KINDS}')
+        if self.scale is not None and self.kind != 'map':
+            raise ValueError(f'panel {self.title!r}: only a map has a colour scale to '
+                             f'share, not a {self.kind!r} (scale={self.scale!r})')
 
 
 def colorize_labels(label: np.ndarray, palette: Sequence[Sequence[int]],
