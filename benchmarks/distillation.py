@@ -293,7 +293,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.tables:
         from mmseg_uncert.apis.distillation_report import benchmark_tables
-        print('\n'.join(benchmark_tables(json.load(open(args.out)))))
+        with open(args.out) as f:
+            print('\n'.join(benchmark_tables(json.load(f))))
         return
     import mmseg_uncert  # noqa: F401
     from mmseg_uncert.apis.distillation_report import check_goals, summarise

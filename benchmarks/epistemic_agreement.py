@@ -108,11 +108,12 @@ def main() -> None:
     torch.manual_seed(0)
     members = {name: members_of(ens_dir, SEEDS[name], args.data_root)
                for name, ens_dir in (('A', args.ensemble_a), ('B', args.ensemble_b))}
-    models = {}
+    models, seeds = {}, {}
     with mmseg_scope():
         for name, ms in members.items():
             models[f'ensemble {name}'] = MODELS.build(dict(type='EnsembleSegmentor', members=[
                 dict(config=m['config'], checkpoint=m['checkpoint']) for m in ms])).eval()
+            seeds[f'ensemble {name}'] = [m['seed'] for m in ms]
     if args.student:
         models['student of A'] = init_uncertainty_model(*args.student)
     metrics, maps = {}, {}
@@ -125,16 +126,16 @@ def main() -> None:
                                         name=f'{name} on {split}')
             metrics[name][split] = evaluation.metrics
             maps[name][split] = evaluation.maps['epistemic']
-    ensembles = {}
+    figures = {}
     for name in models:
         summary = summarise(name, metrics[name]['val'], metrics[name]['ood'])
         ood = summary.auroc['ood']
-        ensembles[name] = dict(
+        figures[name] = dict(
             mIoU=summary.miou, ECE=summary.ece,
             best_misclassification=summary.best('misclassification'),
             ood_auroc_epistemic=ood.get('epistemic'), ood_auroc_aleatoric=ood.get('aleatoric'))
-        if name.startswith('ensemble'):
-            ensembles[name]['seeds'] = [m['seed'] for m in members[name[-1]]]
+        if name in seeds:
+            figures[name]['seeds'] = seeds[name]
     pairs = {'ensemble A vs ensemble B': correlations(maps, 'ensemble A', 'ensemble B')}
     if args.student:
         for other in ('ensemble A', 'ensemble B'):
@@ -143,7 +144,7 @@ def main() -> None:
                   torch_threads=torch.get_num_threads(), members=MEMBERS, iters=ITERS,
                   member_options=OPTIONS, images_per_split=args.limit or 'all',
                   student=osp.basename(args.student[1]) if args.student else None,
-                  models=ensembles, epistemic_correlation=pairs)
+                  models=figures, epistemic_correlation=pairs)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(result, f, indent=2, default=float)

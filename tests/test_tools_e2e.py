@@ -251,6 +251,7 @@ def test_uncertainty_metric_on_the_ood_split(trained, tmp_path):
 @pytest.mark.parametrize('flags, message', [
     (['--time-only'], '--time-only needs --time N'),
     (['--time', '-1'], '--time takes a number of images (>= 1; 0 times nothing), got -1'),
+    (['--time', '5', '--time-only', '--save-maps', 'std'], '--time-only computes no metrics'),
 ])
 def test_evaluate_uncertainty_timing_flags_are_checked(trained, tmp_path, flags, message):
     proc = run_tool(['tools/evaluate_uncertainty.py', '--out-dir', str(tmp_path),

@@ -84,6 +84,9 @@ def parse_args() -> argparse.Namespace:
                      f'got {args.time}')
     if args.time_only and not args.time:
         parser.error('--time-only needs --time N (the images to time)')
+    if args.time_only and (args.save_maps or args.reference or args.reference_maps):
+        parser.error('--time-only computes no metrics: it cannot save maps or correlate '
+                     'them (drop --save-maps / --reference / --reference-maps, or --time-only)')
     names = []
     for spec in args.model:
         if len(spec) not in (2, 3):
