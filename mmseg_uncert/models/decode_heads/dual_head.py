@@ -1,23 +1,20 @@
 """A decode head with a second, uncertainty branch: the student's head."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.utils import resize
 from mmseg.registry import MODELS
-from mmseg.utils import ConfigType, SampleList
+from mmseg.structures import SegDataSample
+from mmseg.utils import ConfigType
 
-from .classifier_tap import take_tapped, tap_classifier
-
-#: heads whose classifier input the branch is tested to share
-SUPPORTED_HEADS = ('FCNHead', 'DepthwiseSeparableFCNHead', 'ASPPHead',
-                   'DepthwiseSeparableASPPHead', 'UPerHead', 'LRASPPHead', 'PSPHead',
-                   'SegformerHead')
-
+from .head_taps import ClassifierTap, HeadTap, MaskQueryTap, tap_head
 
 #: the branch's hidden 3x3 layer
 BRANCH_CONVS = {'conv': ConvModule, 'depthwise_separable': DepthwiseSeparableConvModule}
@@ -25,17 +22,27 @@ BRANCH_CONVS = {'conv': ConvModule, 'depthwise_separable': DepthwiseSeparableCon
 
 @MODELS.register_module()
 class DualHead(BaseModule):
-    """Any supported mmseg decode head plus an uncertainty branch.
+    """Any mmseg decode head plus an uncertainty branch.
 
-    The branch (3x3 conv-BN-ReLU, then 1x1 conv) reads the very features the
-    wrapped head's classifier reads, and outputs K channels named by
-    ``uncertainty_names`` (e.g. ``('std',)`` or ``('epistemic',
-    'aleatoric')``), decoded by ``loss_uncertainty``'s form (see
-    :class:`~mmseg_uncert.models.losses.UncertaintyRegressionLoss`). The
-    segmentation logits are the wrapped head's, unchanged. ``predict`` gives
-    C + K channels, which
+    The branch (3x3 conv-BN-ReLU, then 1x1 conv) reads the very per-pixel
+    features the wrapped head's prediction is made from, and outputs K
+    channels named by ``uncertainty_names`` (e.g. ``('std',)`` or
+    ``('epistemic', 'aleatoric')``), decoded by ``loss_uncertainty``'s form
+    (see :class:`~mmseg_uncert.models.losses.UncertaintyRegressionLoss`).
+    Where those features are is found from what the head has and does, not
+    from its type name (:func:`~.head_taps.tap_head`): the input of a
+    ``conv_seg`` classifier, K-Net's kernel features, MaskFormer's mask
+    embeddings, Segmenter's patch tokens. A head none of these fits is
+    refused with :class:`~.head_taps.UnsupportedHeadError` naming it and why.
+
+    The segmentation is the wrapped head's, unchanged: ``loss`` is the head's
+    own ``loss`` (auxiliary outputs and their losses included) and
+    ``predict`` its own ``predict``, with the K decoded maps, resized the way
+    the head resizes its logits, appended: C + K channels, which
     :class:`~mmseg_uncert.models.segmentors.UncertaintyEncoderDecoder` turns
-    into ``seg_logits`` and ``pred_uncertainty``; one network, one pass.
+    into ``seg_logits`` and ``pred_uncertainty``; one network, one pass. In a
+    cascade (OCRNet) the DualHead is the last stage, and takes the previous
+    stage's output as that stage would.
 
     Trained on its own (``loss``) only the segmentation loss applies; the
     uncertainty branch learns from a teacher in
@@ -43,18 +50,18 @@ class DualHead(BaseModule):
 
     Two switches decide what the branch sees and what it may change:
 
-    * ``read_probabilities`` also feeds the branch the classifier's softmax
-      (detached). An ensemble's spread is largely a function of where its mean
-      prediction is unsure, and the student's own prediction is distilled
-      from that mean, so handing it to the branch spares the branch
-      re-deriving it from the features.
+    * ``read_probabilities`` also feeds the branch the head's class
+      probabilities (detached). An ensemble's spread is largely a function of
+      where its mean prediction is unsure, and the student's own prediction
+      is distilled from that mean, so handing it to the branch spares the
+      branch re-deriving it from the features.
     * ``feature_grad_scale`` is the share of the uncertainty loss's gradient
       that reaches the shared features (1 = all, 0 = stop-gradient): the
       branch's loss must not pull the features away from segmentation.
 
     Args:
-        head: the wrapped decode head config (one of :data:`SUPPORTED_HEADS`).
-        uncertainty_names: names of the K uncertainty channels.
+        head: the wrapped decode head config.
+        uncertainty_names: names of the K uncertainty channels (distinct).
         branch_channels: width of the branch's hidden layer.
         branch_conv: the hidden layer's 3x3 convolution, ``'conv'`` (dense)
             or ``'depthwise_separable'`` (depthwise 3x3 then pointwise 1x1,
@@ -63,7 +70,7 @@ class DualHead(BaseModule):
             the dense branch and 18 ms with this one, against 8 ms for the
             bare head and about 57 ms for the backbone.
         loss_uncertainty: the uncertainty loss; its form sets the outputs.
-        read_probabilities: also feed the branch the (detached) softmax.
+        read_probabilities: also feed the branch the (detached) probabilities.
         feature_grad_scale: share of the branch's gradient that reaches the
             shared features, in [0, 1].
     """
@@ -78,29 +85,30 @@ class DualHead(BaseModule):
                  feature_grad_scale: float = 1.0,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        head_type = head.get('type') if isinstance(head, dict) else None
-        if head_type not in SUPPORTED_HEADS:
-            raise TypeError(
-                f'DualHead cannot hook {head_type!r}: supported heads are '
-                f'{", ".join(SUPPORTED_HEADS)} (heads whose forward ends in '
-                f'one conv_seg classifier)')
-        if not uncertainty_names:
-            raise ValueError('DualHead: uncertainty_names is empty')
+        if isinstance(uncertainty_names, str) or not uncertainty_names:
+            raise ValueError(f'DualHead: uncertainty_names must be a non-empty '
+                             f'list of map names, got {uncertainty_names!r}')
+        duplicated = sorted({n for n in uncertainty_names
+                             if list(uncertainty_names).count(n) > 1})
+        if duplicated:
+            raise ValueError(f'DualHead: uncertainty_names names {duplicated} more '
+                             f'than once; each channel needs its own name')
         if not 0.0 <= feature_grad_scale <= 1.0:
             raise ValueError(f'DualHead: feature_grad_scale must lie in [0, 1], '
                              f'got {feature_grad_scale}')
-        self.read_probabilities = read_probabilities
-        self.feature_grad_scale = float(feature_grad_scale)
-        self.head = MODELS.build(head)
-        conv_seg = tap_classifier(self.head, 'DualHead')
-        self.loss_uncertainty = MODELS.build(loss_uncertainty)
-        self.uncertainty_names = tuple(uncertainty_names)
-        outputs = len(self.uncertainty_names) * self.loss_uncertainty.outputs_per_channel
         if branch_conv not in BRANCH_CONVS:
             raise ValueError(f'DualHead: branch_conv must be one of {tuple(BRANCH_CONVS)}, '
                              f'got {branch_conv!r}')
-        in_channels = conv_seg.in_channels + (self.head.num_classes if read_probabilities
-                                              else 0)
+        self.read_probabilities = read_probabilities
+        self.feature_grad_scale = float(feature_grad_scale)
+        self.head = MODELS.build(head)
+        _check_decode_head(self.head, head)
+        self.tap: HeadTap = tap_head(self.head, 'DualHead')
+        self.loss_uncertainty = MODELS.build(loss_uncertainty)
+        self.uncertainty_names = tuple(uncertainty_names)
+        outputs = len(self.uncertainty_names) * self.loss_uncertainty.outputs_per_channel
+        in_channels = self.tap.feature_channels + (self.head.num_classes
+                                                   if read_probabilities else 0)
         self.uncertainty_branch = nn.Sequential(
             BRANCH_CONVS[branch_conv](
                 in_channels, branch_channels, 3, padding=1,
@@ -115,21 +123,38 @@ class DualHead(BaseModule):
 
     @property
     def feature_channels(self) -> int:
-        """Channels of the features the classifier (and the branch) read."""
-        return self.head.conv_seg.in_channels
+        """Channels of the features the prediction (and the branch) read."""
+        return self.tap.feature_channels
 
-    def forward_with_uncertainty(self, inputs: Sequence[Tensor]
+    def _tapped(self, inputs: Sequence[Tensor], output: object = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """Class scores (B, C, h, w), raw uncertainty outputs and features
+        (B, F, h, w) of the head's forward just run."""
+        feature, scores = self.tap.take(inputs)
+        if output is not None and isinstance(self.tap, ClassifierTap):
+            self.tap.check_output(output, scores)
+        return scores, self.uncertainty_branch(self._branch_input(scores, feature)), feature
+
+    def forward_with_uncertainty(self, inputs: Sequence[Tensor], *prev: Tensor,
+                                 batch_img_metas: list[dict] | None = None
                                  ) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits (B, C, h, w), raw uncertainty outputs and the shared
-        features (B, F, h, w) the classifier read."""
-        logits = self.head(inputs)
-        if not isinstance(logits, Tensor):
-            raise TypeError(f'DualHead: {type(self.head).__name__} returns '
-                            f'{type(logits).__name__}, not one tensor')
-        feature = take_tapped(self.head.conv_seg, 'DualHead')
-        return logits, self.uncertainty_branch(self._branch_input(logits, feature)), feature
+        """Class scores (B, C, h, w) of the prediction, raw uncertainty
+        outputs and the shared features (B, F, h, w), without a loss (e.g.
+        on unlabelled images). ``prev`` is a cascade's previous output; query
+        heads (MaskFormer) need ``batch_img_metas``."""
+        self.tap.clear()
+        if isinstance(self.tap, MaskQueryTap):
+            if batch_img_metas is None:
+                raise ValueError(f'DualHead: {type(self.head).__name__} needs the '
+                                 f'image metas (batch_img_metas) for its forward')
+            samples = [SegDataSample(metainfo=dict(m, batch_input_shape=m['img_shape']))
+                       for m in batch_img_metas]
+            output = self.head(inputs, samples)
+        else:
+            output = self.head(inputs, *prev)
+        return self._tapped(inputs, output)
 
-    def _branch_input(self, logits: Tensor, feature: Tensor) -> Tensor:
+    def _branch_input(self, scores: Tensor, feature: Tensor) -> Tensor:
         scale = self.feature_grad_scale
         if scale == 0.0:
             x = feature.detach()
@@ -139,24 +164,65 @@ class DualHead(BaseModule):
         else:
             x = feature
         if self.read_probabilities:
-            x = torch.cat([x, logits.detach().softmax(1)], 1)
+            prob = scores.detach().softmax(1)
+            if prob.shape[2:] != x.shape[2:]:
+                prob = resize(prob, x.shape[2:], mode='bilinear',
+                              align_corners=self.align_corners)
+            x = torch.cat([x, prob.to(x.dtype)], 1)
         return x
 
-    def forward(self, inputs: Sequence[Tensor]) -> Tensor:
-        """(B, C + K, h, w): the logits then the decoded uncertainty maps."""
-        logits, raw, _ = self.forward_with_uncertainty(inputs)
-        return torch.cat([logits, self.loss_uncertainty.decode(raw)], 1)
+    def forward(self, inputs: Sequence[Tensor], *prev: Tensor,
+                batch_img_metas: list[dict] | None = None) -> Tensor:
+        """(B, C + K, h, w): the class scores then the decoded uncertainty maps."""
+        scores, raw, _ = self.forward_with_uncertainty(
+            inputs, *prev, batch_img_metas=batch_img_metas)
+        maps = self.loss_uncertainty.decode(raw)
+        if maps.shape[2:] != scores.shape[2:]:
+            maps = resize(maps, scores.shape[2:], mode='bilinear',
+                          align_corners=self.align_corners)
+        return torch.cat([scores, maps.to(scores.dtype)], 1)
 
-    def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
-             train_cfg: ConfigType) -> dict[str, Tensor]:
-        """The wrapped head's segmentation loss (no teacher here). The branch
-        joins the graph with weight 0, so that DDP finds every parameter used."""
-        logits, raw, _ = self.forward_with_uncertainty(inputs)
-        losses = self.head.loss_by_feat(logits, batch_data_samples)
+    def loss_and_outputs(self, inputs: Sequence[Tensor], *args: Any
+                         ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+        """The wrapped head's own ``loss(inputs, [prev_output,]
+        batch_data_samples, train_cfg)``, and the class scores, raw
+        uncertainty outputs and features of that same forward."""
+        self.tap.clear()
+        losses = self.head.loss(inputs, *args)
+        scores, raw, feature = self._tapped(inputs)
+        return losses, scores, raw, feature
+
+    def loss(self, inputs: Sequence[Tensor], *args: Any) -> dict[str, Tensor]:
+        """The wrapped head's segmentation loss (no teacher here); arguments
+        as the head's ``loss``. The branch joins the graph with weight 0, so
+        that DDP finds every parameter used."""
+        losses, _, raw, _ = self.loss_and_outputs(inputs, *args)
         first = next(key for key in losses if 'loss' in key)
         losses[first] = losses[first] + 0.0 * raw.sum()
         return losses
 
-    def predict(self, inputs: Sequence[Tensor], batch_img_metas: list[dict],
-                test_cfg: ConfigType) -> Tensor:
-        return self.head.predict_by_feat(self.forward(inputs), batch_img_metas)
+    def predict(self, inputs: Sequence[Tensor], *args: Any) -> Tensor:
+        """The wrapped head's own ``predict(inputs, [prev_output,]
+        batch_img_metas, test_cfg)`` (B, C, H, W), then the K decoded maps
+        resized to the same size: (B, C + K, H, W)."""
+        self.tap.clear()
+        seg_logits = self.head.predict(inputs, *args)
+        _, raw, _ = self._tapped(inputs)
+        maps = resize(self.loss_uncertainty.decode(raw), seg_logits.shape[2:],
+                      mode='bilinear', align_corners=self.align_corners)
+        return torch.cat([seg_logits, maps.to(seg_logits.dtype)], 1)
+
+
+def _check_decode_head(head: nn.Module, cfg: ConfigType) -> None:
+    """An mmseg decode head: what segmentors call (``loss``, ``predict``,
+    ``num_classes``), e.g. a ``BaseDecodeHead`` or mmseg's MaskFormer heads."""
+    if isinstance(head, BaseDecodeHead):
+        return
+    missing = [name for name in ('loss', 'predict', 'num_classes', 'align_corners')
+               if not hasattr(head, name)]
+    if missing:
+        raise TypeError(
+            f'DualHead: head (type={cfg.get("type") if isinstance(cfg, dict) else cfg!r}) '
+            f'is not an mmseg decode head: it has no {", ".join(missing)}; give a '
+            f'decode head config (a BaseDecodeHead subclass, e.g. '
+            f'dict(type="FCNHead", ...)) as DualHead\'s head')

@@ -4,9 +4,10 @@ from .mc_dropout_segmentor import MCDropoutSegmentor, dropout_layers
 from .members import build_member, load_config, mmseg_scope
 from .predictive_segmentor import PredictiveSegmentor
 from .proda_segmentor import ProDASegmentor
-from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder
+from .uncertainty_cascade_encoder_decoder import UncertaintyCascadeEncoderDecoder
+from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder, final_head
 
-__all__ = ['EnsembleDistiller', 'build_teacher', 'EnsembleSegmentor', 'MCDropoutSegmentor', 'PredictiveSegmentor',
-           'ProDASegmentor',            'UncertaintyEncoderDecoder',
-           'build_member', 'dropout_layers', 'load_config',
-           'mmseg_scope']
+__all__ = ['EnsembleDistiller', 'build_teacher', 'EnsembleSegmentor', 'MCDropoutSegmentor',
+           'PredictiveSegmentor', 'ProDASegmentor', 'UncertaintyCascadeEncoderDecoder',
+           'UncertaintyEncoderDecoder', 'build_member', 'dropout_layers', 'final_head',
+           'load_config', 'mmseg_scope']

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+
 from mmengine.structures import PixelData
 
 from mmseg.models.utils import resize
@@ -20,7 +22,7 @@ from ..data_preprocessors import image_mask, source_target_preprocessor
 
 from ..decode_heads.dirichlet_head import DirichletHead
 from ..decode_heads.dual_head import DualHead
-from ..decode_heads.classifier_tap import pop_tapped, take_tapped, tap_classifier
+from ..decode_heads.head_taps import HeadTap, MaskQueryTap, tap_head
 from ..frozen import FrozenChildren
 from ..losses.pairwise_kd_loss import affinity
 from ..precision import at_least_float32
@@ -28,7 +30,7 @@ from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
 from .ensemble_segmentor import normalisation_of
 from .members import mmseg_scope
 from .predictive_segmentor import PredictiveSegmentor
-from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder
+from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder, final_head
 
 #: teacher maps ``class_std/<c>``: the members' spread of class c's probability
 CLASS_STD = 'class_std'
@@ -149,12 +151,13 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                              test_cfg=test_cfg,
                              data_preprocessor=source_target_preprocessor(data_preprocessor),
                              pretrained=pretrained, init_cfg=init_cfg)
-        self.with_uncertainty = isinstance(self.decode_head, DualHead)
-        self.with_dirichlet = isinstance(self.decode_head, DirichletHead)
+        self.with_uncertainty = isinstance(self.final_decode_head, DualHead)
+        self.with_dirichlet = isinstance(self.final_decode_head, DirichletHead)
         if not self.with_uncertainty:
-            # a plain head: its classifier's input is the student's feature
-            # (read only by pair-wise KD and feature mimic)
-            tap_classifier(self._segmentation_head(), 'EnsembleDistiller')
+            # a plain head: the features its prediction is made from are the
+            # student's (read by pair-wise KD and feature mimic)
+            self.student_tap: HeadTap = tap_head(self._segmentation_head(),
+                                                 'EnsembleDistiller')
         model = build_teacher(teacher)
         if model.num_classes != self.num_classes:
             raise ValueError(
@@ -172,7 +175,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         # a DirichletHead's maps follow from its logits: no target to regress
         self.uncertainty_targets = {
             name: targets.get(name, name)
-            for name in (self.decode_head.uncertainty_names if self.with_uncertainty
+            for name in (self.final_decode_head.uncertainty_names if self.with_uncertainty
                          else ())}
         per_class = [f'{CLASS_STD}/{c}' for c in range(self.num_classes)]
         unknown = sorted(set(self.uncertainty_targets.values())
@@ -187,10 +190,12 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             self.kd_loss = MODELS.build(kd_loss) if kd_loss else None
             self.pairwise_loss = MODELS.build(pairwise_loss) if pairwise_loss else None
             self.mimic_loss = None
-            self._teacher_classifiers = []
+            self._teacher_taps: list[HeadTap] = []
             if pairwise_loss or mimic_loss:
-                self._teacher_classifiers = [
-                    tap_classifier(member.decode_head, 'EnsembleDistiller teacher')
+                # any architecture: pair-wise KD compares affinities on the
+                # student's grid, and mimic adapts channels and resolution
+                self._teacher_taps = [
+                    tap_head(final_head(member), 'EnsembleDistiller teacher')
                     for member in _teacher_models(model)]
                 if any(m.test_cfg.get('mode', 'whole') != 'whole'
                        for m in _teacher_models(model)):
@@ -198,13 +203,13 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                                      'mimic need the teacher in whole-image '
                                      "inference (test_cfg mode='whole')")
             if mimic_loss:
-                channels = {c.in_channels for c in self._teacher_classifiers}
+                channels = {t.feature_channels for t in self._teacher_taps}
                 if len(channels) != 1:
                     raise ValueError(f'EnsembleDistiller: feature mimic needs '
                                      f'teacher members with equal feature '
                                      f'channels, got {sorted(channels)}')
                 self.mimic_loss = MODELS.build(dict(
-                    mimic_loss, student_channels=self._feature_channels(),
+                    mimic_loss, student_channels=self._student_feature_channels(),
                     teacher_channels=channels.pop()))
         self.teacher_autocast = teacher_autocast
         if not 0.0 <= pseudo_label_threshold < 1.0:
@@ -212,6 +217,45 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                              f'[0, 1), got {pseudo_label_threshold}')
         self.pseudo_label_threshold = pseudo_label_threshold
         self.student_init = student_init
+
+    def _init_decode_head(self, decode_head: ConfigType | list) -> None:
+        """One head, or a list of heads: a cascade (OCRNet), built as mmseg's
+        CascadeEncoderDecoder builds it; the last stage gives the prediction."""
+        if not isinstance(decode_head, (list, tuple)):
+            super()._init_decode_head(decode_head)
+            self.num_stages = 1
+            return
+        self.num_stages = len(decode_head)
+        self.decode_head = nn.ModuleList(MODELS.build(h) for h in decode_head)
+        self.align_corners = self.decode_head[-1].align_corners
+        self.num_classes = self.decode_head[-1].num_classes
+        self.out_channels = self.decode_head[-1].out_channels
+
+    @property
+    def final_decode_head(self) -> nn.Module:
+        """The head that gives the prediction (a cascade's last stage)."""
+        return final_head(self)
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        if self.num_stages == 1:
+            return super().encode_decode(inputs, batch_img_metas)
+        x = self.extract_feat(inputs)
+        prev, _ = self._earlier_stages(x)
+        return self.decode_head[-1].predict(x, *prev, batch_img_metas, self.test_cfg)
+
+    def _earlier_stages(self, x: Sequence[Tensor], data_samples: SampleList | None = None
+                        ) -> tuple[tuple[Tensor, ...], dict[str, Tensor]]:
+        """A cascade's stages before the last: the previous output the last
+        stage reads, and (given labels) their losses, as mmseg computes them."""
+        prev: tuple[Tensor, ...] = ()
+        losses: dict[str, Tensor] = {}
+        stages = self.decode_head[:-1] if self.num_stages > 1 else []
+        for i, stage in enumerate(stages):
+            if data_samples is not None:
+                losses.update(add_prefix(stage.loss(x, *prev, data_samples, self.train_cfg),
+                                         f'decode_{i}'))
+            prev = (stage.forward(x, *prev), )
+        return prev, losses
 
     def init_weights(self) -> None:
         """mmengine's initialisation, then :attr:`student_init`'s weights."""
@@ -221,8 +265,9 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
 
     def load_student_init(self, path: str) -> None:
         """Copy a plain segmentor's weights into the student: ``decode_head.X``
-        becomes ``decode_head.head.X`` under a DualHead or DirichletHead. Every student weight
-        but the uncertainty branch's must be found, with its shape."""
+        becomes ``decode_head.head.X`` under a DualHead or DirichletHead (in
+        a cascade, the last stage's ``decode_head.<n>.X``). Every student
+        weight but the uncertainty branch's must be found, with its shape."""
         from mmengine.runner import CheckpointLoader
         if not osp.isfile(path):
             raise FileNotFoundError(f'EnsembleDistiller: student_init checkpoint {path} '
@@ -230,14 +275,17 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
         source = checkpoint.get('state_dict', checkpoint)
         own = self.state_dict()
-        fresh = ('decode_head.uncertainty_branch.', 'decode_head.loss_uncertainty.',
-                 'decode_head.loss_distribution.')
+        final = ('decode_head.' if self.num_stages == 1
+                 else f'decode_head.{self.num_stages - 1}.')
+        fresh = tuple(final + part for part in ('uncertainty_branch.', 'loss_uncertainty.',
+                                                'loss_distribution.'))
+        wrapped = self._segmentation_head() is not self.final_decode_head
         loaded, missing = {}, []
         for key, value in own.items():
             if key.startswith(fresh):
                 continue
-            theirs = (key.replace('decode_head.head.', 'decode_head.', 1)
-                      if self._segmentation_head() is not self.decode_head else key)
+            theirs = (key.replace(final + 'head.', final, 1)
+                      if wrapped and key.startswith(final + 'head.') else key)
             if theirs not in source or source[theirs].shape != value.shape:
                 missing.append(theirs)
             else:
@@ -271,18 +319,24 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                     tempered = q if tempered is None else tempered.add_(q)
                 if self.with_dirichlet:
                     # EnD² needs the members only through their mean log-probability
-                    log_prob = self.decode_head.loss_distribution.log_prob(prob)
+                    log_prob = self.final_decode_head.loss_distribution.log_prob(prob)
                     log_prob_sum = (log_prob if log_prob_sum is None
                                     else log_prob_sum.add_(log_prob))
-                if self._teacher_classifiers:
-                    # the one member that just ran left its features
-                    fired = [f for f in map(pop_tapped, self._teacher_classifiers)
-                             if f is not None]
-                    feature = at_least_float32(fired[-1])
+                if self._teacher_taps:
+                    # the member that just ran left its features (an MC
+                    # dropout teacher: its one model, every pass)
+                    taps = self._teacher_taps
+                    feature, _ = taps[(count - 1) % len(taps)].take(
+                        image_size=inputs.shape[2:])
+                    feature = at_least_float32(feature)
                     if self.pairwise_loss is not None:
                         a = affinity(feature, grid)
                         affinity_sum = a if affinity_sum is None else affinity_sum.add_(a)
                     if self.mimic_loss is not None:
+                        if feature_sum is not None and feature.shape != feature_sum.shape:
+                            # members of other architectures: the first's grid
+                            feature = resize(feature, feature_sum.shape[2:],
+                                             mode='bilinear', align_corners=False)
                         feature_sum = (feature.clone() if feature_sum is None
                                        else feature_sum.add_(feature))
         maps = stats.decompose()
@@ -299,24 +353,63 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
     def _segmentation_head(self) -> nn.Module:
         """The mmseg decode head that gives the student's logits (the one a
         DualHead or DirichletHead wraps)."""
-        return (self.decode_head.head if self.with_uncertainty or self.with_dirichlet
-                else self.decode_head)
+        head = self.final_decode_head
+        return head.head if self.with_uncertainty or self.with_dirichlet else head
 
-    def _feature_channels(self) -> int:
-        return self._segmentation_head().conv_seg.in_channels
+    def _student_feature_channels(self) -> int:
+        return (self.final_decode_head.feature_channels if self.with_uncertainty
+                else self.student_tap.feature_channels)
 
-    def _student_forward(self, x: Sequence[Tensor]
-                         ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Logits, raw uncertainty outputs (None but for a DualHead) and the
-        features the student's classifier read."""
+    def _student_forward(self, x: Sequence[Tensor], data_samples: SampleList,
+                         with_loss: bool
+                         ) -> tuple[dict[str, Tensor], Tensor, Tensor | None, Tensor]:
+        """The student's segmentation losses (``with_loss``: the heads' own
+        ``loss``, a cascade's earlier stages and auxiliary outputs included;
+        else none), class scores (B, C, h, w), raw uncertainty outputs (None
+        but for a DualHead) and the features its prediction is made from."""
+        prev, losses = self._earlier_stages(x, data_samples if with_loss else None)
+        prefix = 'decode' if self.num_stages == 1 else f'decode_{self.num_stages - 1}'
+        head = self.final_decode_head
+        metas = [s.metainfo for s in data_samples]
+        raw = None
         if self.with_uncertainty:
-            return self.decode_head.forward_with_uncertainty(x)
-        head = self._segmentation_head()
-        logits = head(x)
-        return logits, None, take_tapped(head.conv_seg, 'EnsembleDistiller')
+            if with_loss:
+                own, logits, raw, feature = head.loss_and_outputs(
+                    x, *prev, data_samples, self.train_cfg)
+                losses.update(add_prefix(own, prefix))
+            else:
+                logits, raw, feature = head.forward_with_uncertainty(
+                    x, *prev, batch_img_metas=metas)
+            return losses, logits, raw, feature
+        self.student_tap.clear()
+        if self.with_dirichlet:
+            logits = head.forward_logits(x)
+            if with_loss:
+                losses.update(add_prefix(head.head.loss_by_feat(logits, data_samples),
+                                         prefix))
+            feature, _ = self.student_tap.take(x)
+            return losses, logits, raw, feature
+        if with_loss:
+            losses.update(add_prefix(head.loss(x, *prev, data_samples, self.train_cfg),
+                                     prefix))
+        elif isinstance(self.student_tap, MaskQueryTap):
+            head(x, [SegDataSample(metainfo=dict(m, batch_input_shape=m['img_shape']))
+                     for m in metas])
+        else:
+            head(x, *prev)
+        feature, logits = self.student_tap.take(x)
+        return losses, logits, raw, feature
 
-    def _head_loss(self, logits: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
-        return self._segmentation_head().loss_by_feat(logits, data_samples)
+    def _pseudo_label_loss(self, logits: Tensor, data_samples: SampleList
+                           ) -> dict[str, Tensor]:
+        """The head's loss on its prediction's scores (its ``loss_by_feat``),
+        for the teacher's labels on a target batch."""
+        head = self._segmentation_head()
+        if not isinstance(head, BaseDecodeHead):
+            raise TypeError(f'EnsembleDistiller: pseudo-labelled target batches need '
+                            f'a BaseDecodeHead student (its loss_by_feat on the class '
+                            f'scores); {type(head).__name__} is not one')
+        return head.loss_by_feat(logits, data_samples)
 
     def loss(self, inputs: Tensor | dict, data_samples: SampleList | dict
              ) -> dict[str, Tensor]:
@@ -329,8 +422,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         if not isinstance(inputs, dict):
             return self._distill(inputs, data_samples, pseudo_labels=False)
         x = self.extract_feat(inputs['source'])
-        logits, _, _ = self._student_forward(x)
-        losses = add_prefix(self._head_loss(logits, data_samples['source']), 'decode')
+        losses, *_ = self._student_forward(x, data_samples['source'], with_loss=True)
         target = self._distill(inputs['target'], data_samples['target'], pseudo_labels=True)
         losses.update(add_prefix(target, 'target'))
         return losses
@@ -338,9 +430,21 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
     def _distill(self, inputs: Tensor, data_samples: SampleList,
                  pseudo_labels: bool) -> dict[str, Tensor]:
         x = self.extract_feat(inputs)
-        logits, raw, feature = self._student_forward(x)
-        grid = self.pairwise_loss.grid(feature) if self.pairwise_loss else None
         metas = [s.metainfo for s in data_samples]
+        # CE needs labels; the teacher's targets are defined on every pixel
+        # of the image, labelled or not (only batch padding is left out), so
+        # that the student also learns where the teacher is unsure: ignored
+        # regions, pasted unknown patches, unlabelled images.
+        labelled = ['gt_sem_seg' in s for s in data_samples]
+        if any(labelled) and not all(labelled):
+            raise ValueError(
+                f'EnsembleDistiller: a batch mixes labelled and unlabelled images '
+                f'(e.g. {metas[labelled.index(False)].get("img_path", "?")} has no '
+                f'gt_sem_seg); load labels for all of them or for none')
+        labelled = all(labelled) and not pseudo_labels
+        losses, logits, raw, feature = self._student_forward(x, data_samples,
+                                                             with_loss=labelled)
+        grid = self.pairwise_loss.grid(feature) if self.pairwise_loss else None
         teacher = self._teacher_outputs(inputs, metas, grid)
         _check_finite(dict(prob=teacher['prob'], **{
             t: teacher['maps'][t] for t in set(self.uncertainty_targets.values())}), metas)
@@ -355,25 +459,16 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             keep = image_mask(metas, size, inputs.device)
             if self.pseudo_label_threshold > 0:
                 keep &= confidence >= self.pseudo_label_threshold
-            label = label.masked_fill(~keep, self.decode_head.ignore_index)
+            label = label.masked_fill(~keep, self.final_decode_head.ignore_index)
             kd_where = keep  # the KD keeps to the confident pixels
             data_samples = [SegDataSample(metainfo=m, gt_sem_seg=PixelData(data=l[None]))
                             for m, l in zip(metas, label)]
+            # CE of the prediction's scores against the teacher's labels
+            losses.update(add_prefix(self._pseudo_label_loss(logits, data_samples),
+                                     'decode'))
+            labelled = True
         size = inputs.shape[2:]
-        # CE needs labels; the teacher's targets are defined on every pixel
-        # of the image, labelled or not (only batch padding is left out), so
-        # that the student also learns where the teacher is unsure: ignored
-        # regions, pasted unknown patches, unlabelled images.
-        labelled = ['gt_sem_seg' in s for s in data_samples]
-        if any(labelled) and not all(labelled):
-            raise ValueError(
-                f'EnsembleDistiller: a batch mixes labelled and unlabelled images '
-                f'(e.g. {metas[labelled.index(False)].get("img_path", "?")} has no '
-                f'gt_sem_seg); load labels for all of them or for none')
-        labelled = all(labelled)
-        losses = {}
         if labelled:
-            losses.update(add_prefix(self._head_loss(logits, data_samples), 'decode'))
             if self.with_auxiliary_head:
                 losses.update(self._auxiliary_head_forward_train(x, data_samples))
             size = data_samples[0].gt_sem_seg.data.shape[1:]
@@ -387,13 +482,13 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             losses[f'distill.{self.kd_loss.loss_name}'] = self.kd_loss(
                 fit(logits), fit(teacher['prob']), image if kd_where is None else kd_where)
         if self.with_dirichlet:
-            loss_d = self.decode_head.loss_distribution
+            loss_d = self.final_decode_head.loss_distribution
             losses[f'distill.{loss_d.loss_name}'] = loss_d(
                 fit(logits), fit(teacher['mean_log_prob']),
                 image if kd_where is None else kd_where)
         if raw is not None:
             target = torch.stack([teacher['maps'][self.uncertainty_targets[name]]
-                                  for name in self.decode_head.uncertainty_names], 1)
+                                  for name in self.final_decode_head.uncertainty_names], 1)
             # compared at the branch's own resolution, the teacher's maps
             # averaged over each output cell: upsampling bins x channels raw
             # outputs to the label's size would cost more than the rest of
@@ -401,7 +496,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             cells = raw.shape[2:]
             target = F.interpolate(target, size=cells, mode='area')
             inside = F.interpolate(image[:, None].float(), size=cells, mode='area')[:, 0]
-            loss_u = self.decode_head.loss_uncertainty
+            loss_u = self.final_decode_head.loss_uncertainty
             losses[f'distill.{loss_u.loss_name}'] = loss_u(raw, target, inside > 0.5)
         if self.pairwise_loss is not None:
             losses[f'distill.{self.pairwise_loss.loss_name}'] = self.pairwise_loss(

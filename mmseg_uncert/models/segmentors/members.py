@@ -90,8 +90,9 @@ def build_member(spec: dict[str, Any] | str, role: str) -> tuple[nn.Module, dict
         meta = loaded.get('meta', {}) if isinstance(loaded, dict) else {}
         classes = (meta.get('dataset_meta') or {}).get('classes')
     model.eval()
-    head = getattr(model, 'decode_head', None)
-    num_classes = getattr(head, 'num_classes', None)
+    # EncoderDecoder and CascadeEncoderDecoder both set it (a cascade from
+    # its last stage)
+    num_classes = getattr(model, 'num_classes', None)
     return model, dict(num_classes=num_classes,
                        classes=tuple(classes) if classes else None,
                        source=source, checkpoint=checkpoint,
