@@ -100,7 +100,10 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
 
     Args:
         teacher: see :func:`build_teacher`.
-        backbone, decode_head (a DualHead), neck, auxiliary_head, train_cfg,
+        num_stages: a cascade's number of decode heads (as mmseg's
+            CascadeEncoderDecoder takes it; checked against the list).
+        backbone, decode_head (a DualHead, or a list whose last one is),
+            neck, auxiliary_head, train_cfg,
             test_cfg, data_preprocessor, pretrained, init_cfg: the student,
             as for mmseg's EncoderDecoder.
         kd_loss: the pixel-wise KD loss config, or None.
@@ -138,6 +141,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                  teacher_autocast: bool = False,
                  pseudo_label_threshold: float = 0.0,
                  student_init: str | None = None,
+                 num_stages: int | None = None,
                  neck: OptConfigType = None,
                  auxiliary_head: OptConfigType = None,
                  train_cfg: OptConfigType = None,
@@ -151,6 +155,9 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                              test_cfg=test_cfg,
                              data_preprocessor=source_target_preprocessor(data_preprocessor),
                              pretrained=pretrained, init_cfg=init_cfg)
+        if num_stages is not None and num_stages != self.num_stages:
+            raise ValueError(f'EnsembleDistiller: num_stages={num_stages} but decode_head '
+                             f'lists {self.num_stages} heads')
         self.with_uncertainty = isinstance(self.final_decode_head, DualHead)
         self.with_dirichlet = isinstance(self.final_decode_head, DirichletHead)
         if not self.with_uncertainty:
@@ -197,7 +204,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 self._teacher_taps = [
                     tap_head(final_head(member), 'EnsembleDistiller teacher')
                     for member in _teacher_models(model)]
-                if any(m.test_cfg.get('mode', 'whole') != 'whole'
+                if any((m.test_cfg or {}).get('mode', 'whole') != 'whole'
                        for m in _teacher_models(model)):
                     raise ValueError('EnsembleDistiller: pair-wise KD and feature '
                                      'mimic need the teacher in whole-image '
