@@ -260,3 +260,26 @@ def test_mimic_across_teachers_of_other_feature_channels_says_they_must_match():
                                                         r'members with equal feature channels, '
                                                         r'got \[128, 256\]'):
         MODELS.build(student)
+
+
+def test_a_cascade_student_deploys_alone():
+    """An OCRNet student distilled by EnsembleDistiller deploys as an
+    UncertaintyCascadeEncoderDecoder: its checkpoint loads strictly and the
+    predictions (logits and maps) are the distiller's."""
+    from mmseg_uncert.apis import deploy_model_config, student_state_dict
+    from mmseg_uncert.apis.head_coverage import distiller_model_cfg, student_model_cfg
+    model = bare_model_cfg('ocrnet/ocrnet_hr18s_4xb2-40k_cityscapes-512x1024.py')
+    distiller_cfg = distiller_model_cfg(student_model_cfg(model), 19)
+    distiller = build_model(distiller_cfg)
+    deployed_cfg = deploy_model_config(distiller_cfg)
+    assert deployed_cfg.type == 'UncertaintyCascadeEncoderDecoder'
+    deployed = build_model(deployed_cfg, seed=1)
+    deployed.load_state_dict(student_state_dict(distiller.state_dict()), strict=True)
+    distiller.eval(), deployed.eval()
+    inputs, samples = synthetic_batch(19, (64, 64))
+    with torch.no_grad():
+        ours = deployed.predict(inputs, copy.deepcopy(samples))
+        theirs = distiller.predict(inputs, copy.deepcopy(samples))
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a.seg_logits.data, b.seg_logits.data)
+        assert torch.equal(a.pred_uncertainty.epistemic, b.pred_uncertainty.epistemic)

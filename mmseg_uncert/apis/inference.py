@@ -40,8 +40,10 @@ def deploy_model_config(model_cfg: dict) -> ConfigDict:
 
     A training wrapper (:data:`TRAINING_WRAPPERS`) becomes an
     ``UncertaintyEncoderDecoder`` with the wrapper's EncoderDecoder arguments
-    (backbone, neck, heads, test_cfg, data preprocessor); any other model
-    config is returned unchanged.
+    (backbone, neck, heads, test_cfg, data preprocessor), or, for a cascade
+    student (a list of decode heads, e.g. OCRNet), an
+    ``UncertaintyCascadeEncoderDecoder``; any other model config is returned
+    unchanged.
     """
     model_cfg = ConfigDict(copy.deepcopy(dict(model_cfg)))
     if model_cfg.get('type') not in TRAINING_WRAPPERS:
@@ -51,6 +53,9 @@ def deploy_model_config(model_cfg: dict) -> ConfigDict:
     # a DualHead's maps come out through UncertaintyEncoderDecoder; a plain
     # head falls back to EncoderDecoder's post-processing there
     deployed.type = 'UncertaintyEncoderDecoder'
+    if isinstance(deployed.get('decode_head'), (list, tuple)):
+        deployed.type = 'UncertaintyCascadeEncoderDecoder'
+        deployed.num_stages = len(deployed.decode_head)
     deployed.train_cfg = None
     return deployed
 

@@ -30,8 +30,9 @@ from helpers.members import member_model_cfg, member_specs, save_member
 NUM_CLASSES = 5
 SIZE = (64, 128)
 #: the segmentors below, by type; inference-only ones have no training step
-SEGMENTORS = ('UncertaintyEncoderDecoder', 'EnsembleSegmentor',
-              'MCDropoutSegmentor', 'EnsembleDistiller', 'ProDASegmentor')
+SEGMENTORS = ('UncertaintyEncoderDecoder', 'UncertaintyCascadeEncoderDecoder',
+              'EnsembleSegmentor', 'MCDropoutSegmentor', 'EnsembleDistiller',
+              'ProDASegmentor')
 INFERENCE_ONLY = ('EnsembleSegmentor', 'MCDropoutSegmentor')
 
 
@@ -60,6 +61,13 @@ def build_segmentor(name: str, tmp_dir: str) -> nn.Module:
                                   loss_decode=dict(type='AttenuatedCrossEntropyLoss',
                                                    num_samples=3))
         cfg['type'] = name
+    elif name == 'UncertaintyCascadeEncoderDecoder':
+        # OCRNet's cascade on the member's features: FCN, then a DualHead'd OCR
+        ocr = dict(type='OCRHead', in_channels=576, in_index=0, channels=32,
+                   ocr_channels=16, num_classes=NUM_CLASSES, dropout_ratio=0.1,
+                   norm_cfg=dict(type='BN'))
+        cfg.update(type=name, num_stages=2,
+                   decode_head=[cfg['decode_head'], _dual_head(dict(decode_head=ocr))])
     elif name == 'EnsembleSegmentor':
         cfg = dict(type=name, members=member_specs(tmp_dir, 2, NUM_CLASSES))
     elif name == 'MCDropoutSegmentor':
