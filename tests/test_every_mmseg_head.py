@@ -218,10 +218,12 @@ def test_ensemble_over_mixed_architectures_and_a_cascade(mode, tmp_path):
         assert torch.allclose(sample.pred_uncertainty.total[0], total, atol=1e-4)
 
 
-def test_mc_dropout_over_a_cascade(tmp_path):
+@pytest.mark.parametrize('mode', ['whole', 'slide'])
+def test_mc_dropout_over_a_cascade(mode, tmp_path):
     """OCRNet's heads have dropout: T seeded passes with dropout on and BN in
     eval, averaged, equal the same passes run by hand."""
     model_cfg = _mixed_members()[3]['model']
+    model_cfg['test_cfg'] = dict(mode='whole')
     for head in model_cfg['decode_head']:
         head['dropout_ratio'] = 0.1  # the shipped HRNet-18s OCRNet has none
     model = build_model(model_cfg, seed=3)
@@ -230,7 +232,9 @@ def test_mc_dropout_over_a_cascade(tmp_path):
     with mmseg_scope():
         mc = MODELS.build(dict(type='MCDropoutSegmentor',
                                model=dict(model=model_cfg, checkpoint=path),
-                               num_samples=3, seed=5))
+                               num_samples=3, seed=5,
+                               test_cfg=None if mode == 'whole' else dict(
+                                   mode='slide', crop_size=(32, 32), stride=(24, 24))))
     mc.eval()
     inputs, samples = synthetic_batch(19, (48, 64))
     with torch.no_grad():
@@ -283,3 +287,71 @@ def test_a_cascade_student_deploys_alone():
     for a, b in zip(ours, theirs):
         assert torch.equal(a.seg_logits.data, b.seg_logits.data)
         assert torch.equal(a.pred_uncertainty.epistemic, b.pred_uncertainty.epistemic)
+
+
+def test_pseudo_labelled_targets_train_every_output_of_a_multi_output_head():
+    """Domain adaptation's distillation stage with a DANet student: on the
+    unlabelled target the head's own loss_by_feat sees all three outputs
+    (pam_cam, pam, cam), against the teacher's argmax labels; by hand with
+    the bare model and the same weights."""
+    from mmseg_uncert.apis.head_coverage import copy_into_student, tiny_teacher
+    head = dict(type='DAHead', in_channels=512, in_index=0, channels=16, pam_channels=8,
+                num_classes=5, dropout_ratio=0.0, norm_cfg=dict(type='BN'))
+    bare_cfg = ConfigDict(type='EncoderDecoder',
+                          backbone=dict(type='ResNetV1c', depth=18, out_indices=(3, )),
+                          decode_head=head)
+    cfg = ConfigDict(copy.deepcopy(bare_cfg.to_dict()))
+    cfg.update(type='EnsembleDistiller', teacher=[tiny_teacher(5, None)])
+    cfg['decode_head'] = dict(type='DualHead', head=head, uncertainty_names=('std', ))
+    distiller = build_model(cfg)
+    bare = build_model(bare_cfg, seed=1)
+    copy_into_student(bare, distiller)
+    source, source_samples = synthetic_batch(5, (64, 64), seed=1)
+    target, target_samples = synthetic_batch(5, (64, 64), seed=2)
+    for s in target_samples:
+        del s.gt_sem_seg
+    distiller.train(), bare.train()
+    losses = distiller.loss(dict(source=source, target=target),
+                            dict(source=source_samples, target=target_samples))
+    with torch.no_grad():
+        metas = [s.metainfo for s in target_samples]
+        labels = torch.stack(list(distiller.teacher.member_probabilities(target, metas))
+                             ).mean(0).argmax(1)
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    pseudo = [SegDataSample(metainfo=m, gt_sem_seg=PixelData(data=l[None]))
+              for m, l in zip(metas, labels)]
+    expected = bare.decode_head.loss_by_feat(bare.decode_head(bare.extract_feat(target)),
+                                             pseudo)
+    for key in ('pam_cam.loss_ce', 'pam.loss_ce', 'cam.loss_ce'):
+        assert torch.allclose(losses[f'target.decode.{key}'], expected[key], atol=1e-6), key
+
+
+def test_an_ensemble_reads_mask_queries_scores_as_probabilities():
+    """A Mask2Former member predicts semantic scores s >= 0, not logits:
+    the ensemble's p̄ is s / Σ_c s (here of its one member), not softmax(s)."""
+    model_cfg = bare_model_cfg('mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py')
+    with mmseg_scope():
+        ensemble = MODELS.build(dict(type='EnsembleSegmentor',
+                                     members=[dict(model=model_cfg, checkpoint=None)],
+                                     test_cfg=dict(mode='whole')))
+    ensemble.eval()
+    inputs, samples = synthetic_batch(150, (64, 64))
+    with torch.no_grad():
+        got = ensemble.predict(inputs, copy.deepcopy(samples))
+        s = ensemble.members[0].inference(inputs, [dict(x.metainfo) for x in samples])
+    assert float(s.min()) >= 0
+    for sample, scores in zip(got, s):
+        assert torch.allclose(sample.seg_logits.data.exp(), scores / scores.sum(0), atol=1e-6)
+
+
+def test_a_plain_head_student_deploys_as_a_plain_mmseg_model():
+    from mmseg_uncert.apis import deploy_model_config
+    plain = dict(type='EnsembleDistiller', teacher=[], backbone=dict(type='ResNetV1c'),
+                 decode_head=dict(type='FCNHead'))
+    assert deploy_model_config(plain).type == 'EncoderDecoder'
+    cascade = dict(plain, decode_head=[dict(type='FCNHead'), dict(type='OCRHead')])
+    assert deploy_model_config(cascade).type == 'CascadeEncoderDecoder'
+    assert deploy_model_config(cascade).num_stages == 2
+    dual = dict(plain, decode_head=[dict(type='FCNHead'), dict(type='DualHead')])
+    assert deploy_model_config(dual).type == 'UncertaintyCascadeEncoderDecoder'

@@ -31,6 +31,8 @@ TRAINING_WRAPPERS = ('EnsembleDistiller', 'ProDASegmentor')
 #: parameters)
 TRAINING_ONLY_PREFIXES = ('teacher.', 'distiller.', 'kd_loss.',
                           'pairwise_loss.', 'mimic_loss.')
+#: decode heads that predict named uncertainty maps beside the logits
+UNCERTAINTY_HEADS = ('DualHead', 'DirichletHead', 'HeteroscedasticHead')
 #: where other distillation code keeps the student (mmrazor: architecture.)
 STUDENT_PREFIXES = ('student.', 'architecture.')
 
@@ -50,12 +52,18 @@ def deploy_model_config(model_cfg: dict) -> ConfigDict:
         return model_cfg
     kept = set(inspect.signature(EncoderDecoder.__init__).parameters) - {'self'}
     deployed = ConfigDict({k: v for k, v in model_cfg.items() if k in kept})
-    # a DualHead's maps come out through UncertaintyEncoderDecoder; a plain
-    # head falls back to EncoderDecoder's post-processing there
-    deployed.type = 'UncertaintyEncoderDecoder'
-    if isinstance(deployed.get('decode_head'), (list, tuple)):
-        deployed.type = 'UncertaintyCascadeEncoderDecoder'
-        deployed.num_stages = len(deployed.decode_head)
+    heads = deployed.get('decode_head')
+    cascade = isinstance(heads, (list, tuple))
+    final = heads[-1] if cascade else heads
+    # a DualHead's (or other uncertainty head's) maps come out through the
+    # uncertainty segmentors; a plain head's student is a plain mmseg model
+    with_maps = isinstance(final, dict) and final.get('type') in UNCERTAINTY_HEADS
+    deployed.type = {(True, True): 'UncertaintyCascadeEncoderDecoder',
+                     (True, False): 'UncertaintyEncoderDecoder',
+                     (False, True): 'CascadeEncoderDecoder',
+                     (False, False): 'EncoderDecoder'}[with_maps, cascade]
+    if cascade:
+        deployed.num_stages = len(heads)
     deployed.train_cfg = None
     return deployed
 

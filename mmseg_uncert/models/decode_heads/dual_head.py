@@ -142,6 +142,14 @@ class DualHead(BaseModule):
         outputs and the shared features (B, F, h, w), without a loss (e.g.
         on unlabelled images). ``prev`` is a cascade's previous output; query
         heads (MaskFormer) need ``batch_img_metas``."""
+        return self.forward_all(inputs, *prev, batch_img_metas=batch_img_metas)[1:]
+
+    def forward_all(self, inputs: Sequence[Tensor], *prev: Tensor,
+                    batch_img_metas: list[dict] | None = None
+                    ) -> tuple[Any, Tensor, Tensor, Tensor]:
+        """As :meth:`forward_with_uncertainty`, with the wrapped head's whole
+        forward output first (auxiliary outputs included), which its
+        ``loss_by_feat`` takes."""
         self.tap.clear()
         if isinstance(self.tap, MaskQueryTap):
             if batch_img_metas is None:
@@ -152,7 +160,7 @@ class DualHead(BaseModule):
             output = self.head(inputs, samples)
         else:
             output = self.head(inputs, *prev)
-        return self._tapped(inputs, output)
+        return (output, *self._tapped(inputs, output))
 
     def _branch_input(self, scores: Tensor, feature: Tensor) -> Tensor:
         scale = self.feature_grad_scale

@@ -272,8 +272,7 @@ def tap_head(head: nn.Module, wrapper: str) -> HeadTap:
             f'{wrapper} cannot follow {name}: it classifies sampled points with a '
             f'Conv1d over point features (PointRend), and its prediction is the '
             f'previous stage\'s map with only those points re-classified, so no '
-            f'per-pixel feature map gives its scores; wrap the previous stage '
-            f'of the cascade instead')
+            f'per-pixel feature map gives its scores')
     for tap in TAPS:
         if tap.fits(head):
             return tap(head)

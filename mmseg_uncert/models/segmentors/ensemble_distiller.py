@@ -155,6 +155,10 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                              test_cfg=test_cfg,
                              data_preprocessor=source_target_preprocessor(data_preprocessor),
                              pretrained=pretrained, init_cfg=init_cfg)
+        if self.num_stages > 1 and isinstance(self.final_decode_head, DirichletHead):
+            raise TypeError('EnsembleDistiller: a DirichletHead cannot end a cascade (it '
+                            'does not pass the previous stage\'s output on); use a '
+                            'DualHead as the last stage')
         if num_stages is not None and num_stages != self.num_stages:
             raise ValueError(f'EnsembleDistiller: num_stages={num_stages} but decode_head '
                              f'lists {self.num_stages} heads')
@@ -256,13 +260,20 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         stage reads, and (given labels) their losses, as mmseg computes them."""
         prev: tuple[Tensor, ...] = ()
         losses: dict[str, Tensor] = {}
-        stages = self.decode_head[:-1] if self.num_stages > 1 else []
-        for i, stage in enumerate(stages):
+        for i, stage in enumerate(self._stages()):
             if data_samples is not None:
                 losses.update(add_prefix(stage.loss(x, *prev, data_samples, self.train_cfg),
                                          f'decode_{i}'))
             prev = (stage.forward(x, *prev), )
         return prev, losses
+
+    def _stages(self) -> list[nn.Module]:
+        """A cascade's heads before the last (none for one head)."""
+        return list(self.decode_head[:-1]) if self.num_stages > 1 else []
+
+    def _decode_prefix(self) -> str:
+        """The final head's loss prefix, as mmseg's segmentors name it."""
+        return 'decode' if self.num_stages == 1 else f'decode_{self.num_stages - 1}'
 
     def init_weights(self) -> None:
         """mmengine's initialisation, then :attr:`student_init`'s weights."""
@@ -373,9 +384,10 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         """The student's segmentation losses (``with_loss``: the heads' own
         ``loss``, a cascade's earlier stages and auxiliary outputs included;
         else none), class scores (B, C, h, w), raw uncertainty outputs (None
-        but for a DualHead) and the features its prediction is made from."""
+        but for a DualHead) and the features its prediction is made from.
+        Without a loss, the final head's whole forward output is kept for
+        :meth:`_pseudo_label_loss`."""
         prev, losses = self._earlier_stages(x, data_samples if with_loss else None)
-        prefix = 'decode' if self.num_stages == 1 else f'decode_{self.num_stages - 1}'
         head = self.final_decode_head
         metas = [s.metainfo for s in data_samples]
         raw = None
@@ -383,40 +395,43 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             if with_loss:
                 own, logits, raw, feature = head.loss_and_outputs(
                     x, *prev, data_samples, self.train_cfg)
-                losses.update(add_prefix(own, prefix))
+                losses.update(add_prefix(own, self._decode_prefix()))
             else:
-                logits, raw, feature = head.forward_with_uncertainty(
+                output, logits, raw, feature = head.forward_all(
                     x, *prev, batch_img_metas=metas)
+                self._student_outputs = output
             return losses, logits, raw, feature
         self.student_tap.clear()
         if self.with_dirichlet:
             logits = head.forward_logits(x)
             if with_loss:
                 losses.update(add_prefix(head.head.loss_by_feat(logits, data_samples),
-                                         prefix))
+                                         self._decode_prefix()))
+            self._student_outputs = logits
             feature, _ = self.student_tap.take(x)
             return losses, logits, raw, feature
         if with_loss:
             losses.update(add_prefix(head.loss(x, *prev, data_samples, self.train_cfg),
-                                     prefix))
+                                     self._decode_prefix()))
         elif isinstance(self.student_tap, MaskQueryTap):
-            head(x, [SegDataSample(metainfo=dict(m, batch_input_shape=m['img_shape']))
-                     for m in metas])
+            self._student_outputs = head(x, [SegDataSample(
+                metainfo=dict(m, batch_input_shape=m['img_shape'])) for m in metas])
         else:
-            head(x, *prev)
+            self._student_outputs = head(x, *prev)
         feature, logits = self.student_tap.take(x)
         return losses, logits, raw, feature
 
-    def _pseudo_label_loss(self, logits: Tensor, data_samples: SampleList
-                           ) -> dict[str, Tensor]:
-        """The head's loss on its prediction's scores (its ``loss_by_feat``),
-        for the teacher's labels on a target batch."""
+    def _pseudo_label_loss(self, data_samples: SampleList) -> dict[str, Tensor]:
+        """The final head's own ``loss_by_feat`` on its whole forward output
+        (auxiliary outputs included) of the batch just run, for the
+        teacher's labels on a target batch."""
         head = self._segmentation_head()
+        output = self.__dict__.pop('_student_outputs')
         if not isinstance(head, BaseDecodeHead):
             raise TypeError(f'EnsembleDistiller: pseudo-labelled target batches need '
-                            f'a BaseDecodeHead student (its loss_by_feat on the class '
-                            f'scores); {type(head).__name__} is not one')
-        return head.loss_by_feat(logits, data_samples)
+                            f'a BaseDecodeHead student (its loss_by_feat over its '
+                            f'outputs); {type(head).__name__} is not one')
+        return head.loss_by_feat(output, data_samples)
 
     def loss(self, inputs: Tensor | dict, data_samples: SampleList | dict
              ) -> dict[str, Tensor]:
@@ -470,9 +485,9 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             kd_where = keep  # the KD keeps to the confident pixels
             data_samples = [SegDataSample(metainfo=m, gt_sem_seg=PixelData(data=l[None]))
                             for m, l in zip(metas, label)]
-            # CE of the prediction's scores against the teacher's labels
-            losses.update(add_prefix(self._pseudo_label_loss(logits, data_samples),
-                                     'decode'))
+            # the head's own loss against the teacher's labels
+            losses.update(add_prefix(self._pseudo_label_loss(data_samples),
+                                     self._decode_prefix()))
             labelled = True
         size = inputs.shape[2:]
         if labelled:

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from mmseg.registry import MODELS
 
 from .members import build_member, mmseg_scope
-from .predictive_segmentor import PredictiveSegmentor, fresh_metas
+from .predictive_segmentor import PredictiveSegmentor, class_probabilities, fresh_metas
 
 _NORMALISATION_KEYS = ('mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr')
 
@@ -82,7 +82,8 @@ class EnsembleSegmentor(PredictiveSegmentor):
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:
         for member in self.members:
-            yield member.inference(inputs, fresh_metas(batch_img_metas)).softmax(1)
+            yield class_probabilities(
+                member, member.inference(inputs, fresh_metas(batch_img_metas)))
 
     def train(self, mode: bool = True) -> 'EnsembleSegmentor':
         """Members stay in eval (dropout off, BN statistics frozen)."""

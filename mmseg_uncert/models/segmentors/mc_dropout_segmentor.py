@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from mmseg.registry import MODELS
 
 from .members import build_member, mmseg_scope
-from .predictive_segmentor import PredictiveSegmentor, fresh_metas
+from .predictive_segmentor import PredictiveSegmentor, class_probabilities, fresh_metas
 
 
 def dropout_layers(model: nn.Module) -> list[nn.Module]:
@@ -104,7 +104,7 @@ class MCDropoutSegmentor(PredictiveSegmentor):
             try:
                 for _ in range(self.num_samples):
                     logits = self.model.inference(inputs, fresh_metas(batch_img_metas))
-                    yield logits.softmax(1)
+                    yield class_probabilities(self.model, logits)
             finally:
                 for layer in self._dropout:
                     layer.eval()

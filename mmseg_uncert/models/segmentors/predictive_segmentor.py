@@ -5,13 +5,15 @@ from abc import abstractmethod
 from typing import Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.utils import OptSampleList, SampleList
 
+from ..decode_heads.head_taps import MaskQueryTap
 from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
 from .postprocess import samples_with_uncertainty
+from .uncertainty_encoder_decoder import final_head
 
 
 class PredictiveSegmentor(BaseSegmentor):
@@ -87,6 +89,17 @@ class PredictiveSegmentor(BaseSegmentor):
         raise RuntimeError(
             f'{type(self).__name__} is for inference; train its model(s) on '
             f'their own (an ensemble with tools/train_ensemble.py)')
+
+
+def class_probabilities(model: nn.Module, logits: Tensor) -> Tensor:
+    """A member's class probabilities from what its ``inference`` gives:
+    softmax of the logits; for MaskFormer-style heads, whose prediction is
+    the semantic score s_c = Σ_q p_q(c)·m_q ≥ 0 rather than logits (see
+    :mod:`~mmseg_uncert.models.decode_heads.head_taps`), s / Σ_c s."""
+    if MaskQueryTap.fits(final_head(model)):
+        scores = logits.clamp_min(0)
+        return scores / scores.sum(1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+    return logits.softmax(1)
 
 
 def fresh_metas(batch_img_metas: list[dict]) -> list[dict]:

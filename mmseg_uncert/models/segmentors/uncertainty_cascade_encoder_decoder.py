@@ -9,7 +9,7 @@ from .uncertainty_encoder_decoder import UncertaintyOutputs
 
 @MODELS.register_module()
 class UncertaintyCascadeEncoderDecoder(UncertaintyOutputs, CascadeEncoderDecoder):
-    """mmseg's CascadeEncoderDecoder (OCRNet, PointRend) whose last stage is
+    """mmseg's CascadeEncoderDecoder (e.g. OCRNet) whose last stage is
     an uncertainty head, e.g. a
     :class:`~mmseg_uncert.models.decode_heads.DualHead` around OCRNet's
     ``OCRHead``: the earlier stages and training are mmseg's; predictions
