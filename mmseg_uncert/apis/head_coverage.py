@@ -250,7 +250,7 @@ def tiny_teacher(num_classes: int, data_preprocessor: dict | None) -> dict:
 
 def distiller_model_cfg(student: ConfigDict, num_classes: int) -> ConfigDict:
     """An EnsembleDistiller of ``student`` from :func:`tiny_teacher` (two
-    members), with pixel KD, the uncertainty regression, pair-wise KD and
+    members, seeded apart), with pixel KD, the uncertainty regression, pair-wise KD and
     feature mimic: every term that reads the student's head."""
     cfg = copy.deepcopy(student)
     cfg['type'] = 'EnsembleDistiller'
@@ -269,7 +269,7 @@ def check_head(head_type: str, path: str, root: str | None = None) -> dict[str, 
     what was measured: ``logits_equal`` (the student's predicted
     ``seg_logits`` against the bare model's), ``loss_equal`` (each of the
     bare model's training losses against the student's, auxiliary ones
-    included), ``channels`` (of the head's predict: C + K), ``maps`` (the
+    included), ``channels`` (C in ``seg_logits`` + K maps), ``maps`` (the
     names in ``pred_uncertainty``), ``distill_losses`` (the step's
     distillation terms, all finite) and ``branch_learns`` (the uncertainty
     branch got a gradient and changed in the optimiser step). A refused head
@@ -300,9 +300,8 @@ def check_head(head_type: str, path: str, root: str | None = None) -> dict[str, 
         with torch.no_grad():
             expected = seeded(bare.predict, inputs, copy.deepcopy(samples))
             got = seeded(student.predict, inputs, copy.deepcopy(samples))
-            # the final head's predict: C class channels then the K maps
-            channels = seeded(student.encode_decode, inputs,
-                              [dict(x.metainfo) for x in samples]).shape[1]
+        # C class channels then the K maps, as the data samples carry them
+        channels = got[0].seg_logits.data.shape[0] + len(got[0].pred_uncertainty.keys())
     except UnsupportedHeadError as error:
         return dict(result, status='refused', reason=_naming(head_type, error))
     bare.train(), student.train()
