@@ -253,7 +253,7 @@ def test_kd_and_uncertainty_cover_ignored_pixels_and_leave_padding_out(tmp_path)
     losses = model.loss(inputs, samples)
     with torch.no_grad():
         x = model.extract_feat(inputs)
-        _, logits, raw, _ = model._student_forward(x, samples, with_loss=False)
+        _, logits, raw, _, _ = model._student_forward(x, samples, with_loss=False)
         # KD at the label's size, the student's logits upsampled
         logits = torch.nn.functional.interpolate(logits, size=(64, 128), mode='bilinear',
                                                  align_corners=False)
@@ -361,7 +361,8 @@ def test_per_class_spread_targets_of_the_forum_baseline(tmp_path):
     inputs, samples = _batch(9)
     losses = model.loss(inputs, samples)
     with torch.no_grad():
-        _, _, raw, _ = model._student_forward(model.extract_feat(inputs), samples, with_loss=False)
+        _, _, raw, _, _ = model._student_forward(model.extract_feat(inputs), samples,
+                                                  with_loss=False)
         stats = PredictiveStatistics()
         for prob in model.teacher.member_probabilities(inputs, [s.metainfo for s in samples]):
             stats.add(prob)

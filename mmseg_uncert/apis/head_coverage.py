@@ -188,27 +188,6 @@ def build_model(model: ConfigDict, seed: int = 0) -> nn.Module:
         return MODELS.build(model)
 
 
-def copy_into_student(bare: nn.Module, student: nn.Module) -> None:
-    """Load a bare model's weights into its student (``decode_head.X`` is
-    ``decode_head.head.X``, or in a cascade ``decode_head.<n>.head.X``);
-    every weight but the uncertainty branch's must be found."""
-    theirs = bare.state_dict()
-    own = student.state_dict()
-    stages = len(student.decode_head) if isinstance(student.decode_head, nn.ModuleList) else 0
-    final = f'decode_head.{stages - 1}.' if stages else 'decode_head.'
-    mapped = {}
-    for key in own:
-        source = key.replace(final + 'head.', final, 1)
-        if source in theirs:
-            mapped[key] = theirs[source]
-    fresh = (final + 'uncertainty_branch.', final + 'loss_uncertainty.',
-             'mimic_loss.', 'pairwise_loss.', 'kd_loss.')  # a distiller's own
-    missing = [k for k in own if k not in mapped and not k.startswith(fresh)]
-    if missing:
-        raise KeyError(f'weights of the student not in the bare model: {missing[:3]}')
-    student.load_state_dict(mapped, strict=False)
-
-
 def synthetic_batch(num_classes: int, size: tuple[int, int], batch: int = 2,
                     seed: int = 0, ignored: bool = True
                     ) -> tuple[Tensor, list[SegDataSample]]:
@@ -284,7 +263,7 @@ def check_head(head_type: str, path: str, root: str | None = None) -> dict[str, 
         student = build_model(distiller_model_cfg(student_cfg, bare.num_classes))
     except UnsupportedHeadError as error:
         return dict(result, status='refused', reason=_naming(head_type, error))
-    copy_into_student(bare, student)
+    student.load_student_state(bare.state_dict(), f'the bare {head_type} model')
     # mmseg 1.2.2's cross_entropy with a class_weight (PIDNet's configs)
     # indexes the weights by every label, 255 included, and fails on ignored
     # pixels: those models get none

@@ -282,21 +282,29 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             self.load_student_init(self.student_init)
 
     def load_student_init(self, path: str) -> None:
-        """Copy a plain segmentor's weights into the student: ``decode_head.X``
-        becomes ``decode_head.head.X`` under a DualHead or DirichletHead (in
-        a cascade, the last stage's ``decode_head.<n>.X``). Every student
-        weight but the uncertainty branch's must be found, with its shape."""
+        """Copy a plain segmentor's checkpoint into the student (see
+        :meth:`load_student_state`)."""
         from mmengine.runner import CheckpointLoader
         if not osp.isfile(path):
             raise FileNotFoundError(f'EnsembleDistiller: student_init checkpoint {path} '
                                     f'does not exist')
         checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
-        source = checkpoint.get('state_dict', checkpoint)
+        self.load_student_state(checkpoint.get('state_dict', checkpoint),
+                                f'student_init {path}')
+
+    def load_student_state(self, source: dict[str, Tensor], origin: str) -> None:
+        """Copy a plain segmentor's weights into the student: ``decode_head.X``
+        becomes ``decode_head.head.X`` under a DualHead or DirichletHead (in
+        a cascade, the last stage's ``decode_head.<n>.X``). Every student
+        weight but the uncertainty branch's and the distillation losses'
+        (mimic's adapter) must be found, with its shape; ``origin`` names
+        the source in the error."""
         own = self.state_dict()
         final = ('decode_head.' if self.num_stages == 1
                  else f'decode_head.{self.num_stages - 1}.')
         fresh = tuple(final + part for part in ('uncertainty_branch.', 'loss_uncertainty.',
-                                                'loss_distribution.'))
+                                                'loss_distribution.')) + (
+            'kd_loss.', 'pairwise_loss.', 'mimic_loss.')
         wrapped = self._segmentation_head() is not self.final_decode_head
         loaded, missing = {}, []
         for key, value in own.items():
@@ -309,7 +317,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             else:
                 loaded[key] = source[theirs]
         if missing:
-            raise KeyError(f'EnsembleDistiller: student_init {path} is not a checkpoint '
+            raise KeyError(f'EnsembleDistiller: {origin} is not a checkpoint '
                            f'of the student\'s architecture: {len(missing)} weights absent '
                            f'or of another shape, e.g. {missing[:3]}')
         self.load_state_dict(loaded, strict=False)
@@ -380,13 +388,13 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
 
     def _student_forward(self, x: Sequence[Tensor], data_samples: SampleList,
                          with_loss: bool
-                         ) -> tuple[dict[str, Tensor], Tensor, Tensor | None, Tensor]:
+                         ) -> tuple[dict[str, Tensor], Tensor, Tensor | None, Tensor, Any]:
         """The student's segmentation losses (``with_loss``: the heads' own
         ``loss``, a cascade's earlier stages and auxiliary outputs included;
         else none), class scores (B, C, h, w), raw uncertainty outputs (None
-        but for a DualHead) and the features its prediction is made from.
-        Without a loss, the final head's whole forward output is kept for
-        :meth:`_pseudo_label_loss`."""
+        but for a DualHead), the features its prediction is made from, and,
+        without a loss, the final head's whole forward output (for
+        :meth:`_pseudo_label_loss`; else None)."""
         prev, losses = self._earlier_stages(x, data_samples if with_loss else None)
         head = self.final_decode_head
         metas = [s.metainfo for s in data_samples]
@@ -396,37 +404,35 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 own, logits, raw, feature = head.loss_and_outputs(
                     x, *prev, data_samples, self.train_cfg)
                 losses.update(add_prefix(own, self._decode_prefix()))
-            else:
-                output, logits, raw, feature = head.forward_all(
-                    x, *prev, batch_img_metas=metas)
-                self._student_outputs = output
-            return losses, logits, raw, feature
+                return losses, logits, raw, feature, None
+            output, logits, raw, feature = head.forward_all(x, *prev, batch_img_metas=metas)
+            return losses, logits, raw, feature, output
         self.student_tap.clear()
         if self.with_dirichlet:
             logits = head.forward_logits(x)
             if with_loss:
                 losses.update(add_prefix(head.head.loss_by_feat(logits, data_samples),
                                          self._decode_prefix()))
-            self._student_outputs = logits
             feature, _ = self.student_tap.take(x)
-            return losses, logits, raw, feature
+            return losses, logits, raw, feature, None if with_loss else logits
+        output = None
         if with_loss:
             losses.update(add_prefix(head.loss(x, *prev, data_samples, self.train_cfg),
                                      self._decode_prefix()))
         elif isinstance(self.student_tap, MaskQueryTap):
-            self._student_outputs = head(x, [SegDataSample(
+            output = head(x, [SegDataSample(
                 metainfo=dict(m, batch_input_shape=m['img_shape'])) for m in metas])
         else:
-            self._student_outputs = head(x, *prev)
+            output = head(x, *prev)
         feature, logits = self.student_tap.take(x)
-        return losses, logits, raw, feature
+        return losses, logits, raw, feature, output
 
-    def _pseudo_label_loss(self, data_samples: SampleList) -> dict[str, Tensor]:
+    def _pseudo_label_loss(self, output: Any, data_samples: SampleList
+                           ) -> dict[str, Tensor]:
         """The final head's own ``loss_by_feat`` on its whole forward output
-        (auxiliary outputs included) of the batch just run, for the
-        teacher's labels on a target batch."""
+        (auxiliary outputs included), for the teacher's labels on a target
+        batch."""
         head = self._segmentation_head()
-        output = self.__dict__.pop('_student_outputs')
         if not isinstance(head, BaseDecodeHead):
             raise TypeError(f'EnsembleDistiller: pseudo-labelled target batches need '
                             f'a BaseDecodeHead student (its loss_by_feat over its '
@@ -444,7 +450,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         if not isinstance(inputs, dict):
             return self._distill(inputs, data_samples, pseudo_labels=False)
         x = self.extract_feat(inputs['source'])
-        losses, *_ = self._student_forward(x, data_samples['source'], with_loss=True)
+        losses = self._student_forward(x, data_samples['source'], with_loss=True)[0]
         target = self._distill(inputs['target'], data_samples['target'], pseudo_labels=True)
         losses.update(add_prefix(target, 'target'))
         return losses
@@ -464,8 +470,8 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 f'(e.g. {metas[labelled.index(False)].get("img_path", "?")} has no '
                 f'gt_sem_seg); load labels for all of them or for none')
         labelled = all(labelled) and not pseudo_labels
-        losses, logits, raw, feature = self._student_forward(x, data_samples,
-                                                             with_loss=labelled)
+        losses, logits, raw, feature, output = self._student_forward(
+            x, data_samples, with_loss=labelled)
         grid = self.pairwise_loss.grid(feature) if self.pairwise_loss else None
         teacher = self._teacher_outputs(inputs, metas, grid)
         _check_finite(dict(prob=teacher['prob'], **{
@@ -486,7 +492,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             data_samples = [SegDataSample(metainfo=m, gt_sem_seg=PixelData(data=l[None]))
                             for m, l in zip(metas, label)]
             # the head's own loss against the teacher's labels
-            losses.update(add_prefix(self._pseudo_label_loss(data_samples),
+            losses.update(add_prefix(self._pseudo_label_loss(output, data_samples),
                                      self._decode_prefix()))
             labelled = True
         size = inputs.shape[2:]
