@@ -8,9 +8,10 @@ Two things break with mmengine 0.10.7 / mmseg 1.2.2 on torch >= 2.6:
    ``HistoryBuffer`` and numpy scalars. Turning ``weights_only`` off would let
    any checkpoint run code on load; instead :func:`register_checkpoint_safe_globals`
    allow-lists exactly the types those checkpoints carry, and
-   :func:`load_local_checkpoint` (registered as mmengine's loader for local
-   files) turns a refusal into an error that names the refused global and how
-   to trust it.
+   :func:`load_from_local` (registered as mmengine's loader for local files)
+   turns a refusal into an error that names the refused global and how to
+   trust it. torch's own opt-out, ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``,
+   keeps working as with any ``torch.load``.
 2. **Multi-process training without a GPU.** mmengine's ``pytorch`` launcher
    calls ``torch.cuda.set_device`` and its default DDP wrapper passes
    ``device_ids=[LOCAL_RANK]``; both fail on CPU. :func:`init_cpu_distributed`
@@ -38,6 +39,11 @@ from mmengine.runner.checkpoint import CheckpointLoader
 #: Environment variable with extra globals a user trusts in checkpoints,
 #: comma separated ``module.qualname`` entries (e.g. ``mypkg.stats.Running``).
 TRUSTED_GLOBALS_ENV = 'MMSEG_UNCERT_TRUSTED_GLOBALS'
+
+#: torch's own switch to load without ``weights_only`` (it runs any code a
+#: checkpoint pickles); ``torch.load`` reads it when the caller does not pass
+#: ``weights_only``.
+TORCH_NO_WEIGHTS_ONLY_ENV = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
 
 
 #: HistoryBuffer's built-in statistics; it adds them to its registry only when
@@ -132,25 +138,42 @@ def register_checkpoint_safe_globals() -> None:
 
 
 _REFUSED_GLOBAL = re.compile(r'GLOBAL\s+([\w.]+)')
+#: How torch starts the message of a refusal by its weights-only unpickler.
+_WEIGHTS_ONLY_FAILURE = 'Weights only load failed'
 
 
-def load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
+def load_from_local(filename: str, map_location: Any = None) -> Any:
     """mmengine loader for local checkpoint files, safe by default.
 
-    Loads with ``weights_only=True`` and the allow-list above; a checkpoint
+    Loads with torch's ``weights_only`` unpickler (the default since torch
+    2.6, the lowest version supported) and the allow-list above; a checkpoint
     that pickles anything else is refused with an error naming the global and
-    the ways to trust it explicitly.
+    the ways to trust it explicitly. ``weights_only`` is left to torch rather
+    than passed, so that ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns it off
+    (torch warns) and ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` forces it, exactly as
+    for any ``torch.load``.
+
+    The name follows mmengine's ``load_from_<backend>`` convention: its
+    ``CheckpointLoader`` logs the loader's name after ``load_from_`` as the
+    backend ("Loads checkpoint by local backend from path: ...").
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
     try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
+        return torch.load(filename, map_location=map_location)
     except pickle.UnpicklingError as err:
+        if _WEIGHTS_ONLY_FAILURE not in str(err):
+            # a plain unpickling error (weights_only switched off): not a
+            # refusal, so nothing to add
+            raise
         found = _REFUSED_GLOBAL.search(str(err))
         if found is None:
             raise pickle.UnpicklingError(
-                f'Refused to load checkpoint {filename}: {err}') from err
+                f'Refused to load checkpoint {filename}: {err}\nIf you trust '
+                f'this file, {TORCH_NO_WEIGHTS_ONLY_ENV}=1 loads it without '
+                f'the weights-only unpickler (any code it pickles runs).'
+            ) from err
         refused = found.group(1)
         if '.' not in refused:  # torch names builtins without their module
             refused = f'builtins.{refused}'
@@ -161,12 +184,19 @@ def load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
             f'the global explicitly: export {TRUSTED_GLOBALS_ENV}={refused} '
             f'(comma-separated for several), or call '
             f'mmseg_uncert.compat.trust_checkpoint_globals([{refused!r}]) '
-            f'before loading. Original error: {err}') from err
+            f'before loading; or, to trust everything in it, torch\'s own '
+            f'export {TORCH_NO_WEIGHTS_ONLY_ENV}=1 turns the weights-only '
+            f'unpickler off (any code it pickles runs). Original error: {err}'
+        ) from err
+
+
+#: The name the inference API and the tools import.
+load_local_checkpoint = load_from_local
 
 
 def register_checkpoint_loader() -> None:
-    """Make :func:`load_local_checkpoint` mmengine's loader for local paths."""
-    CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint,
+    """Make :func:`load_from_local` mmengine's loader for local paths."""
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local,
                                      force=True)
 
 

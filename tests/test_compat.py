@@ -1,6 +1,7 @@
 """The compatibility layer: safe checkpoint loading and CPU multi-process set-up."""
 import builtins
 import fractions
+import logging
 import os
 import pickle
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MessageHub
+from mmengine.logging import MessageHub, MMLogger
 from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmseg_uncert  # noqa: F401  (registers the allow-list and the loader)
@@ -82,6 +84,91 @@ def test_code_executing_pickle_is_refused_and_not_run(tmp_path):
     assert compat.TRUSTED_GLOBALS_ENV in message
     assert 'trust_checkpoint_globals' in message
     assert not marker.exists()
+
+
+class _Opaque:
+    """A class no allow-list knows: pickled by reference to this module."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+@pytest.fixture
+def weights_only_env_unset(monkeypatch):
+    for name in (compat.TORCH_NO_WEIGHTS_ONLY_ENV,
+                 'TORCH_FORCE_WEIGHTS_ONLY_LOAD'):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def opaque_checkpoint(tmp_path) -> str:
+    path = str(tmp_path / 'opaque.pth')
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'extra': _Opaque(7)}, path)
+    return path
+
+
+@pytest.mark.parametrize('unset', ['', '0', 'no'])
+def test_unknown_class_is_refused_naming_both_ways_to_trust_it(
+        opaque_checkpoint, weights_only_env_unset, unset):
+    if unset:  # values torch does not count as set
+        weights_only_env_unset.setenv(compat.TORCH_NO_WEIGHTS_ONLY_ENV, unset)
+    with pytest.raises(pickle.UnpicklingError) as info:
+        _load_checkpoint(opaque_checkpoint, map_location='cpu')
+    message = str(info.value)
+    assert f'{_Opaque.__module__}._Opaque' in message
+    assert f'{compat.TRUSTED_GLOBALS_ENV}={_Opaque.__module__}._Opaque' in message
+    assert f'{compat.TORCH_NO_WEIGHTS_ONLY_ENV}=1' in message
+
+
+@pytest.mark.parametrize('value', ['1', 'true', 'YES', 'y'])
+def test_torch_opt_out_of_weights_only_is_honoured(
+        opaque_checkpoint, weights_only_env_unset, value):
+    """torch's TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD, with torch's own truthy values."""
+    weights_only_env_unset.setenv(compat.TORCH_NO_WEIGHTS_ONLY_ENV, value)
+    with pytest.warns(UserWarning, match=compat.TORCH_NO_WEIGHTS_ONLY_ENV):
+        ckpt = _load_checkpoint(opaque_checkpoint, map_location='cpu')
+    assert isinstance(ckpt['extra'], _Opaque) and ckpt['extra'].value == 7
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
+
+
+def test_torch_conflicting_weights_only_switches_are_torchs_error(
+        opaque_checkpoint, weights_only_env_unset):
+    weights_only_env_unset.setenv(compat.TORCH_NO_WEIGHTS_ONLY_ENV, '1')
+    weights_only_env_unset.setenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '1')
+    with pytest.raises(RuntimeError, match='Only one of'):
+        _load_checkpoint(opaque_checkpoint, map_location='cpu')
+
+
+class _ListHandler(logging.Handler):
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_mmengine_logs_the_local_backend(tmp_path):
+    """mmengine names the backend by the loader's name after ``load_from_``."""
+    path = str(tmp_path / 'linear.pth')
+    weight = torch.tensor([[0.5, -2.0]])
+    torch.save({'state_dict': {'weight': weight, 'bias': torch.tensor([3.0])},
+                'meta': {'iter': 1}}, path)
+    model = torch.nn.Linear(2, 1)
+    logger = MMLogger.get_instance('compat-log-test')
+    handler = _ListHandler()
+    logger.addHandler(handler)
+    try:
+        load_checkpoint(model, path, map_location='cpu', strict=True,
+                        logger=logger)
+    finally:
+        logger.removeHandler(handler)
+    assert f'Loads checkpoint by local backend from path: {path}' in \
+        handler.messages
+    assert torch.equal(model.weight.data, weight)
+    assert model.bias.item() == 3.0
 
 
 def test_getattr_stand_in_resolves_only_statistics():

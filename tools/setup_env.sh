@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Create or reuse the project virtual environment (.venv) and install what is
-# missing: the pinned OpenMMLab stack, mmcv built with its ops, this package in
-# editable mode with its test and mim extras. Idempotent: a second run checks
-# and returns in seconds.
+# missing: the tested stack, mmcv built with its ops, this package in editable
+# mode with its test and mim extras. Every install is constrained by
+# constraints.txt (the exact tested versions; setup.cfg only states ranges),
+# and the torch and mmcv versions come from there too, so that file is the one
+# place to change them. Idempotent: a second run checks and returns in seconds;
+# a changed constraints.txt, setup.cfg or this script runs the set-up again.
 #
 #   bash tools/setup_env.sh            # what `make setup` runs
 #   VENV=/path/to/venv bash tools/setup_env.sh
 #   EXTRAS=tests,mim,mmpretrain bash tools/setup_env.sh
+#   CONSTRAINTS=/path/to/constraints.txt bash tools/setup_env.sh
 #
 # Why the steps are ordered as they are: ../README.md, "Supported versions".
 set -euo pipefail
@@ -15,11 +19,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3}
 EXTRAS=${EXTRAS:-tests,mim}
+CONSTRAINTS=${CONSTRAINTS:-$ROOT/constraints.txt}
 LOG=$VENV/setup.log
 STEPS=7
 STEP=0
-TORCH_VERSION=2.13.0
-MMCV_VERSION=2.1.0
 
 step() {
   STEP=$((STEP + 1))
@@ -39,6 +42,15 @@ die() {
 pip_install() {
   "$VENV/bin/python" -m pip install --progress-bar off "$@" >>"$LOG" 2>&1
 }
+# The version constraints.txt pins a distribution to (a `name==version` line).
+pinned() {
+  local version
+  version=$(sed -n "s/^[[:space:]]*$1[[:space:]]*==[[:space:]]*\([^[:space:];#]*\).*/\1/p" \
+    "$CONSTRAINTS" | head -n 1)
+  [ -n "$version" ] || die "$CONSTRAINTS pins no version of $1" \
+    "add a line '$1==VERSION' with the tested version to $CONSTRAINTS"
+  echo "$version"
+}
 # Version of an installed distribution, or nothing.
 installed() {
   "$VENV/bin/python" - "$1" <<'PY' 2>/dev/null || true
@@ -50,9 +62,16 @@ except importlib.metadata.PackageNotFoundError:
 PY
 }
 
+[ -f "$CONSTRAINTS" ] || die "no constraints file $CONSTRAINTS" \
+  "restore constraints.txt from the repository, or set CONSTRAINTS=/path/to/constraints.txt"
+TORCH_VERSION=$(pinned torch)
+MMCV_VERSION=$(pinned mmcv)
+MMSEG_VERSION=$(pinned mmsegmentation)
+
 # A stamp of the files that decide what gets installed: unchanged files and an
 # importable package mean there is nothing to do.
-STAMP_SRC=$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$0" | sha256sum | cut -c1-16)-$EXTRAS
+STAMP_SRC=$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$CONSTRAINTS" "$0" \
+  | sha256sum | cut -c1-16)-$EXTRAS
 STAMP=$VENV/.setup-stamp
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_SRC" ] \
     && "$VENV/bin/python" -c 'import mmseg_uncert' >/dev/null 2>&1; then
@@ -66,7 +85,7 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found" \
 PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 case "$PYVER" in
   3.10|3.11|3.12) ;;
-  *) die "Python $PYVER: mmcv 2.1.0 and torch $TORCH_VERSION are used here with 3.10-3.12" \
+  *) die "Python $PYVER: mmcv $MMCV_VERSION and torch $TORCH_VERSION are used here with 3.10-3.12" \
          "set PYTHON=/path/to/python3.11 and rerun" ;;
 esac
 if [ ! -x "$VENV/bin/python" ]; then
@@ -81,7 +100,7 @@ TV=$(installed torch)
 if [ "${TV%%+*}" != "$TORCH_VERSION" ]; then
   # An exact pin: a looser spec lets pip pick the newest release and its CUDA
   # packages. GPU users install their CUDA build of torch $TORCH_VERSION first.
-  pip_install "torch==$TORCH_VERSION" || die "torch $TORCH_VERSION did not install" \
+  pip_install -c "$CONSTRAINTS" "torch==$TORCH_VERSION" || die "torch $TORCH_VERSION did not install" \
     "install torch==$TORCH_VERSION into $VENV by hand (CPU or CUDA build), then rerun"
 fi
 echo "             torch $(installed torch)"
@@ -90,8 +109,8 @@ done_step
 step "build tools and pure-Python dependencies (mmengine, numpy, opencv)"
 # mmcv's setup.py imports pkg_resources (removed in setuptools 81); torch
 # 2.13 wants setuptools >= 77.
-pip_install "setuptools>=77,<81" wheel ninja packaging "numpy>=2,<3" \
-  "mmengine==0.10.7" opencv-python-headless || die "base dependencies did not install" \
+pip_install -c "$CONSTRAINTS" "setuptools>=77,<81" wheel ninja packaging numpy \
+  mmengine opencv-python-headless || die "base dependencies did not install" \
   "check the package index is reachable (pip config list)"
 done_step
 
@@ -116,13 +135,13 @@ else
     "mmcv $MMCV_VERSION built without importable ops" \
     "install gcc/g++ and the Python headers, then rerun (log above)"
   # mmcv's own runtime dependencies (addict, yapf, ...).
-  pip_install "mmcv==$MMCV_VERSION" || die "mmcv's dependencies did not install" \
+  pip_install -c "$CONSTRAINTS" "mmcv==$MMCV_VERSION" || die "mmcv's dependencies did not install" \
     "see the log above"
 fi
 done_step
 
-step "mmsegmentation 1.2.2"
-pip_install "mmsegmentation==1.2.2" ftfy regex || die "mmsegmentation did not install" \
+step "mmsegmentation $MMSEG_VERSION"
+pip_install -c "$CONSTRAINTS" "mmsegmentation==$MMSEG_VERSION" ftfy regex || die "mmsegmentation did not install" \
   "see the log above"
 done_step
 
@@ -130,8 +149,8 @@ step "mmseg_uncert (editable) with extras [$EXTRAS]"
 # openmim drags in openxlab, which pins an old setuptools: installed here and
 # setuptools restored afterwards (mmcv rebuilds need pkg_resources and torch
 # wants >= 77).
-pip_install -e "$ROOT[$EXTRAS]" || die "the package did not install" \
-  "see the log above; a pin conflict names the package to fix"
+pip_install -c "$CONSTRAINTS" -e "$ROOT[$EXTRAS]" || die "the package did not install" \
+  "see the log above; a conflict names the package to fix in $CONSTRAINTS or setup.cfg"
 pip_install "setuptools>=77,<81" || die "setuptools could not be restored" "see the log above"
 done_step
 

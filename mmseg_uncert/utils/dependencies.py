@@ -12,11 +12,15 @@ import importlib.metadata
 from packaging.version import Version
 
 FIX = ('run `make setup` (or `bash tools/setup_env.sh`), which installs the '
-       'pinned stack into .venv')
+       'tested stack (constraints.txt) into .venv')
 
-#: (distribution, lowest supported, first unsupported, why the bound)
+#: (distribution, lowest supported, first unsupported, why the bound).
+#: setup.cfg's install_requires states the same ranges (a test keeps them
+#: equal); constraints.txt pins the tested versions inside them.
 SUPPORTED = (
-    ('torch', '2.0.0', None, 'mmengine 0.10 needs torch 2'),
+    ('torch', '2.6.0', None,
+     'mmseg_uncert.compat allow-lists checkpoint globals as (object, name) '
+     'pairs, which torch.serialization.add_safe_globals takes since 2.6'),
     ('mmengine', '0.10.0', '1.0.0', 'mmseg 1.2 requires mmengine < 1.0'),
     ('mmcv', '2.0.0rc4', '2.2.0', 'mmseg 1.2.2 asserts mmcv < 2.2.0'),
     ('mmsegmentation', '1.2.0', '1.3.0', 'the plugin is built on mmseg 1.2'),
