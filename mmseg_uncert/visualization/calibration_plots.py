@@ -1,13 +1,14 @@
-"""Reliability diagrams and risk–coverage curves, written as PNG."""
+"""Reliability diagrams and risk–coverage curves, written as PNG.
+
+Drawn on figures with their own Agg canvas (:mod:`.canvas`): no pyplot, and
+the user's matplotlib backend is left as it is.
+"""
 from __future__ import annotations
 
-import matplotlib
+import torch
+from torch import Tensor
 
-matplotlib.use('Agg')  # files only: no display on servers and CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+from .canvas import new_figure
 
 
 def plot_reliability_diagram(count: Tensor, conf_sum: Tensor,
@@ -22,8 +23,9 @@ def plot_reliability_diagram(count: Tensor, conf_sum: Tensor,
     filled = count > 0
     conf = torch.where(filled, conf_sum / count.clamp(min=1), torch.nan)
     acc = torch.where(filled, correct_sum / count.clamp(min=1), torch.nan)
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(5, 6), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
+    fig = new_figure((5, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True,
+                               gridspec_kw=dict(height_ratios=[3, 1]))
     width = 1.0 / num_bins
     top.bar(edges[:-1], acc.nan_to_num(0).numpy(), width=width, align='edge',
             edgecolor='black', color='tab:blue', label='accuracy')
@@ -38,7 +40,6 @@ def plot_reliability_diagram(count: Tensor, conf_sum: Tensor,
     bottom.set_ylabel('pixels')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
     def listed(t: Tensor) -> list:
         return [None if v != v else float(v) for v in t.tolist()]
@@ -80,7 +81,8 @@ def plot_risk_coverage_curves(curves: dict[str, dict], path: str,
                               title: str = 'risk-coverage') -> None:
     """Several risk–coverage curves (label -> ``dict(coverage, risk)``) in
     one plot; a lower curve ranks its errors better."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig = new_figure((5, 4))
+    ax = fig.subplots()
     for label, curve in curves.items():
         ax.plot(curve['coverage'], curve['risk'], label=label)
     ax.set_xlabel('coverage (fraction of pixels kept)')
@@ -92,14 +94,13 @@ def plot_risk_coverage_curves(curves: dict[str, dict], path: str,
         ax.legend(loc='upper left', fontsize='small')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_reliability_diagrams(diagrams: dict[str, dict], path: str) -> None:
     """Reliability diagrams side by side, one per label, from the data
     :func:`plot_reliability_diagram` returns."""
-    fig, axes = plt.subplots(1, len(diagrams), figsize=(4 * len(diagrams), 4),
-                             squeeze=False)
+    fig = new_figure((4 * len(diagrams), 4))
+    axes = fig.subplots(1, len(diagrams), squeeze=False)
     for ax, (label, diagram) in zip(axes[0], diagrams.items()):
         edges = diagram['bin_edges']
         width = edges[1] - edges[0]
@@ -115,4 +116,3 @@ def plot_reliability_diagrams(diagrams: dict[str, dict], path: str) -> None:
     axes[0][0].legend(loc='upper left', fontsize='small')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -1,0 +1,272 @@
+"""UncertaintyVisualizer and the shared panel renderer: colours at known
+pixels against matplotlib's own colour-map lookup, mmseg's visualizer
+contract, tools/test.py --show-dir, and matplotlib left to the user."""
+import glob
+import json
+import os.path as osp
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from mmengine.structures import PixelData
+
+from mmseg.registry import VISUALIZERS
+from mmseg.structures import SegDataSample
+from mmseg.visualization import SegLocalVisualizer
+
+from mmseg_uncert.visualization import (Panel, UncertaintyVisualizer,
+                                        draw_panels, render_panels)
+from mmseg_uncert.visualization.uncertainty_panels import DPI
+
+from conftest import ROOT, run_tool, tool_env
+from helpers.members import member_model_cfg, save_member
+from helpers.tiny_config import write_tiny_config
+
+H, W = 24, 48
+PALETTE = [[200, 10, 10], [10, 200, 10], [10, 10, 200]]
+CLASSES = ['road', 'car', 'sky']
+MAGMA = matplotlib.colormaps['magma']
+_counter = iter(range(10 ** 6))
+
+
+def _visualizer(**kwargs) -> UncertaintyVisualizer:
+    # mmengine keeps visualizers by name: a new name gives a new instance
+    return UncertaintyVisualizer(name=f'uv_test_{next(_counter)}',
+                                 classes=CLASSES, palette=PALETTE, **kwargs)
+
+
+def _halves(left: float, right: float) -> torch.Tensor:
+    """A (1, H, W) map: ``left`` on the left half, ``right`` on the right."""
+    value = torch.full((1, H, W), float(left))
+    value[..., W // 2:] = right
+    return value
+
+
+def _sample(maps: dict | None = None, gt: bool = False) -> SegDataSample:
+    sample = SegDataSample()
+    pred = torch.zeros(1, H, W, dtype=torch.long)
+    pred[..., W // 2:] = 1
+    sample.pred_sem_seg = PixelData(data=pred)
+    if gt:
+        sample.gt_sem_seg = PixelData(data=torch.full((1, H, W), 2, dtype=torch.long))
+    if maps is not None:
+        sample.pred_uncertainty = PixelData(**maps)
+    return sample
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def _halves_of(picture, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of panel ``index``'s left and right halves, a margin of a
+    few pixels left out at the borders and at the middle (resampling blurs
+    the edge)."""
+    x0, y0, x1, y1 = picture.boxes[index]
+    xm, m = (x0 + x1) // 2, 4
+    rows = slice(y0 + m, y1 - m)
+    return (picture.image[rows, x0 + m:xm - m].reshape(-1, 3),
+            picture.image[rows, xm + m:x1 - m].reshape(-1, 3))
+
+
+def _expect_colour(pixels: np.ndarray, rgb) -> None:
+    diff = np.abs(pixels.astype(int) - np.asarray(rgb, dtype=int)[:3]).max()
+    assert diff <= 1, f'colour off by up to {diff} from {list(rgb)[:3]}'
+
+
+def test_each_map_has_its_own_scale_from_0_to_its_top():
+    vis = _visualizer()
+    # epistemic 0 | 0.7 and std 0 | 0.2: each right half at the top of its scale
+    sample = _sample(dict(epistemic=_halves(0, 0.7), std=_halves(0, 0.2)), gt=True)
+    assert [p.title for p in vis.panels(_image(), sample)] == [
+        'image', 'prediction', 'ground truth', 'epistemic', 'std']
+    picture = vis.render('x', _image(), sample, with_labels=False)
+    bottom, top = MAGMA([0.0, 1.0], bytes=True)
+    for index in (3, 4):
+        left, right = _halves_of(picture, index)
+        _expect_colour(left, bottom)
+        _expect_colour(right, top)
+    # prediction: class 0 | class 1 in the palette's colours; gt all class 2
+    left, right = _halves_of(picture, 1)
+    _expect_colour(left, PALETTE[0])
+    _expect_colour(right, PALETTE[1])
+    _expect_colour(np.concatenate(_halves_of(picture, 2)), PALETTE[2])
+
+
+def test_maps_of_one_scale_name_share_it():
+    vis = _visualizer(scales=dict(total='nats', epistemic='nats'))
+    sample = _sample(dict(total=_halves(0, 1.0), epistemic=_halves(0, 0.3),
+                          std=_halves(0, 0.3)))
+    picture = vis.render('x', _image(), sample, with_labels=False)
+    names = [p.title for p in vis.panels(_image(), sample)]
+    assert names == ['image', 'prediction', 'total', 'epistemic', 'std']
+    # epistemic on the shared 0..1 scale (top 1.0, the total's): 0.3 of it
+    _, right = _halves_of(picture, names.index('epistemic'))
+    _expect_colour(right, MAGMA(0.3, bytes=True))
+    _, right = _halves_of(picture, names.index('std'))  # its own scale
+    _expect_colour(right, MAGMA(1.0, bytes=True))
+
+
+def test_panel_boxes_hold_the_image_exactly():
+    """Boxes are where the panel's data lands: a one-colour image fills
+    its box and nothing outside it."""
+    image = np.full((H, W, 3), (30, 140, 90), dtype=np.uint8)
+    picture = render_panels([Panel('image', image, 'image')], columns=1)
+    x0, y0, x1, y1 = picture.boxes[0]
+    assert (x1 - x0) / (y1 - y0) == pytest.approx(W / H, rel=0.02)
+    inside = picture.image[y0:y1, x0:x1].reshape(-1, 3)
+    _expect_colour(inside, (30, 140, 90))
+    is_image = (np.abs(picture.image.astype(int) - (30, 140, 90)).max(2) <= 1)
+    assert is_image.sum() == (x1 - x0) * (y1 - y0)
+
+
+def test_a_sample_without_maps_draws_image_and_prediction():
+    vis = _visualizer()
+    sample = _sample()
+    assert [p.title for p in vis.panels(_image(), sample)] == ['image', 'prediction']
+    picture = vis.render('x', _image(), sample, with_labels=False)
+    assert len(picture.boxes) == 2
+    left, right = _halves_of(picture, 1)
+    _expect_colour(left, PALETTE[0])
+    _expect_colour(right, PALETTE[1])
+    # draw_pred=False / no sample: the image alone
+    assert [p.title for p in vis.panels(_image(), sample, draw_pred=False)] == ['image']
+    assert [p.title for p in vis.panels(_image(), None)] == ['image']
+    # with_labels writes the class names on the label panel, nowhere else
+    named = vis.render('x', _image(), sample, with_labels=True)
+    changed = np.abs(named.image.astype(int) - picture.image).max(2) > 0
+    x0, y0, x1, y1 = picture.boxes[1]
+    assert changed[y0:y1, x0:x1].any()
+    assert changed.sum() == changed[y0:y1, x0:x1].sum()
+
+
+def test_add_datasample_writes_out_file_and_backends(tmp_path):
+    cfg = dict(type='UncertaintyVisualizer',
+               vis_backends=[dict(type='LocalVisBackend')],
+               name=f'uv_cfg_{next(_counter)}', save_dir=str(tmp_path / 'save'),
+               classes=CLASSES, palette=PALETTE)
+    vis = VISUALIZERS.build(cfg)
+    assert isinstance(vis, UncertaintyVisualizer)
+    assert isinstance(vis, SegLocalVisualizer)
+    # mmseg's own __init__ swaps classes and palette; ours keeps them
+    assert vis.dataset_meta == dict(classes=CLASSES, palette=PALETTE)
+    sample = _sample(dict(epistemic=_halves(0, 0.5)), gt=True)
+    vis.add_datasample('val_a.png', _image(), sample, step=3)
+    drawn = vis.get_image()
+    expected = vis.render('val_a.png', _image(), sample).image
+    assert np.array_equal(drawn, expected)
+    written = cv2.imread(str(tmp_path / 'save' / 'vis_data' / 'vis_image' /
+                             'val_a.png_3.png'))[..., ::-1]
+    assert np.array_equal(written, drawn)
+    out_file = str(tmp_path / 'out' / 'a.png')
+    vis.add_datasample('a', _image(), sample, draw_gt=False, out_file=out_file)
+    assert np.array_equal(cv2.imread(out_file)[..., ::-1], vis.get_image())
+    assert not glob.glob(str(tmp_path / 'save' / 'vis_data' / 'vis_image' / 'a_*'))
+
+
+def test_bad_arguments_are_named():
+    vis = _visualizer(maps=['epistemic', 'mutual_info'])
+    with pytest.raises(KeyError, match=r"\['mutual_info'\].*\['epistemic'\]"):
+        vis.panels(_image(), _sample(dict(epistemic=_halves(0, 1))))
+    with pytest.raises(ValueError, match='columns=0'):
+        _visualizer(columns=0)
+    bad = _halves(0, 1)
+    bad[0, 0, 0] = float('nan')
+    with pytest.raises(ValueError, match="panel 'epistemic'.*NaN"):
+        _visualizer().render('x', _image(), _sample(dict(epistemic=bad)))
+    with pytest.raises(ValueError, match=r'out\.png: panel .*needs the palette'):
+        draw_panels([Panel('labels', np.zeros((2, 2), int), 'label')], 'out.png')
+
+
+def test_draw_panels_writes_what_render_panels_draws(tmp_path):
+    panels = [Panel('image', _image(), 'image'),
+              Panel('map', _halves(0, 1)[0].numpy(), 'map')]
+    path = str(tmp_path / 'p.png')
+    draw_panels(panels, path, title='t')
+    assert np.array_equal(cv2.imread(path)[..., ::-1],
+                          render_panels(panels, title='t').image)
+
+
+CHECK_MATPLOTLIB = textwrap.dedent('''
+    import builtins, json, sys
+    requested = []
+    real_import = builtins.__import__
+
+    def spy(name, globals=None, locals=None, fromlist=(), level=0):
+        importer = (globals or {}).get('__name__') or ''
+        if importer.startswith('mmseg_uncert') and name.startswith('matplotlib'):
+            requested.append([importer, name])
+        return real_import(name, globals, locals, fromlist, level)
+
+    builtins.__import__ = spy
+    import mmseg.models
+    from_mmseg = sorted(m for m in sys.modules if m.startswith('matplotlib'))
+    import mmseg_uncert, mmseg_uncert.visualization
+    import mmseg_uncert.apis.uncertainty_inferencer, mmseg_uncert.apis.infer_files
+    added = sorted(m for m in sys.modules if m.startswith('matplotlib')
+                   and m not in from_mmseg)
+    builtins.__import__ = real_import
+    import matplotlib
+    import numpy as np, torch
+    from mmseg_uncert.visualization import (Panel, draw_panels,
+                                            plot_reliability_diagram)
+
+    def draw(folder):
+        draw_panels([Panel('m', np.ones((4, 8)), 'map')], folder + '/p.png')
+        plot_reliability_diagram(torch.ones(3), torch.ones(3), torch.ones(3),
+                                 folder + '/r.png')
+        return matplotlib.get_backend()
+
+    from_env = draw(sys.argv[1])  # MPLBACKEND=svg
+    matplotlib.use('pdf')
+    print(json.dumps(dict(requested=requested, added=added,
+                          mmseg_imports_it=bool(from_mmseg), from_env=from_env,
+                          after_use=draw(sys.argv[1]))))
+''')
+
+
+def test_the_plugin_neither_imports_nor_configures_matplotlib(tmp_path):
+    env = dict(tool_env(), MPLBACKEND='svg')
+    out = subprocess.run([sys.executable, '-c', CHECK_MATPLOTLIB, str(tmp_path)],
+                         env=env, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found['requested'] == []  # no module of ours imports matplotlib
+    assert found['added'] == []      # nothing beyond what mmseg imports
+    # drawing leaves the user's backend, from MPLBACKEND or matplotlib.use
+    assert (found['from_env'], found['after_use']) == ('svg', 'pdf')
+    assert osp.isfile(tmp_path / 'p.png') and osp.isfile(tmp_path / 'r.png')
+
+
+@pytest.mark.slow
+def test_test_tool_show_dir_draws_the_maps(tiny_data_root, tmp_path):
+    """tools/test.py --show-dir with the visualizer set by --cfg-options:
+    one picture per test image (the first 2), image | prediction | ground
+    truth | 5 maps."""
+    cfg = write_tiny_config(str(tmp_path / 'tiny.py'), tiny_data_root, max_iters=2,
+                            uncertainty_gt=False)
+    members = [dict(model=member_model_cfg(19),
+                    checkpoint=save_member(str(tmp_path / f'm{i}.pth'), i, 19))
+               for i in range(2)]
+    ens = tmp_path / 'ensemble.py'
+    ens.write_text(f"_base_ = [{cfg!r}]\nmodel = dict(_delete_=True, "
+                   f"type='EnsembleSegmentor', members={members!r})\n"
+                   "test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU'])]\n")
+    work = tmp_path / 'work'
+    run_tool(['tools/test.py', str(ens), 'none', '--work-dir', str(work),
+              '--show-dir', 'vis', '--cfg-options',
+              'visualizer.type=UncertaintyVisualizer',
+              'test_dataloader.dataset.indices=2'])
+    pictures = sorted(glob.glob(str(work / 'vis' / 'vis_data' / 'vis_image' / '*.png')))
+    assert len(pictures) == 2
+    # the figure is 4 inches per panel at DPI dots per inch: 8 panels in a row
+    image = cv2.imread(pictures[0])
+    height, width = cv2.imread(glob.glob(osp.join(
+        tiny_data_root, 'leftImg8bit', 'val', '*', '*.png'))[0]).shape[:2]
+    assert image.shape[1] == 8 * 4 * DPI
+    assert image.shape[0] == round((4 * height / width + 0.5) * DPI)
