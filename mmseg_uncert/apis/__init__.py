@@ -2,8 +2,11 @@ from .infer_files import infer_files
 from .inference import (deploy_model_config, init_uncertainty_model,
                         student_state_dict)
 from .inference_inputs import InferenceInputError, named_inputs
+from .onnx_export import (UnsupportedModelError, export_onnx,
+                          export_onnx_from_config, verify_onnx)
 from .uncertainty_inferencer import UncertaintyInferencer
 
 __all__ = ['deploy_model_config', 'init_uncertainty_model', 'student_state_dict',
            'infer_files', 'InferenceInputError', 'named_inputs',
-           'UncertaintyInferencer']
+           'UncertaintyInferencer', 'UnsupportedModelError', 'export_onnx',
+           'export_onnx_from_config', 'verify_onnx']

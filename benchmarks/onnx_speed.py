@@ -1,0 +1,121 @@
+"""CPU seconds per image of the deployed student: onnxruntime against PyTorch.
+
+    python benchmarks/onnx_speed.py                 # 256x512, 5 runs after 2 warm-ups
+    python benchmarks/onnx_speed.py --runs 20 --threads 1 2 4
+
+The demo's student (``configs/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py``:
+Fast-SCNN with a DualHead giving ``epistemic`` and ``aleatoric``) at the
+demo's test size, 256x512 (H x W), batch 1, with seeded random weights:
+time does not depend on the weights. Both sides run the same computation,
+the exported one (:class:`~mmseg_uncert.apis.onnx_export.DeployedSegmentor`:
+normalisation, ``encode_decode``, the split into logits and maps):
+PyTorch eagerly under ``torch.inference_mode`` with ``torch.set_num_threads(t)``,
+onnxruntime's CPU provider with ``intra_op_num_threads = t`` (and one
+inter-op thread) on the graph ``tools/export_onnx.py`` writes (dynamic N, H,
+W). Reported per thread count t: the median over ``--runs`` images after
+``--warmup`` images, and the largest output difference on the timed input.
+Writes ``benchmarks/results/onnx_speed.json``. Other processes on the machine
+inflate both sides (the load average at the start is recorded).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CONFIG = 'configs/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py'
+
+
+def _median_seconds(call, warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        call()
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--size', type=int, nargs=2, default=[256, 512], metavar=('H', 'W'))
+    parser.add_argument('--runs', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--threads', type=int, nargs='+',
+                        default=sorted({1, os.cpu_count() or 1}))
+    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
+                                                  'onnx_speed.json'))
+    args = parser.parse_args()
+
+    import mmseg
+    import onnx
+    import onnxruntime as ort
+    import onnxscript
+
+    import mmseg_uncert
+    from mmseg_uncert.apis import init_uncertainty_model
+    from mmseg_uncert.apis.onnx_export import (DeployedSegmentor, export_onnx,
+                                               onnx_session)
+
+    load = os.getloadavg()[0]
+    torch.manual_seed(0)
+    model = init_uncertainty_model(osp.join(ROOT, CONFIG))
+    graph = DeployedSegmentor(model).eval()
+    size = tuple(args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'student.onnx')
+        start = time.perf_counter()
+        written = export_onnx(model, path, shape=size)
+        export_seconds = time.perf_counter() - start
+        image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1)) * 255
+        feed = {written.input_name: image.numpy()}
+        rows = []
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            session = onnx_session(path, threads)
+            with torch.inference_mode():
+                torch_s = _median_seconds(lambda: graph(image), args.warmup, args.runs)
+                expected = graph(image)
+            ort_s = _median_seconds(lambda: session.run(None, feed), args.warmup, args.runs)
+            got = session.run(None, feed)
+            diff = max(float((torch.from_numpy(g) - e).abs().max())
+                       for g, e in zip(got, expected))
+            rows.append(dict(threads=threads, torch_threads=torch.get_num_threads(),
+                             ort_intra_op_threads=threads,
+                             pytorch_seconds_per_image=round(torch_s, 4),
+                             onnxruntime_seconds_per_image=round(ort_s, 4),
+                             onnxruntime_speedup=round(torch_s / ort_s, 2),
+                             max_abs_difference=diff))
+            print(rows[-1], flush=True)
+    result = dict(
+        date=datetime.date.today().isoformat(), config=CONFIG,
+        weights='seeded random (time does not depend on the weights)',
+        size=list(size), batch=1, warmup=args.warmup, runs=args.runs, statistic='median',
+        outputs=written.output_names, export_seconds=round(export_seconds, 1),
+        cores=os.cpu_count(), machine=platform.machine(), processor=platform.processor(),
+        load_average_at_start=round(load, 2),
+        versions=dict(python=platform.python_version(), torch=torch.__version__,
+                      onnxruntime=ort.__version__, onnx=onnx.__version__,
+                      onnxscript=onnxscript.__version__, mmseg=mmseg.__version__,
+                      mmseg_uncert=mmseg_uncert.__version__),
+        rows=rows)
+    os.makedirs(osp.dirname(args.out), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(result, f, indent=2)
+    print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+    main()
