@@ -48,6 +48,7 @@ def test_runner_type_from_config_builds_compat_runner(tmp_path):
 @pytest.mark.parametrize('dist,version,expected', [
     ('mmcv', '2.2.0', 'mmcv 2.2.0 is installed, but >=2.0.0rc4,<2.2.0'),
     ('mmengine', '1.0.0', 'mmengine 1.0.0 is installed, but >=0.10.0,<1.0.0'),
+    ('torch', '2.5.1', 'torch 2.5.1 is installed, but >=2.6.0'),
     ('mmsegmentation', None, 'mmsegmentation is not installed'),
 ])
 def test_wrong_dependency_versions_are_named(monkeypatch, dist, version,

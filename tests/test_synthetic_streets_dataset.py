@@ -115,9 +115,21 @@ def test_missing_mask_is_named_when_the_dataset_is_built(tiny_data_root,
     assert 'aleatoric_path' not in plain.get_data_info(0)
 
 
-def test_transform_names_the_image_without_mask_paths():
-    with pytest.raises(KeyError, match='frame_7.png'):
-        LoadUncertaintyAnnotations()(dict(img_path='frame_7.png'))
+def test_transform_names_the_labelled_image_without_mask_paths():
+    with pytest.raises(KeyError, match='frame_7.png has a label but no aleatoric_path'):
+        LoadUncertaintyAnnotations()(dict(img_path='frame_7.png',
+                                          seg_map_path='frame_7_labelIds.png'))
+    with pytest.raises(KeyError, match='frame_7.png has a label but no ood_path'):
+        LoadUncertaintyAnnotations(keys=('ood', ))(
+            dict(img_path='frame_7.png', gt_seg_map=np.zeros((4, 4), np.uint8)))
+
+
+def test_transform_passes_an_image_without_annotations_through():
+    # what mmseg's inference_model / MMSegInferencer give the test pipeline
+    img = np.full((4, 6, 3), 7, np.uint8)
+    results = LoadUncertaintyAnnotations()(dict(img_path='frame_7.png', img=img))
+    assert set(results) == {'img_path', 'img'}
+    assert results['img'] is img
 
 
 def test_transform_rejects_a_mask_of_another_size(tiny_data_root):

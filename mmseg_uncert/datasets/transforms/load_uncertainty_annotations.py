@@ -23,6 +23,13 @@ class LoadUncertaintyAnnotations(BaseTransform):
     (resize, crop, flip) treat them like the label map. Place it after
     ``LoadAnnotations``; pack with ``PackSegUncertaintyInputs``.
 
+    An image without any annotation (no ``seg_map_path``, no label: what
+    ``mmseg.apis.inference_model`` and ``MMSegInferencer`` give the test
+    pipeline) passes through unchanged, so one test pipeline serves
+    evaluation and inference. A labelled image without the uncertainty
+    files the transform is asked for is an error: its metrics would
+    otherwise be computed without them.
+
     Args:
         keys: which of ``('aleatoric', 'ood')`` to load.
         backend_args: file backend arguments, as mmseg's loaders take.
@@ -55,13 +62,17 @@ class LoadUncertaintyAnnotations(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         img_path = results.get('img_path', '<unknown image>')
+        labelled = (results.get('seg_map_path') is not None
+                    or results.get('gt_seg_map') is not None)
         for key in self.keys:
             path = results.get(f'{key}_path')
+            if path is None and not labelled:
+                continue  # inference on an image without annotations
             if path is None:
                 raise KeyError(
-                    f'image {img_path} has no {key}_path: use a dataset that '
-                    f"provides it (type='SyntheticStreetsDataset') or remove "
-                    f'LoadUncertaintyAnnotations from the pipeline')
+                    f'image {img_path} has a label but no {key}_path: use a '
+                    f"dataset that provides it (type='SyntheticStreetsDataset') "
+                    f'or remove LoadUncertaintyAnnotations from the pipeline')
             arr = self._read(path, key, img_path)
             label = results.get('gt_seg_map')
             if label is not None and label.shape != arr.shape:

@@ -32,13 +32,16 @@ from .members import mmseg_scope
 from .predictive_segmentor import PredictiveSegmentor
 from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder, final_head
 
+#: the distillation losses' attributes (a mimic adapter has weights)
+DISTILLATION_LOSSES = ('kd_loss', 'pairwise_loss', 'mimic_loss')
 #: teacher maps ``class_std/<c>``: the members' spread of class c's probability
 CLASS_STD = 'class_std'
 
 
 def build_teacher(teacher: Any) -> PredictiveSegmentor:
-    """An EnsembleSegmentor or MCDropoutSegmentor config, a list of member
-    specs (an ensemble), or one member spec (an ensemble of one)."""
+    """An EnsembleSegmentor, MCDropoutSegmentor or TTASegmentor config, a
+    list of member specs (an ensemble), or one member spec (an ensemble of
+    one)."""
     if isinstance(teacher, (list, tuple)):
         teacher = dict(type='EnsembleSegmentor', members=list(teacher))
     elif isinstance(teacher, str) or 'type' not in teacher:
@@ -47,8 +50,11 @@ def build_teacher(teacher: Any) -> PredictiveSegmentor:
         model = MODELS.build(teacher)
     if not isinstance(model, PredictiveSegmentor):
         raise TypeError(f'EnsembleDistiller: the teacher must be an '
-                        f'EnsembleSegmentor or MCDropoutSegmentor (or member '
-                        f'specs), got {type(model).__name__}')
+                        f'EnsembleSegmentor, MCDropoutSegmentor or TTASegmentor '
+                        f'(or member specs), got {type(model).__name__}; for '
+                        f'test-time augmentation of a training batch use '
+                        f'TTASegmentor (UncertaintyTTAModel is the wrapper of '
+                        f'tools/test.py --tta, on pipeline views)')
     return model
 
 
@@ -103,9 +109,14 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         num_stages: a cascade's number of decode heads (as mmseg's
             CascadeEncoderDecoder takes it; checked against the list).
         backbone, decode_head (a DualHead, or a list whose last one is),
-            neck, auxiliary_head, train_cfg,
+            neck, auxiliary_head,
             test_cfg, data_preprocessor, pretrained, init_cfg: the student,
             as for mmseg's EncoderDecoder.
+        train_cfg: the student's, as for EncoderDecoder. ``None`` builds the
+            model for inference, as ``mmseg.apis.init_model`` does (it sets
+            ``model.train_cfg = None``): the teacher is not built, so its
+            checkpoints need not exist, the model predicts as its student
+            and ``loss`` raises. A training config leaves it out (``{}``).
         kd_loss: the pixel-wise KD loss config, or None.
         pairwise_loss: the pair-wise KD loss config, or None.
         mimic_loss: the feature mimic config (``student_channels`` and
@@ -144,11 +155,13 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                  num_stages: int | None = None,
                  neck: OptConfigType = None,
                  auxiliary_head: OptConfigType = None,
-                 train_cfg: OptConfigType = None,
+                 train_cfg: OptConfigType = {},
                  test_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None,
                  pretrained: str | None = None,
                  init_cfg: OptConfigType = None) -> None:
+        # a copy: the default is shared between instances
+        train_cfg = None if train_cfg is None else dict(train_cfg)
         with mmseg_scope():
             super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                              auxiliary_head=auxiliary_head, train_cfg=train_cfg,
@@ -169,7 +182,25 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             # student's (read by pair-wise KD and feature mimic)
             self.student_tap: HeadTap = tap_head(self._segmentation_head(),
                                                  'EnsembleDistiller')
-        model = build_teacher(teacher)
+        self.teacher_autocast = teacher_autocast
+        if not 0.0 <= pseudo_label_threshold < 1.0:
+            raise ValueError(f'EnsembleDistiller: pseudo_label_threshold must lie in '
+                             f'[0, 1), got {pseudo_label_threshold}')
+        self.pseudo_label_threshold = pseudo_label_threshold
+        self.student_init = student_init
+        self.for_inference = train_cfg is None
+        if self.for_inference:
+            self._init_for_inference()
+            return
+        try:
+            model = build_teacher(teacher)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f'EnsembleDistiller teacher: {error}. To run the trained student '
+                f'alone, without its teacher, build the model with '
+                f'model.train_cfg=None (mmseg.apis.init_model does) or use '
+                f'mmseg_uncert.apis.init_uncertainty_model / '
+                f'UncertaintyInferencer') from error
         if model.num_classes != self.num_classes:
             raise ValueError(
                 f'EnsembleDistiller: the teacher predicts {model.num_classes} '
@@ -222,12 +253,23 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 self.mimic_loss = MODELS.build(dict(
                     mimic_loss, student_channels=self._student_feature_channels(),
                     teacher_channels=channels.pop()))
-        self.teacher_autocast = teacher_autocast
-        if not 0.0 <= pseudo_label_threshold < 1.0:
-            raise ValueError(f'EnsembleDistiller: pseudo_label_threshold must lie in '
-                             f'[0, 1), got {pseudo_label_threshold}')
-        self.pseudo_label_threshold = pseudo_label_threshold
-        self.student_init = student_init
+
+    def _init_for_inference(self) -> None:
+        """The student alone (``train_cfg=None``): no teacher and no
+        distillation loss; a checkpoint's loss weights (a mimic adapter) are
+        left out on load instead of reported as unexpected keys."""
+        self.register_module('teacher', None)
+        self.kd_loss = self.pairwise_loss = self.mimic_loss = None
+        self._teacher_taps = []
+        self.uncertainty_targets = {}
+
+        def drop_loss_weights(module: nn.Module, state_dict: dict, prefix: str,
+                              *args: Any) -> None:
+            for key in [k for k in state_dict if k.startswith(tuple(
+                    f'{prefix}{loss}.' for loss in DISTILLATION_LOSSES))]:
+                del state_dict[key]
+
+        self.register_load_state_dict_pre_hook(drop_loss_weights)
 
     def _init_decode_head(self, decode_head: ConfigType | list) -> None:
         """One head, or a list of heads: a cascade (OCRNet), built as mmseg's
@@ -447,6 +489,11 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         unlabelled target is distilled with the teacher's hard labels in
         place of labels (``target.``): ProDA's distillation stage, CE(source)
         + CE(student, argmax q̄) + β·KL(q̄ ‖ student) with β the KD weight."""
+        if self.for_inference:
+            raise RuntimeError(
+                'EnsembleDistiller was built for inference (model.train_cfg=None, '
+                'as mmseg.apis.init_model builds it): it has no teacher to learn '
+                'from; train with the config\'s own model (train_cfg left out)')
         if not isinstance(inputs, dict):
             return self._distill(inputs, data_samples, pseudo_labels=False)
         x = self.extract_feat(inputs['source'])
@@ -549,7 +596,17 @@ def _check_finite(outputs: dict[str, Tensor], metas: list[dict]) -> None:
 
 
 def _teacher_models(teacher: PredictiveSegmentor) -> Sequence:
-    """The segmentors inside a teacher (ensemble members, or the MC model)."""
+    """The segmentors inside a teacher (ensemble members, or the MC or TTA
+    model), whose heads the feature terms tap."""
+    from .tta_segmentor import TTASegmentor
+    if isinstance(teacher, TTASegmentor) and any(teacher.flips):
+        # a flipped view's features are mirrored: they would be compared with
+        # the student's at the wrong places (rescaled views are fine: both
+        # terms pool or resize the features to the student's grid)
+        raise ValueError('EnsembleDistiller: pair-wise KD and feature mimic read '
+                         'the teacher\'s features, and a TTASegmentor teacher\'s '
+                         'flipped views give mirrored ones; use flips=(False,) '
+                         'with scales only, or drop pairwise_loss and mimic_loss')
     return list(teacher.members) if hasattr(teacher, 'members') else [teacher.model]
 
 

@@ -49,13 +49,18 @@ class EnsembleSegmentor(PredictiveSegmentor):
             defaults to the first member's, and every member must normalise
             the same way.
         init_cfg: unused (members carry their weights).
+        train_cfg, pretrained: None (as ``mmseg.apis.init_model`` passes
+            them); the members are trained already.
     """
 
     def __init__(self,
                  members: Sequence[dict[str, Any] | str],
                  test_cfg: dict | None = None,
                  data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
+                 init_cfg: dict | None = None,
+                 train_cfg: dict | None = None,
+                 pretrained: str | None = None) -> None:
+        self.check_untrained_arguments('EnsembleSegmentor', train_cfg, pretrained)
         if not members:
             raise ValueError('EnsembleSegmentor: members is empty')
         models, infos = [], []

@@ -52,6 +52,8 @@ class MCDropoutSegmentor(PredictiveSegmentor):
         seed: seed of the dropout masks.
         test_cfg: replaces the model's ``test_cfg`` when given.
         data_preprocessor: defaults to the model's.
+        train_cfg, pretrained: None (as ``mmseg.apis.init_model`` passes
+            them); the model is trained already.
     """
 
     def __init__(self,
@@ -60,7 +62,10 @@ class MCDropoutSegmentor(PredictiveSegmentor):
                  seed: int = 0,
                  test_cfg: dict | None = None,
                  data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
+                 init_cfg: dict | None = None,
+                 train_cfg: dict | None = None,
+                 pretrained: str | None = None) -> None:
+        self.check_untrained_arguments('MCDropoutSegmentor', train_cfg, pretrained)
         if num_samples < 1:
             raise ValueError(f'MCDropoutSegmentor: num_samples must be >= 1, '
                              f'got {num_samples}')

@@ -41,6 +41,20 @@ class PredictiveSegmentor(BaseSegmentor):
     def init_weights(self) -> None:
         """The members hold trained weights: nothing to initialise."""
 
+    @staticmethod
+    def check_untrained_arguments(owner: str, train_cfg: dict | None,
+                                  pretrained: str | None) -> None:
+        """``train_cfg`` and ``pretrained`` are accepted as every mmseg
+        segmentor accepts them (``mmseg.apis.init_model`` sets both to None),
+        but the wrapped models are trained already: anything else is an
+        error, not silently ignored."""
+        for key, value in (('train_cfg', train_cfg), ('pretrained', pretrained)):
+            if value is not None and not (key == 'train_cfg' and value == {}):
+                raise ValueError(
+                    f'{owner}: model.{key}={value!r} has no meaning here, its '
+                    f'models are trained already (their own configs and '
+                    f'checkpoints carry that); remove model.{key}')
+
     @abstractmethod
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:

@@ -119,10 +119,15 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             the renormalised ω_k·p₀,k, or of p₀,k without rectification) is
             below it are ignored; 0 keeps all (classic self-training keeps
             the confident ones, e.g. 0.9).
-        backbone, decode_head, neck, auxiliary_head, train_cfg, test_cfg,
+        backbone, decode_head, neck, auxiliary_head, test_cfg,
             data_preprocessor, pretrained, init_cfg: as for EncoderDecoder;
             mmseg's SegDataPreProcessor is switched to
             :class:`~mmseg_uncert.models.SourceTargetDataPreProcessor`.
+        train_cfg: as for EncoderDecoder. ``None`` builds the model for
+            inference, as ``mmseg.apis.init_model`` does (it sets
+            ``model.train_cfg = None``): neither the pseudo-labeller nor the
+            prototypes are built, so the warm-up checkpoint need not exist,
+            and ``loss`` raises. A training config leaves it out (``{}``).
     """
 
     def __init__(self,
@@ -140,11 +145,13 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
                  confidence_threshold: float = 0.0,
                  neck: OptConfigType = None,
                  auxiliary_head: OptConfigType = None,
-                 train_cfg: OptConfigType = None,
+                 train_cfg: OptConfigType = {},
                  test_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None,
                  pretrained: str | None = None,
                  init_cfg: OptConfigType = None) -> None:
+        # a copy: the default is shared between instances
+        train_cfg = None if train_cfg is None else dict(train_cfg)
         with mmseg_scope():
             super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
                              auxiliary_head=auxiliary_head, train_cfg=train_cfg,
@@ -155,12 +162,17 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
         if temperature <= 0:
             raise ValueError(f'ProDASegmentor: temperature must be positive, got '
                              f'{temperature}')
-        labeller, info = build_member(pseudo_labeller, 'ProDASegmentor pseudo_labeller')
-        if info['num_classes'] != self.num_classes:
-            raise ValueError(f"ProDASegmentor: the pseudo_labeller ({info['source']}) "
-                             f"predicts {info['num_classes']} classes, the model "
-                             f'{self.num_classes}')
-        self.add_frozen('pseudo_labeller', labeller)
+        self.for_inference = train_cfg is None
+        if self.for_inference:
+            self.register_module('pseudo_labeller', None)
+        else:
+            labeller, info = build_member(pseudo_labeller,
+                                          'ProDASegmentor pseudo_labeller')
+            if info['num_classes'] != self.num_classes:
+                raise ValueError(f"ProDASegmentor: the pseudo_labeller ({info['source']}) "
+                                 f"predicts {info['num_classes']} classes, the model "
+                                 f'{self.num_classes}')
+            self.add_frozen('pseudo_labeller', labeller)
         # the features prototypes are made of: before dropout, as the momentum
         # copy (in eval) sees them
         self.__dict__['feature_tap'] = pre_dropout_module(self.decode_head, 'ProDASegmentor')
@@ -174,7 +186,7 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             raise ValueError(f'ProDASegmentor: confidence_threshold must lie in '
                              f'[0, 1), got {confidence_threshold}')
         self.confidence_threshold = confidence_threshold
-        if self.needs_prototypes:
+        if self.needs_prototypes and not self.for_inference:
             # a child from the start, before any move or DDP wrap; filled by
             # PrototypeHook before training
             momentum = ExponentialMovingAverage(self.network(), momentum=0.001)
@@ -213,6 +225,12 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
         if not isinstance(inputs, dict):
             # a plain labelled batch: source-only training
             return super().loss(inputs, data_samples)
+        if self.for_inference:
+            raise RuntimeError(
+                'ProDASegmentor was built for inference (model.train_cfg=None, as '
+                'mmseg.apis.init_model builds it): it has no pseudo-labeller for '
+                'the target batch; train with the config\'s own model (train_cfg '
+                'left out)')
         losses = super().loss(inputs['source'], data_samples['source'])
         pop_tapped(self.feature_tap)  # the source pass's features
         pop_tapped(self.decode_head.conv_seg)
