@@ -7,3 +7,10 @@
 _base_ = ['mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py']
 custom_imports = dict(imports=['mmseg_uncert'], allow_failed_imports=False)
 runner_type = 'CompatRunner'
+# as configs/_base_/default_runtime.py (this config builds on mmseg's
+# runtime): pictures with the uncertainty maps (--show-dir, MMSegInferencer)
+# and `--tta` keeping the maps over the augmented views
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='UncertaintyVisualizer', vis_backends=vis_backends,
+                  name='visualizer')
+tta_model = dict(type='UncertaintyTTAModel')

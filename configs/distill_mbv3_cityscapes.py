@@ -85,3 +85,10 @@ val_evaluator = [
          scores=['max_prob', 'entropy', 'std', 'epistemic', 'aleatoric']),
 ]
 test_evaluator = val_evaluator
+# as configs/_base_/default_runtime.py (this config builds on mmseg's
+# runtime): pictures with the uncertainty maps (--show-dir, MMSegInferencer)
+# and `--tta` keeping the maps over the augmented views
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='UncertaintyVisualizer', vis_backends=vis_backends,
+                  name='visualizer')
+tta_model = dict(type='UncertaintyTTAModel')

@@ -271,3 +271,13 @@ def test_missing_checkpoint_is_named(tmp_path, no_export, capsys):
     assert tool.main([STUDENT, missing, '--out', str(tmp_path / 'x.onnx')]) == 2
     assert f'checkpoint {missing} does not exist' in capsys.readouterr().err
     assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_the_digamma_series_equals_torch_digamma():
+    """The graph's ψ (ONNX has no digamma op) against torch's own, from
+    near 0 to large concentrations, and NaN where ψ has its poles."""
+    from mmseg_uncert.apis.onnx_export import digamma
+    x = torch.cat([torch.logspace(-6, 8, 2000, dtype=torch.float64),
+                   torch.tensor([0.5, 1.0, 2.0, 6.0, 7.5], dtype=torch.float64)])
+    torch.testing.assert_close(digamma(x), torch.digamma(x), rtol=1e-9, atol=1e-9)
+    assert torch.isnan(digamma(torch.tensor([0.0, -1.0, -2.5], dtype=torch.float64))).all()

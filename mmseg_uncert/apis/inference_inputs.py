@@ -104,8 +104,27 @@ def named_inputs(inputs: ImageInput | Iterable[ImageInput],
 
     Raises:
         InferenceInputError: a path that does not exist or is neither an
-            image, a video nor a folder; ``names`` of the wrong length.
+            image, a video nor a folder; ``names`` of the wrong length; two
+            inputs of one name (their files would overwrite each other).
     """
+    seen: dict[str, ImageInput] = {}
+    for name, image in _named_inputs(inputs, names):
+        # two inputs of one name would write the same files
+        if name is not None and name in seen:
+            first = seen[name] if isinstance(seen[name], str) else 'an array'
+            other = image if isinstance(image, str) else 'an array'
+            raise InferenceInputError(
+                f'two inputs are both named {name!r} ({first} and {other}), so '
+                f'their files would overwrite each other: rename one, or give '
+                f'the folder that holds both')
+        if name is not None:
+            seen[name] = image
+        yield name, image
+
+
+def _named_inputs(inputs: ImageInput | Iterable[ImageInput],
+                  names: Sequence[str] | None
+                  ) -> Iterator[tuple[str | None, ImageInput]]:
     items = [inputs] if isinstance(inputs, (str, np.ndarray)) else list(inputs)
     if names is not None and len(names) != len(items):
         raise InferenceInputError(f'{len(names)} names for {len(items)} inputs: '

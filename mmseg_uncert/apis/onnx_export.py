@@ -47,6 +47,7 @@ digamma (a DirichletHead's maps; ONNX has no such op) as a series
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -338,6 +339,16 @@ def check_output_path(out: str) -> str:
     return out
 
 
+def on_cpu(model: nn.Module) -> nn.Module:
+    """``model`` itself where it is on the CPU, else a CPU copy: the graph
+    is traced, and onnxruntime compared, on the CPU, and the caller's model
+    stays where it is (on a GPU, say)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.device.type == 'cpu' for t in tensors):
+        return model
+    return copy.deepcopy(model).cpu()
+
+
 def export_onnx(model: nn.Module, out: str, shape: Sequence[int] = (256, 512),
                 opset: int | None = None, normalize_in_graph: bool = True,
                 input_channel_order: str = 'bgr', dynamic_size: bool = True
@@ -369,6 +380,7 @@ def export_onnx(model: nn.Module, out: str, shape: Sequence[int] = (256, 512),
             a graph ONNX's checker refuses.
     """
     out = check_output_path(out)
+    model = on_cpu(model)
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f'shape must be (H, W) with positive sizes, got {tuple(shape)}')
     graph = DeployedSegmentor(model, normalize_in_graph, input_channel_order).eval()
@@ -529,7 +541,7 @@ def verify_onnx(model: nn.Module, path: str, batch: int = 2,
              else torch.randn(batch, 3, *shape, generator=g))
     got = dict(zip([o.name for o in session.get_outputs()],
                    session.run(None, {input_name: image.numpy()})))
-    expected = reference_outputs(model, image, normalize, order)
+    expected = reference_outputs(on_cpu(model), image, normalize, order)
     if set(got) != set(expected):
         raise RuntimeError(f'{path} has outputs {sorted(got)}, the model '
                            f'{sorted(expected)}: was it exported from another model?')

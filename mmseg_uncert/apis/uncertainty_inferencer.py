@@ -23,7 +23,7 @@ from mmseg.structures import SegDataSample
 from ..models.segmentors import load_config, mmseg_scope
 from ..visualization.uncertainty_visualizer import map_names
 from .inference import TRAINING_WRAPPERS, init_uncertainty_model
-from .inference_inputs import ImageInput, named_inputs, read_image
+from .inference_inputs import ImageInput, check_out_dir, named_inputs, read_image
 
 #: transforms that read annotation files, which inference does not have
 ANNOTATION_LOADERS = ('LoadAnnotations', 'LoadDepthAnnotation',
@@ -187,6 +187,9 @@ class UncertaintyInferencer(MMSegInferencer):
         _, _, visualize_kwargs, _ = self._dispatch_kwargs(**kwargs)
         pred_dir = osp.join(out_dir, pred_out_dir) if out_dir else ''
         img_dir = osp.join(out_dir, img_out_dir) if out_dir and img_out_dir else ''
+        for folder in (pred_dir, img_dir):
+            if folder:  # before any inference, not after the first batch
+                check_out_dir(folder)
         batches = self._batches(named_inputs(inputs, names), batch_size)
         if self.show_progress:
             batches = track(batches, description='Inference')

@@ -185,7 +185,8 @@ def _name_regions(ax, label: np.ndarray, classes: Sequence[str],
     from its border (inside the region even when it is not convex), as
     mmseg's SegLocalVisualizer names the classes it draws."""
     for index in np.unique(label):
-        if index == ignore_index or not 0 <= index < len(classes):
+        # a class without a colour is drawn black (colorize_labels): no box
+        if index == ignore_index or not 0 <= index < min(len(classes), len(palette)):
             continue
         region = np.pad((label == index).astype(np.uint8), 1)
         depth = cv2.distanceTransform(region, cv2.DIST_L2, 3)[1:-1, 1:-1]

@@ -31,9 +31,9 @@ NUM_CLASSES = 5
 SIZE = (64, 128)
 #: the segmentors below, by type; inference-only ones have no training step
 SEGMENTORS = ('UncertaintyEncoderDecoder', 'UncertaintyCascadeEncoderDecoder',
-              'EnsembleSegmentor', 'MCDropoutSegmentor', 'EnsembleDistiller',
-              'ProDASegmentor')
-INFERENCE_ONLY = ('EnsembleSegmentor', 'MCDropoutSegmentor')
+              'EnsembleSegmentor', 'MCDropoutSegmentor', 'TTASegmentor',
+              'EnsembleDistiller', 'ProDASegmentor')
+INFERENCE_ONLY = ('EnsembleSegmentor', 'MCDropoutSegmentor', 'TTASegmentor')
 
 
 def registered_segmentors() -> set[str]:
@@ -73,6 +73,9 @@ def build_segmentor(name: str, tmp_dir: str) -> nn.Module:
     elif name == 'MCDropoutSegmentor':
         cfg = dict(type=name, model=member_specs(tmp_dir, 1, NUM_CLASSES)[0],
                    num_samples=3)
+    elif name == 'TTASegmentor':
+        cfg = dict(type=name, model=member_specs(tmp_dir, 1, NUM_CLASSES)[0],
+                   scales=(0.75, 1.0), flips=(False, True))
     elif name == 'EnsembleDistiller':
         cfg['decode_head'] = _dual_head(cfg)
         cfg.update(type=name, teacher=member_specs(tmp_dir, 2, NUM_CLASSES),

@@ -11,3 +11,7 @@ __all__ = ['EnsembleDistiller', 'build_teacher', 'EnsembleSegmentor', 'MCDropout
            'PredictiveSegmentor', 'ProDASegmentor', 'UncertaintyCascadeEncoderDecoder',
            'UncertaintyEncoderDecoder', 'build_member', 'dropout_layers', 'final_head',
            'load_config', 'mmseg_scope']
+from .tta_segmentor import TTASegmentor
+from .uncertainty_tta_model import UncertaintyTTAModel
+
+__all__ += ['TTASegmentor', 'UncertaintyTTAModel']

@@ -1,0 +1,161 @@
+"""Test-time augmentation on tensors: the flipped and rescaled views of a
+batch as the members of a predictive distribution (a distillation teacher)."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+from torch import Tensor
+
+from mmseg.models.utils import resize
+from mmseg.registry import MODELS
+
+from .members import build_member, mmseg_scope
+from .predictive_segmentor import PredictiveSegmentor, class_probabilities
+
+
+def view_size(size: Sequence[int], scale: float) -> tuple[int, int]:
+    """(h, w) of a view at ``scale``, rounded as mmcv's ``Resize`` with
+    ``scale_factor`` rounds (``int(x * scale + 0.5)``), so that a view here
+    has the size of the same view made by a ``tta_pipeline``."""
+    return tuple(max(1, int(s * scale + 0.5)) for s in size)
+
+
+def check_views(scales: Sequence[float], flips: Sequence[bool], owner: str) -> None:
+    """At least two distinct views, every scale positive."""
+    if not scales or not flips:
+        raise ValueError(f'{owner}: scales and flips must each hold at least one '
+                         f'value, got scales={list(scales)}, flips={list(flips)}')
+    if any(s <= 0 for s in scales):
+        raise ValueError(f'{owner}: scales must be > 0, got {list(scales)}')
+    if len(set(scales)) != len(scales) or len(set(flips)) != len(flips):
+        raise ValueError(f'{owner}: scales {list(scales)} or flips {list(flips)} '
+                         f'repeat a value; a repeated view only counts one '
+                         f'prediction twice')
+    if len(scales) * len(flips) < 2:
+        raise ValueError(
+            f'{owner}: scales={list(scales)} and flips={list(flips)} make '
+            f'{len(scales) * len(flips)} view; TTA needs at least two views '
+            f'(flips and/or scales), e.g. flips=(False, True)')
+
+
+@MODELS.register_module()
+class TTASegmentor(PredictiveSegmentor):
+    """Test-time augmentation of one segmentor on tensors, its V views
+    treated as the members of a predictive distribution (Ayhan & Berens,
+    "Test-time Data Augmentation for Estimation of Heteroscedastic Aleatoric
+    Uncertainty in Deep Neural Networks", MIDL 2018; Wang et al., "Aleatoric
+    uncertainty estimation with test-time augmentation for medical image
+    segmentation with convolutional neural networks", Neurocomputing 2019).
+
+    For a batch x of size (H, W) and each view v = (s, f), s in ``scales``
+    (outer loop) and f in ``flips`` (inner loop, horizontal), in the order
+    of mmcv's ``TestTimeAug``:
+
+        x_v = flip_f(resize(x, (⌊sH + ½⌋, ⌊sW + ½⌋)))       (bilinear)
+        p_v = softmax(resize(flip_f(g(x_v)), (H, W)))
+
+    g the model's class logits (its ``inference``, whole or slide); for
+    MaskFormer-style heads s/Σs of the semantic scores (see
+    :func:`~.predictive_segmentor.class_probabilities`). The flip is undone
+    and the logits brought back to the input's grid before the softmax,
+    as mmseg's post-processing does to each view of ``tools/test.py --tta``
+    (:class:`~.uncertainty_tta_model.UncertaintyTTAModel`). The V maps are
+    folded like an ensemble's members (p̄, total = H[p̄], aleatoric =
+    (1/V) Σ_v H[p_v], epistemic = their difference, std at the prediction,
+    variation ratio; see :mod:`mmseg_uncert.models.uncertainty`), so it is
+    a distillation teacher (``EnsembleDistiller(teacher=dict(type=
+    'TTASegmentor', ...))``) and a test model of its own (``tools/test.py``
+    without ``--tta``: the views are made on the test batch).
+
+    A padded batch is rescaled and flipped with its padding (a flipped view
+    sees it on the other side); the maps cover the whole grid, as an
+    ensemble's do, and distillation leaves batch padding out.
+
+    Config::
+
+        model = dict(type='TTASegmentor',
+                     model=dict(config='configs/fast-scnn_1xb4-1k_synthetic-128x256.py',
+                                checkpoint='work_dirs/.../iter_1000.pth'),
+                     scales=(0.75, 1.0, 1.25), flips=(False, True))
+
+    Args:
+        model: the segmentor, as an ensemble member is given:
+            ``dict(config, checkpoint)`` or ``dict(model=DICT, checkpoint)``.
+        scales: rescaling factors of the views; the default is the
+            ``img_ratios`` of ``configs/_base_/datasets/synthetic_streets.py``.
+        flips: whether a view is flipped horizontally (False, True or both).
+        test_cfg: replaces the model's ``test_cfg`` when given.
+        data_preprocessor: defaults to the model's.
+        init_cfg: unused (the model carries its weights).
+        train_cfg, pretrained: None (as ``mmseg.apis.init_model`` passes
+            them); the model is trained already.
+    """
+
+    def __init__(self,
+                 model: dict[str, Any] | str,
+                 scales: Sequence[float] = (0.75, 1.0, 1.25),
+                 flips: Sequence[bool] = (False, True),
+                 test_cfg: dict | None = None,
+                 data_preprocessor: dict | None = None,
+                 init_cfg: dict | None = None,
+                 train_cfg: dict | None = None,
+                 pretrained: str | None = None) -> None:
+        self.check_untrained_arguments('TTASegmentor', train_cfg, pretrained)
+        scales, flips = tuple(float(s) for s in scales), tuple(bool(f) for f in flips)
+        check_views(scales, flips, 'TTASegmentor')
+        spec = dict(model) if not isinstance(model, str) else dict(config=model)
+        if test_cfg is not None:
+            spec['test_cfg'] = test_cfg
+        segmentor, info = build_member(spec, 'TTA model')
+        if not callable(getattr(segmentor, 'inference', None)):
+            raise TypeError(
+                f"TTASegmentor: {info['source']} builds a {type(segmentor).__name__}, "
+                f"which has no inference(inputs, metas) giving class logits; wrap "
+                f"one segmentor (an EncoderDecoder), not an ensemble")
+        with mmseg_scope():
+            super().__init__(
+                data_preprocessor=data_preprocessor or info['data_preprocessor'],
+                init_cfg=init_cfg)
+        self.model = segmentor
+        self.info = info
+        self.data_preprocessor_cfg = data_preprocessor or info['data_preprocessor']
+        self.scales = scales
+        self.flips = flips
+        self.num_classes = info['num_classes']
+        self.align_corners = segmentor.align_corners
+        self.out_channels = segmentor.out_channels
+
+    @property
+    def num_views(self) -> int:
+        """V = len(scales) · len(flips)."""
+        return len(self.scales) * len(self.flips)
+
+    def train(self, mode: bool = True) -> 'TTASegmentor':
+        """The model stays in eval (dropout off, BN statistics frozen)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def member_probabilities(self, inputs: Tensor,
+                             batch_img_metas: list[dict]) -> Iterator[Tensor]:
+        """The V views' class probabilities (B, C, H, W) on the input's grid."""
+        size = tuple(inputs.shape[2:])
+        for scale in self.scales:
+            shape = view_size(size, scale)
+            scaled = inputs if shape == size else resize(
+                inputs, shape, mode='bilinear', align_corners=False)
+            for flip in self.flips:
+                view = scaled.flip(3) if flip else scaled
+                # the head resizes its output to pad_shape (else img_shape):
+                # the view's own size; fresh dicts, since slide inference
+                # overwrites img_shape
+                metas = [dict(m, img_shape=shape, pad_shape=shape)
+                         for m in batch_img_metas]
+                # a DualHead model's inference gives its C class logits first
+                logits = self.model.inference(view, metas)[:, :self.num_classes]
+                if flip:
+                    logits = logits.flip(3)
+                if shape != size:
+                    logits = resize(logits, size, mode='bilinear',
+                                    align_corners=self.align_corners)
+                yield class_probabilities(self.model, logits)
