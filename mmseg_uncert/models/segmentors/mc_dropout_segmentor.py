@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from mmseg.registry import MODELS
 
-from .members import build_member, mmseg_scope
+from .members import build_member
 from .predictive_segmentor import PredictiveSegmentor, class_probabilities, fresh_metas
 
 
@@ -79,18 +79,9 @@ class MCDropoutSegmentor(PredictiveSegmentor):
                 f"MCDropoutSegmentor: {info['source']} has no dropout layer "
                 f"with a non-zero rate, so every pass would be the same; add "
                 f"one (e.g. decode_head.dropout_ratio=0.1) and train with it")
-        with mmseg_scope():
-            super().__init__(
-                data_preprocessor=data_preprocessor or info['data_preprocessor'],
-                init_cfg=init_cfg)
-        self.model = segmentor
-        self.info = info
-        self.data_preprocessor_cfg = data_preprocessor or info['data_preprocessor']
+        self._init_around(segmentor, info, data_preprocessor, init_cfg)
         self.num_samples = num_samples
         self.seed = seed
-        self.num_classes = info['num_classes']
-        self.align_corners = segmentor.align_corners
-        self.out_channels = segmentor.out_channels
         self._dropout = layers
 
     def train(self, mode: bool = True) -> 'MCDropoutSegmentor':

@@ -12,6 +12,7 @@ from mmseg.utils import OptSampleList, SampleList
 
 from ..decode_heads.head_taps import MaskQueryTap
 from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
+from .members import mmseg_scope
 from .postprocess import samples_with_uncertainty
 from .uncertainty_encoder_decoder import final_head
 
@@ -40,6 +41,23 @@ class PredictiveSegmentor(BaseSegmentor):
 
     def init_weights(self) -> None:
         """The members hold trained weights: nothing to initialise."""
+
+    def _init_around(self, segmentor: nn.Module, info: dict,
+                     data_preprocessor: dict | None, init_cfg: dict | None) -> None:
+        """Initialise a predictive segmentor around one trained
+        ``segmentor`` (MC dropout's passes, TTA's views), as
+        :func:`~.members.build_member` gave it with its ``info``: the
+        model's data preprocessor unless one is given, its classes and output
+        channels."""
+        preprocessor = data_preprocessor or info['data_preprocessor']
+        with mmseg_scope():
+            super().__init__(data_preprocessor=preprocessor, init_cfg=init_cfg)
+        self.model = segmentor
+        self.info = info
+        self.data_preprocessor_cfg = preprocessor
+        self.num_classes = info['num_classes']
+        self.align_corners = segmentor.align_corners
+        self.out_channels = segmentor.out_channels
 
     @staticmethod
     def check_untrained_arguments(owner: str, train_cfg: dict | None,

@@ -9,7 +9,7 @@ from torch import Tensor
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
-from .members import build_member, mmseg_scope
+from .members import build_member
 from .predictive_segmentor import PredictiveSegmentor, class_probabilities
 
 
@@ -112,18 +112,9 @@ class TTASegmentor(PredictiveSegmentor):
                 f"TTASegmentor: {info['source']} builds a {type(segmentor).__name__}, "
                 f"which has no inference(inputs, metas) giving class logits; wrap "
                 f"one segmentor (an EncoderDecoder), not an ensemble")
-        with mmseg_scope():
-            super().__init__(
-                data_preprocessor=data_preprocessor or info['data_preprocessor'],
-                init_cfg=init_cfg)
-        self.model = segmentor
-        self.info = info
-        self.data_preprocessor_cfg = data_preprocessor or info['data_preprocessor']
+        self._init_around(segmentor, info, data_preprocessor, init_cfg)
         self.scales = scales
         self.flips = flips
-        self.num_classes = info['num_classes']
-        self.align_corners = segmentor.align_corners
-        self.out_channels = segmentor.out_channels
 
     @property
     def num_views(self) -> int:
