@@ -40,6 +40,7 @@ test_evaluator = val_evaluator
 # runtime): pictures with the uncertainty maps (--show-dir, MMSegInferencer)
 # and `--tta` keeping the maps over the augmented views
 vis_backends = [dict(type='LocalVisBackend')]
+# 4 panels a row: image, prediction, ground truth, then the maps below
 visualizer = dict(type='UncertaintyVisualizer', vis_backends=vis_backends,
-                  name='visualizer')
+                  name='visualizer', columns=4)
 tta_model = dict(type='UncertaintyTTAModel')

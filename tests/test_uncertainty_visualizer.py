@@ -264,9 +264,10 @@ def test_test_tool_show_dir_draws_the_maps(tiny_data_root, tmp_path):
               'test_dataloader.dataset.indices=2'])
     pictures = sorted(glob.glob(str(work / 'vis' / 'vis_data' / 'vis_image' / '*.png')))
     assert len(pictures) == 2
-    # the figure is 4 inches per panel at DPI dots per inch: 8 panels in a row
+    # the figure is 4 inches per panel at DPI dots per inch: 8 panels in the
+    # configs' 4 columns, so 2 rows
     image = cv2.imread(pictures[0])
     height, width = cv2.imread(glob.glob(osp.join(
         tiny_data_root, 'leftImg8bit', 'val', '*', '*.png'))[0]).shape[:2]
-    assert image.shape[1] == 8 * 4 * DPI
-    assert image.shape[0] == round((4 * height / width + 0.5) * DPI)
+    assert image.shape[1] == 4 * 4 * DPI
+    assert image.shape[0] == round(2 * (4 * height / width + 0.5) * DPI)

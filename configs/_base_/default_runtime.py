@@ -13,5 +13,6 @@ tta_model = dict(type='UncertaintyTTAModel')
 # Pictures with the uncertainty maps beside the prediction (tools/test.py
 # --show-dir, SegVisualizationHook, MMSegInferencer): a SegLocalVisualizer
 vis_backends = [dict(type='LocalVisBackend')]
+# 4 panels a row: image, prediction, ground truth, then the maps below
 visualizer = dict(type='UncertaintyVisualizer', vis_backends=vis_backends,
-                  name='visualizer')
+                  name='visualizer', columns=4)
