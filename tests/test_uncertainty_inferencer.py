@@ -113,10 +113,13 @@ def test_a_folder_is_read_recursively_in_batches(models, ensemble, tmp_path):
         sorted(f'{n}_pred.png' for n in names)
     assert _files(out / 'vis', '*.png') == \
         sorted(f'{n}.png' for n in names)
-    # the returned picture is the one written, and has its 2 + 5 panels
+    # the returned picture is the one written, and has its 2 + 5 panels in
+    # the configs' 4 columns (4 inches of 80 dots each): 2 rows
     vis = cv2.imread(str(out / 'vis' / 'top.png'))[..., ::-1]
     assert np.array_equal(results['visualization'][1], vis)
-    assert vis.shape[1] == 7 * 4 * 80
+    assert vis.shape[1] == 4 * 4 * 80
+    top = cv2.imread(models['images'][1])
+    assert vis.shape[0] == round(2 * (4 * top.shape[0] / top.shape[1] + 0.5) * 80)
 
 
 def test_video_frames_are_named_by_index(models, ensemble, reference, tmp_path):
