@@ -146,6 +146,14 @@ def test_members_stay_frozen_in_eval(tmp_path):
                                  members=member_specs(tmp_path, 2)))
     ensemble.train()
     assert all(not m.training for m in ensemble.members.modules())
+    # MC dropout and TTA keep their one model in eval too (MC dropout turns
+    # on its dropout layers only during its passes)
+    for cfg in (dict(type='MCDropoutSegmentor', model=member_specs(tmp_path, 1)[0],
+                     num_samples=2),
+                dict(type='TTASegmentor', model=member_specs(tmp_path, 1)[0])):
+        wrapper = MODELS.build(cfg).train()
+        assert wrapper.training
+        assert not any(m.training for m in wrapper.model.modules()), cfg['type']
     with pytest.raises(RuntimeError, match='inference'):
         ensemble.loss(_inputs(), _samples(2))
 

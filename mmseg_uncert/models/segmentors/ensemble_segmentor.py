@@ -90,12 +90,6 @@ class EnsembleSegmentor(PredictiveSegmentor):
             yield class_probabilities(
                 member, member.inference(inputs, fresh_metas(batch_img_metas)))
 
-    def train(self, mode: bool = True) -> 'EnsembleSegmentor':
-        """Members stay in eval (dropout off, BN statistics frozen)."""
-        super().train(mode)
-        self.members.eval()
-        return self
-
 
 def _check_compatible(infos: list[dict], role: str) -> None:
     """Members must agree on classes and on input normalisation."""

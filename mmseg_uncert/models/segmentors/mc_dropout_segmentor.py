@@ -84,11 +84,6 @@ class MCDropoutSegmentor(PredictiveSegmentor):
         self.seed = seed
         self._dropout = layers
 
-    def train(self, mode: bool = True) -> 'MCDropoutSegmentor':
-        super().train(mode)
-        self.model.eval()
-        return self
-
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:
         self.model.eval()

@@ -42,6 +42,15 @@ class PredictiveSegmentor(BaseSegmentor):
     def init_weights(self) -> None:
         """The members hold trained weights: nothing to initialise."""
 
+    def train(self, mode: bool = True) -> 'PredictiveSegmentor':
+        """The wrapped models stay in eval (dropout off, BatchNorm statistics
+        frozen) whatever the mode: they are never trained here, and MC dropout
+        switches on only its dropout layers, for its passes."""
+        super().train(mode)
+        for child in self.children():
+            child.eval()
+        return self
+
     def _init_around(self, segmentor: nn.Module, info: dict,
                      data_preprocessor: dict | None, init_cfg: dict | None) -> None:
         """Initialise a predictive segmentor around one trained

@@ -121,12 +121,6 @@ class TTASegmentor(PredictiveSegmentor):
         """V = len(scales) · len(flips)."""
         return len(self.scales) * len(self.flips)
 
-    def train(self, mode: bool = True) -> 'TTASegmentor':
-        """The model stays in eval (dropout off, BN statistics frozen)."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:
         """The V views' class probabilities (B, C, H, W) on the input's grid."""
