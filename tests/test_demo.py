@@ -51,7 +51,7 @@ def test_quick_demo_reports_every_step(quick_demo):
         assert re.search(rf'=== step {k} of 7: .*\(elapsed \d+m\d\ds, about '
                          rf'\d+m\d\ds left\) ===', out), k
     # mmengine's own logs come through, the members' with their prefix
-    assert '[member 2] ' in out and 'Iter(train) [50/50]' in out
+    assert '[member 2] ' in out and 'Iter(train) [20/20]' in out
 
 
 def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
@@ -60,7 +60,7 @@ def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
     for split in ('val', 'ood'):
         for name in ('ensemble', 'member_0', 'student'):
             metrics = json.load(open(osp.join(work, 'eval', split, name, 'metrics.json')))
-            assert metrics['images'] == 12
+            assert metrics['images'] == 6
     val = {name: json.load(open(osp.join(work, 'eval', 'val', name, 'metrics.json')))
            for name in ('ensemble', 'member_0', 'student')}
     ood = {name: json.load(open(osp.join(work, 'eval', 'ood', name, 'metrics.json')))
@@ -80,7 +80,7 @@ def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
     assert cells[4] == best(ood['student'], 'ood_auroc/')
     # s / image from the side-by-side timing of step 5, not the evaluation passes
     timing = json.load(open(osp.join(work, 'eval', 'timing', 'timing.json')))
-    assert timing['images'] == 12 and timing['rounds'] == 3
+    assert timing['images'] == 6 and timing['rounds'] == 3
     seconds = timing['seconds_per_image']
     assert sorted(seconds) == ['ensemble', 'member_0', 'student']
     assert cells[5] == f"{seconds['student']:.3f}"
@@ -112,18 +112,18 @@ def test_quick_demo_resumes_an_interrupted_run(quick_demo):
     (as if stopped), its training resumes from the one before."""
     work = quick_demo['work']
     student = osp.join(work, 'student')
-    os.remove(osp.join(student, 'iter_50.pth'))
+    os.remove(osp.join(student, 'iter_20.pth'))
     with open(osp.join(student, 'last_checkpoint'), 'w') as f:
-        f.write(osp.join(student, 'iter_48.pth'))
+        f.write(osp.join(student, 'iter_15.pth'))
     for k in range(4, 8):
         os.remove(osp.join(work, '.steps', f'step_{k}.done'))
     proc = _run_demo(work, quick_demo['data'])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     for k in (1, 2, 3):
         assert re.search(rf'=== step {k} of 7: .*: done, skipped ===', proc.stdout), k
-    assert 'Iter(train) [50/50]' in proc.stdout
-    assert 'Iter(train) [10/50]' not in proc.stdout  # resumed at 48, not restarted
-    assert osp.isfile(osp.join(student, 'iter_50.pth'))
+    assert 'Iter(train) [20/20]' in proc.stdout
+    assert 'Iter(train) [10/20]' not in proc.stdout  # resumed at 15, not restarted
+    assert osp.isfile(osp.join(student, 'iter_20.pth'))
 
 
 def test_a_failed_step_names_itself_and_its_log(demo_module, tmp_path):

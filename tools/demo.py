@@ -1,7 +1,7 @@
 """The main job on the embedded benchmark, from nothing to a report.
 
     python tools/demo.py             # 13 to 19 min on 2 CPU cores (work_dirs/demo)
-    python tools/demo.py --quick     # a smoke run: small data, 50-iteration schedules
+    python tools/demo.py --quick     # a smoke run: small data, 20-iteration schedules
 
 Steps, each one of this package's tools, so that what the demo does is what
 a user's commands do:
@@ -83,8 +83,8 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(counts=dict(train=80, val=12, ood=12), member_iters=50,
-                   student_iters=50, pictures=2, eval_images=12)
+        return cls(counts=dict(train=40, val=6, ood=6), member_iters=20,
+                   student_iters=20, pictures=2, eval_images=6)
 
     def estimates(self) -> list[float]:
         """Expected seconds of each step."""

@@ -15,3 +15,6 @@ from .tta_segmentor import TTASegmentor
 from .uncertainty_tta_model import UncertaintyTTAModel
 
 __all__ += ['TTASegmentor', 'UncertaintyTTAModel']
+from .calibrated_segmentor import CalibratedSegmentor
+
+__all__ += ['CalibratedSegmentor']
