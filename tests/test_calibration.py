@@ -103,7 +103,7 @@ def test_vector_scaling_equals_scipys_lbfgs_on_the_naive_nll(tmp_path):
 
     ref = optimize.minimize(nll_and_grad, np.r_[np.ones(4), np.zeros(4)], jac=True,
                             method='L-BFGS-B', options=dict(ftol=1e-15, gtol=1e-12))
-    assert fit['nll'] == pytest.approx(ref.fun, rel=1e-7)
+    assert fit['nll'] == pytest.approx(ref.fun, rel=1e-6)  # float32 per image
     # biases are defined up to a common shift (softmax ignores it)
     bias = model.bias.detach().double().numpy()
     np.testing.assert_allclose(model.scale.detach().double().numpy(), ref.x[:4], atol=2e-3)

@@ -40,9 +40,16 @@ class SplitEvaluation:
 
 
 def build_split(config: str | Config, data_root: str | None = None,
-                split: str | None = None):
+                split: str | None = None, indices: int | list[int] | None = None,
+                corruption: dict | None = None):
     """The test dataset of ``config``; ``data_root`` and ``split`` (Cityscapes
-    layout: ``leftImg8bit/<split>``, ``gtFine/<split>``) replace the config's."""
+    layout: ``leftImg8bit/<split>``, ``gtFine/<split>``) replace the config's.
+
+    ``indices``: the first N images, or the images at these positions (as
+    mmengine's datasets take it). ``corruption``: an ``ImageCorruption``
+    transform config (``dict(corruption=..., severity=...)``) put right
+    after the pipeline's image loading.
+    """
     from mmseg.registry import DATASETS
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
     dataset = copy.deepcopy(cfg.test_dataloader.dataset)
@@ -51,6 +58,15 @@ def build_split(config: str | Config, data_root: str | None = None,
     if split is not None:
         dataset.data_prefix = dict(img_path=osp.join('leftImg8bit', split),
                                    seg_map_path=osp.join('gtFine', split))
+    if indices is not None:
+        dataset.indices = indices
+    if corruption is not None:
+        steps = [step.get('type') for step in dataset.pipeline]
+        if 'LoadImageFromFile' not in steps:
+            raise ValueError(f'the test pipeline {steps} has no LoadImageFromFile to '
+                             f'corrupt the image after')
+        dataset.pipeline.insert(steps.index('LoadImageFromFile') + 1,
+                                dict(type='ImageCorruption', **corruption))
     with mmseg_scope():
         return DATASETS.build(dataset)
 

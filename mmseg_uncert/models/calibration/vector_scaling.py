@@ -22,7 +22,9 @@ class VectorScaling(nn.Module):
     Unlike a temperature it can change the argmax (a class's bias moves its
     decision boundary), so mIoU may move too. Fitted by the mean NLL over
     every valid pixel of a held-out split, full batch, with L-BFGS (strong
-    Wolfe line search), each evaluation one pass over the split in float64.
+    Wolfe line search, at most 50 iterations: 2C parameters converge in
+    far fewer), each evaluation one pass over the split (float32 per
+    image, the images' sums in float64).
 
     Args:
         num_classes: C.
@@ -53,7 +55,7 @@ class VectorScaling(nn.Module):
         return (logits * self.scale.to(logits.dtype).view(shape)
                 + self.bias.to(logits.dtype).view(shape))
 
-    def fit(self, data: CalibrationSet, max_iter: int = 200) -> dict[str, float]:
+    def fit(self, data: CalibrationSet, max_iter: int = 50) -> dict[str, float]:
         """Fit w and b on ``data``. Returns ``dict(nll, evaluations)``.
 
         Raises:
@@ -65,10 +67,10 @@ class VectorScaling(nn.Module):
             raise ValueError(f'VectorScaling for {self.num_classes} classes, split '
                              f'{data.name!r} has {data.num_classes}')
         device = self.scale.device
-        scale = self.scale.detach().to(torch.float64).clone().requires_grad_(True)
-        bias = self.bias.detach().to(torch.float64).clone().requires_grad_(True)
+        scale = self.scale.detach().float().clone().requires_grad_(True)
+        bias = self.bias.detach().float().clone().requires_grad_(True)
         optimizer = torch.optim.LBFGS([scale, bias], lr=1.0, max_iter=max_iter,
-                                      tolerance_grad=1e-10, tolerance_change=1e-14,
+                                      tolerance_grad=1e-7, tolerance_change=1e-10,
                                       history_size=20, line_search_fn='strong_wolfe')
         evaluations = 0
 
@@ -78,12 +80,12 @@ class VectorScaling(nn.Module):
             # one image's
             for logits, label in data.valid_pixels():
                 with torch.set_grad_enabled(backward):
-                    z = logits.to(device, torch.float64) * scale + bias
+                    z = logits.to(device, torch.float32) * scale + bias
                     loss = torch.nn.functional.cross_entropy(
                         z, label.to(device), reduction='sum') / data.num_valid
                 if backward:
                     loss.backward()
-                total += loss.detach()
+                total += loss.detach().double()
             return total
 
         def closure() -> Tensor:
