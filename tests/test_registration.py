@@ -104,3 +104,16 @@ def test_bootstrap_sampler_builds_from_an_mmseg_config():
                                            seed=1))
     assert isinstance(sampler, BootstrapSampler)
     assert sampler.sample == BootstrapSampler(list(range(5)), seed=1).sample
+
+
+def test_anomaly_benchmark_parts_registered():
+    from mmseg.registry import DATASETS, METRICS
+    from mmseg_uncert.datasets import (FishyscapesLostAndFoundDataset,
+                                       SegmentMeIfYouCanDataset,
+                                       StreetHazardsDataset)
+    from mmseg_uncert.evaluation import AnomalyMetric
+    assert METRICS.get('AnomalyMetric') is AnomalyMetric
+    assert DATASETS.get('SegmentMeIfYouCanDataset') is SegmentMeIfYouCanDataset
+    assert (DATASETS.get('FishyscapesLostAndFoundDataset')
+            is FishyscapesLostAndFoundDataset)
+    assert DATASETS.get('StreetHazardsDataset') is StreetHazardsDataset

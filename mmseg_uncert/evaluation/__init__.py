@@ -1,3 +1,3 @@
-from .metrics import UncertaintyMetric
+from .metrics import AnomalyMetric, UncertaintyMetric
 
-__all__ = ['UncertaintyMetric']
+__all__ = ['AnomalyMetric', 'UncertaintyMetric']

@@ -17,7 +17,13 @@ class LoadUncertaintyAnnotations(BaseTransform):
 
     * ``gt_aleatoric``: float32 (H, W), the true label entropy in nats
       (stored as a uint16 PNG of ``round(10000 x nats)``).
-    * ``gt_ood``: uint8 (H, W), 1 where the object never occurs in training.
+    * ``gt_ood``: uint8 (H, W), 1 where the object never occurs in training,
+      0 elsewhere (any nonzero mask value is OOD). A data set whose masks code
+      more than that (an anomaly benchmark's void pixels, or a semantic label
+      with an anomaly class) gives each sample an ``ood_label_map``
+      {mask value: gt_ood value}; values it does not list become
+      ``OOD_VOID`` (255, not evaluated by
+      :class:`~mmseg_uncert.evaluation.AnomalyMetric`).
 
     Both are added to ``seg_fields``, so mmseg's geometric transforms
     (resize, crop, flip) treat them like the label map. Place it after
@@ -36,6 +42,8 @@ class LoadUncertaintyAnnotations(BaseTransform):
     """
 
     KEYS = ('aleatoric', 'ood')
+    #: the gt_ood value of pixels an ``ood_label_map`` does not list
+    OOD_VOID = 255
 
     def __init__(self, keys: tuple[str, ...] = KEYS,
                  backend_args: dict | None = None) -> None:
@@ -46,7 +54,8 @@ class LoadUncertaintyAnnotations(BaseTransform):
         self.keys = tuple(keys)
         self.backend_args = backend_args
 
-    def _read(self, path: str, key: str, img_path: str) -> np.ndarray:
+    def _read(self, path: str, key: str, img_path: str,
+              ood_label_map: dict[int, int] | None = None) -> np.ndarray:
         arr = mmcv.imfrombytes(fileio.get(path, backend_args=self.backend_args),
                                flag='unchanged', backend='cv2')
         if arr is None or arr.ndim != 2:
@@ -58,7 +67,12 @@ class LoadUncertaintyAnnotations(BaseTransform):
                                  f'PNG (round(10000 x entropy in nats)), got '
                                  f'{arr.dtype}')
             return decode_entropy(arr)
-        return (arr > 0).astype(np.uint8)
+        if ood_label_map is None:
+            return (arr > 0).astype(np.uint8)
+        ood = np.full(arr.shape, self.OOD_VOID, dtype=np.uint8)
+        for value, target in ood_label_map.items():
+            ood[arr == value] = target
+        return ood
 
     def transform(self, results: dict) -> dict:
         img_path = results.get('img_path', '<unknown image>')
@@ -73,7 +87,8 @@ class LoadUncertaintyAnnotations(BaseTransform):
                     f'image {img_path} has a label but no {key}_path: use a '
                     f"dataset that provides it (type='SyntheticStreetsDataset') "
                     f'or remove LoadUncertaintyAnnotations from the pipeline')
-            arr = self._read(path, key, img_path)
+            arr = self._read(path, key, img_path,
+                             results.get('ood_label_map') if key == 'ood' else None)
             label = results.get('gt_seg_map')
             if label is not None and label.shape != arr.shape:
                 raise ValueError(

@@ -1,3 +1,4 @@
+from .anomaly_metric import AnomalyMetric
 from .uncertainty_metric import UncertaintyMetric
 
-__all__ = ['UncertaintyMetric']
+__all__ = ['AnomalyMetric', 'UncertaintyMetric']

@@ -29,6 +29,26 @@ def _merge(into: dict[str, Tensor], other: dict[str, Tensor]) -> None:
             into[key] = value.clone()
 
 
+def checked_maps(maps: dict[str, Tensor], names: Sequence[str], shape: tuple[int, int],
+                 img: str, device: torch.device, against: str) -> dict[str, Tensor]:
+    """The ``pred_uncertainty`` maps ``names`` as (H, W) on ``device``, each
+    checked to have ``against``'s ``shape`` and finite values (the image
+    ``img`` named otherwise)."""
+    out = {}
+    for name in names:
+        value = maps[name]
+        value = value.squeeze(0) if value.dim() == 3 else value
+        if tuple(value.shape) != shape:
+            raise ValueError(
+                f'image {img}: pred_uncertainty[{name!r}] has shape '
+                f'{tuple(value.shape)}, {against} has {shape}')
+        if not torch.isfinite(value).all():
+            raise ValueError(f'image {img}: pred_uncertainty[{name!r}] '
+                             f'has NaN or Inf values')
+        out[name] = value.to(device)
+    return out
+
+
 @METRICS.register_module()
 class UncertaintyMetric(BaseMetric):
     """Uncertainty quality of a segmentor, on every valid pixel.
@@ -156,21 +176,8 @@ class UncertaintyMetric(BaseMetric):
             raise ValueError(
                 f'UncertaintyMetric: unknown score(s) {missing} for image {img}; '
                 f'available: {sorted(set(BUILTIN_SCORES) | set(available))}')
-        out = {}
-        for name in self.scores:
-            if name in BUILTIN_SCORES:
-                continue
-            value = available[name]
-            value = value.squeeze(0) if value.dim() == 3 else value
-            if tuple(value.shape) != shape:
-                raise ValueError(
-                    f'image {img}: pred_uncertainty[{name!r}] has shape '
-                    f'{tuple(value.shape)}, the prediction has {shape}')
-            if not torch.isfinite(value).all():
-                raise ValueError(f'image {img}: pred_uncertainty[{name!r}] '
-                                 f'has NaN or Inf values')
-            out[name] = value.to(device)
-        return out
+        return checked_maps(available, [s for s in self.scores if s not in BUILTIN_SCORES],
+                            shape, img, device, 'the prediction')
 
     def _range(self, score: str, num_classes: int) -> tuple[float, float] | None:
         if score == 'max_prob':

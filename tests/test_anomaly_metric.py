@@ -1,0 +1,364 @@
+"""AnomalyMetric: the SegmentMeIfYouCan, Fishyscapes and StreetHazards
+protocols, against hand-worked values and scikit-learn."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from sklearn.metrics import (average_precision_score, precision_recall_curve,
+                             roc_auc_score, roc_curve)
+
+import mmseg_uncert  # noqa: F401
+from mmseg.registry import METRICS
+from mmseg_uncert.evaluation import AnomalyMetric
+from mmseg_uncert.evaluation import anomaly_functional as A
+from mmseg_uncert.evaluation.metrics import anomaly_metric
+
+VOID = 255
+NUM_BINS = 2**14
+
+
+def _scores(lab: np.ndarray, pred: np.ndarray, min_gt: int = 0,
+            min_pred: int = 0) -> A.ComponentScores:
+    return A.component_scores(A.ground_truth_components(lab, min_gt), pred,
+                              min_pred)
+
+
+def _sample(gt: np.ndarray, score: np.ndarray, name: str = 'u',
+            img: str = 'frame.png') -> dict:
+    """A data sample as mmseg hands it to a metric, with one score map."""
+    return dict(img_path=img,
+                gt_ood=dict(data=torch.from_numpy(gt.astype(np.uint8))[None]),
+                pred_uncertainty={name: torch.from_numpy(
+                    score.astype(np.float32))})
+
+
+def _metric(**kwargs) -> AnomalyMetric:
+    kwargs.setdefault('scores', ['u'])
+    kwargs.setdefault('score_ranges', dict(u=(0.0, 1.0)))
+    kwargs.setdefault('min_gt_component_size', 0)
+    kwargs.setdefault('min_pred_component_size', 0)
+    return AnomalyMetric(**kwargs)
+
+
+def _run(metric: AnomalyMetric, samples: list[dict]) -> dict:
+    for sample in samples:
+        metric.process({}, [sample])
+    return metric.evaluate(len(samples))
+
+
+# --------------------------------------------------------- component level
+def test_prediction_touching_two_objects_gets_the_adjustment():
+    lab = np.zeros((6, 10), np.uint8)
+    lab[1:3, 1:3] = 1  # object k1: 4 pixels
+    lab[1:3, 6:9] = 1  # object k2: 6 pixels
+    pred = np.zeros(lab.shape, bool)
+    pred[1:3, 1:9] = True  # one component of 16 pixels over both
+    s = _scores(lab, pred)
+    # The component has 16 pixels: 4 on k1, 6 on k2, 6 on background.
+    # sIoU(k1) = |k1 ∩ K̂| / |(k1 ∪ K̂) \ A(k1)| with A(k1) = k2:
+    #   k1 ∪ K̂ = 16 pixels, minus k2's 6 -> 10; intersection 4 -> 0.4
+    #   (without A(k) it would be 4 / 16 = 0.25)
+    # sIoU(k2) = 6 / (16 - 4) = 0.5
+    # PPV = (4 + 6) / 16 = 0.625
+    np.testing.assert_allclose(s.siou, [0.4, 0.5])
+    np.testing.assert_allclose(s.ppv, [0.625])
+
+
+def test_void_pixels_are_cut_out_of_predictions():
+    lab = np.zeros((4, 10), np.uint8)
+    lab[1:3, 1:3] = 1     # object: 4 pixels, columns 1-2
+    lab[:, 5:7] = VOID    # void band, columns 5-6
+    pred = np.zeros(lab.shape, bool)
+    pred[1:3, 1:9] = True  # rows 1-2, columns 1-8
+    s = _scores(lab, pred)
+    # Without the void band the prediction splits into columns 1-4 (8 pixels,
+    # meets the object) and columns 7-8 (4 pixels, background only).
+    # sIoU = 4 / (4 + 4 background pixels of the first part) = 0.5;
+    # the second part does not meet the object: not in K̂(k).
+    # PPV: 4 / 8 = 0.5 and 0 / 4 = 0.
+    np.testing.assert_allclose(s.siou, [0.5])
+    np.testing.assert_allclose(s.ppv, [0.5, 0.0])
+
+
+def test_image_without_objects_and_without_prediction():
+    lab = np.zeros((5, 5), np.uint8)
+    pred = np.zeros(lab.shape, bool)
+    pred[1:3, 1:4] = True  # 6 pixels, all background
+    s = _scores(lab, pred)
+    assert s.siou.size == 0
+    np.testing.assert_allclose(s.ppv, [0.0])
+    counts = A.component_counts(s)
+    # no TP anywhere, one FP at every τ (PPV 0 < τ)
+    np.testing.assert_array_equal(counts[3:14], 0)
+    np.testing.assert_array_equal(counts[14:], 1)
+    # no prediction: every object is missed (sIoU 0), nothing predicted
+    lab[2:4, 2:4] = 1
+    s = _scores(lab, np.zeros(lab.shape, bool))
+    np.testing.assert_allclose(s.siou, [0.0])
+    assert s.ppv.size == 0
+
+
+def test_size_thresholds_void_small_objects_and_drop_small_predictions():
+    lab = np.zeros((8, 12), np.uint8)
+    lab[1, 1:3] = 1      # small object: 2 pixels
+    lab[4:7, 4:7] = 1    # object: 9 pixels
+    pred = np.zeros(lab.shape, bool)
+    pred[1, 1:3] = True  # exactly the small object
+    pred[4:7, 4:7] = True
+    pred[0, 10:12] = True  # 2-pixel false positive
+    s = _scores(lab, pred, min_gt=3, min_pred=3)
+    # the small object becomes void, so the prediction on it is outside the
+    # evaluated region; the 2-pixel false positive is dropped
+    np.testing.assert_allclose(s.siou, [1.0])
+    np.testing.assert_allclose(s.ppv, [1.0])
+    s = _scores(lab, pred)
+    np.testing.assert_allclose(s.siou, [1.0, 1.0])
+    # components in raster order: the false positive (row 0) first
+    np.testing.assert_allclose(s.ppv, [0.0, 1.0, 1.0])
+
+
+def _naive_components(lab: np.ndarray, pred: np.ndarray):
+    """sIoU and PPV straight from the paper's set definitions."""
+    eight = np.ones((3, 3))
+    gt_ids, n_gt = ndimage.label(lab == 1, eight)
+    pr_ids, n_pr = ndimage.label(pred & (lab != VOID), eight)
+    gt_sets = [set(zip(*np.nonzero(gt_ids == k))) for k in range(1, n_gt + 1)]
+    pr_sets = [set(zip(*np.nonzero(pr_ids == j))) for j in range(1, n_pr + 1)]
+    anomaly = set().union(*gt_sets) if gt_sets else set()
+    siou = []
+    for k, gk in enumerate(gt_sets):
+        hit = set().union(*[p for p in pr_sets if p & gk]) if pr_sets else set()
+        others = anomaly - gk
+        siou.append(len(gk & hit) / len((gk | hit) - others))
+    ppv = [len(p & anomaly) / len(p) for p in pr_sets]
+    return np.array(siou), np.array(ppv)
+
+
+def test_component_scores_equal_the_set_definitions_on_random_masks():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        lab = (ndimage.gaussian_filter(rng.normal(size=(18, 24)), 1.5) > 0.2
+               ).astype(np.uint8)
+        lab[ndimage.gaussian_filter(rng.normal(size=lab.shape), 1.5) > 0.35] = VOID
+        pred = ndimage.gaussian_filter(rng.normal(size=lab.shape), 1.2) > 0.1
+        siou, ppv = _naive_components(lab, pred)
+        s = _scores(lab, pred)
+        np.testing.assert_allclose(s.siou, siou)
+        np.testing.assert_allclose(s.ppv, ppv)
+
+
+def test_component_metrics_from_counts_by_hand():
+    # image 1: sIoU [0.4, 0.5], PPV [0.625]; image 2: sIoU [0.8], PPV [0.2]
+    counts = (A.component_counts(A.ComponentScores(np.array([0.4, 0.5]),
+                                                   np.array([0.625])))
+              + A.component_counts(A.ComponentScores(np.array([0.8]),
+                                                     np.array([0.2]))))
+    out = A.component_metrics(torch.from_numpy(counts), num_gt=3)
+    assert out['sIoU'] == pytest.approx((0.4 + 0.5 + 0.8) / 3)
+    assert out['PPV'] == pytest.approx((0.625 + 0.2) / 2)
+    # per τ: TP = #sIoU ≥ τ, FN = 3 − TP, FP = #PPV < τ
+    f1 = []
+    for tau in np.linspace(0.25, 0.75, 11):
+        tp = sum(v >= tau for v in (0.4, 0.5, 0.8))
+        fp = sum(v < tau for v in (0.625, 0.2))
+        f1.append(2 * tp / (2 * tp + (3 - tp) + fp))
+    # e.g. τ = 0.25: TP 3, FP 1 (0.2) -> 6/7; τ = 0.75: TP 1, FN 2, FP 2 -> 2/6
+    assert f1[0] == pytest.approx(6 / 7) and f1[-1] == pytest.approx(1 / 3)
+    assert out['mean_F1'] == pytest.approx(np.mean(f1))
+
+
+def test_best_f1_threshold_is_chosen_and_a_fixed_one_is_used():
+    gt = np.zeros((20, 20), np.uint8)
+    gt[2:6, 2:6] = 1                       # object: 16 pixels
+    gt[18:, :] = VOID
+    score = np.full(gt.shape, 0.05)
+    score[2:6, 2:6] = 0.85
+    score[10:13, 10:13] = 0.55             # false blob: 9 pixels
+    score[18:, :] = 0.99                   # void: never counts
+    # Candidates δ = 0.1, ..., 0.9. Pixel F1 (score ≥ δ): object + blob for
+    # δ ≤ 0.5 -> 2*16 / (2*16 + 9) = 0.78; object only for 0.6 ≤ δ ≤ 0.8
+    # -> 1; nothing at 0.9 -> 0. Among the best the highest: δ = 0.8.
+    out = _run(_metric(num_threshold_candidates=9), [_sample(gt, score)])
+    assert out['smiyc/threshold/u'] == pytest.approx(0.8, abs=1 / NUM_BINS)
+    assert out['smiyc/sIoU/u'] == 1.0
+    assert out['smiyc/PPV/u'] == 1.0
+    assert out['smiyc/mean_F1/u'] == 1.0
+    # fixed δ = 0.5 (score > δ): object (sIoU 1, PPV 1) and blob (PPV 0):
+    # TP 1, FN 0, FP 1 at every τ -> F1 = 2/3
+    out = _run(_metric(component_thresholds=dict(u=0.5)), [_sample(gt, score)])
+    assert out['smiyc/threshold/u'] == 0.5
+    assert out['smiyc/sIoU/u'] == 1.0
+    assert out['smiyc/PPV/u'] == 0.5
+    assert out['smiyc/mean_F1/u'] == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------- pixel level
+def _random_run(seed: int, num_images: int = 4, shape=(24, 32)):
+    """Images with void pixels and scores on multiples of 1/1024 (each its
+    own histogram bin, so histogram curves equal exact ones)."""
+    rng = np.random.default_rng(seed)
+    gts, scores = [], []
+    for _ in range(num_images):
+        gt = (rng.random(shape) < 0.2).astype(np.uint8)
+        gt[rng.random(shape) < 0.1] = VOID
+        base = np.where(gt == 1, rng.integers(300, 1024, shape),
+                        rng.integers(0, 800, shape))
+        gts.append(gt)
+        scores.append(base / 1024.0)
+    return gts, scores
+
+
+def _pooled(gts, scores):
+    y = np.concatenate([g[g != VOID] == 1 for g in gts])
+    s = np.concatenate([sc[g != VOID] for g, sc in zip(gts, scores)])
+    return y, s
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_pooled_pixel_metrics_equal_sklearn(seed):
+    gts, scores = _random_run(seed)
+    y, s = _pooled(gts, scores)
+    samples = [_sample(g, sc, img=f'{i}.png')
+               for i, (g, sc) in enumerate(zip(gts, scores))]
+    smiyc = _run(_metric(component_metrics=False), samples)
+    fishy = _run(_metric(protocol='fishyscapes', component_metrics=False),
+                 samples)
+    # SMIYC's AUPRC: trapezoid over the precision-recall points, without
+    # sklearn's appended (recall 0, precision 1) point
+    precision, recall, _ = precision_recall_curve(y, s)
+    auprc = -np.trapezoid(precision[:-1], recall[:-1])
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    fpr95 = fpr[np.searchsorted(tpr, 0.95)]
+    assert smiyc['smiyc/AUPRC/u'] == pytest.approx(auprc, abs=1e-12)
+    assert smiyc['smiyc/FPR95/u'] == pytest.approx(fpr95, abs=1e-12)
+    assert fishy['fishyscapes/AP/u'] == pytest.approx(
+        average_precision_score(y, s), abs=1e-12)
+    assert fishy['fishyscapes/AUROC/u'] == pytest.approx(roc_auc_score(y, s),
+                                                         abs=1e-12)
+    assert fishy['fishyscapes/FPR95/u'] == pytest.approx(fpr95, abs=1e-12)
+    # the two AUPRC definitions really differ
+    assert abs(smiyc['smiyc/AUPRC/u'] - fishy['fishyscapes/AP/u']) > 1e-4
+
+
+# ------------------------------------------------------------ StreetHazards
+def _nearest_recall_fpr(y: np.ndarray, s: np.ndarray) -> float:
+    """FPR where recall is nearest 0.95, the curve stopped at full recall, a
+    tie going to the higher recall (StreetHazards' anom_utils.py)."""
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    stop = int(np.flatnonzero(tpr >= 1)[0])
+    distance = np.abs(tpr[:stop + 1] - 0.95)
+    return fpr[np.flatnonzero(distance == distance.min())[-1]]
+
+
+def test_nearest_recall_fpr_by_hand():
+    # 17 anomaly pixels: 16 at 0.9, 1 at 0.1; 10 others: 2 at 0.5, 2 at 0.1,
+    # 6 at 0.05. Thresholds 0.9 (recall 16/17, FPR 0), 0.5 (16/17, 0.2),
+    # 0.1 (1, 0.4). Nearest 0.95 is 16/17 (0.0088 away), at its lowest
+    # threshold -> 0.2; the first threshold reaching 0.95 gives 0.4.
+    pos_scores = [0.9] * 16 + [0.1]
+    neg_scores = [0.5] * 2 + [0.1] * 2 + [0.05] * 6
+    unit = torch.tensor(pos_scores + neg_scores, dtype=torch.float64)
+    positive = torch.tensor([True] * 17 + [False] * 10)
+    from mmseg_uncert.evaluation.functional import (binary_curve_metrics,
+                                                    two_class_histogram)
+    pos, neg = two_class_histogram(unit, positive, NUM_BINS)
+    assert A.fpr_at_nearest_tpr(pos, neg) == pytest.approx(0.2)
+    assert binary_curve_metrics(pos, neg)['fpr95'] == pytest.approx(0.4)
+
+
+def test_streethazards_averages_per_image_like_a_naive_loop():
+    gts, scores = _random_run(3, num_images=5)
+    gts[1][gts[1] == 1] = 0          # no anomaly: skipped
+    gts[2][:] = 1                    # only anomaly: skipped
+    samples = [_sample(g, sc, img=f'{i}.png')
+               for i, (g, sc) in enumerate(zip(gts, scores))]
+    out = _run(_metric(protocol='streethazards'), samples)
+    rows = []
+    for g, sc in zip(gts, scores):
+        y, s = g[g != VOID] == 1, sc[g != VOID]
+        if y.all() or not y.any():
+            continue
+        rows.append((roc_auc_score(y, s), average_precision_score(y, s),
+                     _nearest_recall_fpr(y, s)))
+    expected = np.mean(rows, axis=0)
+    assert out['streethazards/num_images'] == 3
+    assert out['streethazards/AUROC/u'] == pytest.approx(expected[0], abs=1e-12)
+    assert out['streethazards/AUPR/u'] == pytest.approx(expected[1], abs=1e-12)
+    assert out['streethazards/FPR95/u'] == pytest.approx(expected[2], abs=1e-12)
+    assert not any(key.startswith('smiyc') for key in out)
+
+
+# --------------------------------------------------------------- the metric
+def test_builtin_scores_from_logits_and_registry():
+    metric = METRICS.build(dict(type='AnomalyMetric', scores=['max_prob', 'entropy'],
+                                min_gt_component_size=0,
+                                min_pred_component_size=0))
+    torch.manual_seed(0)
+    logits = torch.randn(5, 16, 16)
+    gt = np.zeros((16, 16), np.uint8)
+    gt[4:8, 4:8] = 1
+    prob = logits.softmax(0)
+    max_prob = (1 - prob.max(0).values).numpy().ravel()
+    entropy = (-(prob * prob.log()).sum(0)).numpy().ravel()
+    out = _run(metric, [dict(img_path='a.png',
+                             gt_ood=dict(data=torch.from_numpy(gt)[None]),
+                             seg_logits=dict(data=logits))])
+    y = gt.ravel() == 1
+    fpr, tpr, _ = roc_curve(y, max_prob, drop_intermediate=False)
+    # binned scores (2**14 bins): as good as exact on 256 pixels
+    assert out['smiyc/FPR95/max_prob'] == pytest.approx(
+        fpr[np.searchsorted(tpr, 0.95)], abs=1e-3)
+    precision, recall, _ = precision_recall_curve(y, entropy)
+    assert out['smiyc/AUPRC/entropy'] == pytest.approx(
+        -np.trapezoid(precision[:-1], recall[:-1]), abs=1e-3)
+    assert set(out) == {f'smiyc/{k}/{s}' for s in ('max_prob', 'entropy')
+                        for k in ('AUPRC', 'FPR95', 'sIoU', 'PPV', 'mean_F1',
+                                  'threshold')}
+
+
+def test_repeated_sample_of_the_last_rank_is_dropped(monkeypatch):
+    gts, scores = _random_run(4, num_images=2)
+    samples = [_sample(g, sc, img=f'{i}.png')
+               for i, (g, sc) in enumerate(zip(gts, scores))]
+    expected = _run(_metric(), samples[1:])
+    # rank 1 of 2 with 3 images: DefaultSampler gives it positions 1 and 3;
+    # position 3, beyond the data set, repeats image 0 and must not count
+    monkeypatch.setattr(anomaly_metric, 'get_dist_info', lambda: (1, 2))
+    metric = _metric()
+    metric.process({}, [samples[1]])
+    metric.process({}, [samples[0]])
+    assert metric.evaluate(3) == expected
+
+
+def test_bad_inputs_are_named():
+    gt = np.zeros((4, 4), np.uint8)
+    with pytest.raises(ValueError, match=r"unknown score\(s\) \['std'\] for "
+                       r"image f\.png; available: \['u'\]"):
+        _metric(scores=['std']).process({}, [_sample(gt, gt, img='f.png')])
+    with pytest.raises(ValueError, match=r"image f\.png: pred_uncertainty\['u'\] "
+                       r'has shape \(3, 4\), gt_ood has \(4, 4\)'):
+        _metric().process({}, [_sample(gt, np.zeros((3, 4)), img='f.png')])
+    with pytest.raises(ValueError, match='image f.png has no gt_ood'):
+        _metric().process({}, [dict(img_path='f.png',
+                                    pred_uncertainty=dict(u=torch.zeros(4, 4)))])
+    bad = gt.copy()
+    bad[0, 0] = 7
+    with pytest.raises(ValueError, match=r'gt_ood has values \[7\]'):
+        _metric().process({}, [_sample(bad, gt, img='f.png')])
+    with pytest.raises(ValueError, match="unknown protocol 'roadanomaly'"):
+        AnomalyMetric(protocol='roadanomaly')
+    with pytest.raises(ValueError, match=r"component_thresholds names \['std'\]"):
+        _metric(component_thresholds=dict(std=0.5))
+
+
+def test_no_object_anywhere_gives_nan_component_means():
+    gt = np.zeros((8, 8), np.uint8)
+    score = np.zeros((8, 8))
+    score[1:3, 1:3] = 0.9
+    out = _run(_metric(component_thresholds=dict(u=0.5)), [_sample(gt, score)])
+    assert math.isnan(out['smiyc/sIoU/u'])
+    assert math.isnan(out['smiyc/AUPRC/u'])
+    assert out['smiyc/PPV/u'] == 0.0
+    assert out['smiyc/mean_F1/u'] == 0.0  # FP only: 2·0 / (0 + 0 + 1)
