@@ -133,7 +133,7 @@ def main() -> None:
     payload = dict(
         date=datetime.date.today().isoformat(),
         machine=f'{os.cpu_count()} CPU cores, no GPU',
-        models={k: dict(config=osp.relpath(c, ROOT) if c.startswith(ROOT) else c,
+        models={k: dict(config='WORK_DIR/' + osp.relpath(c, args.work_dir),
                         checkpoint=osp.basename(p)) for k, (c, p) in models.items()},
         fit=dict(split='val', images=f'first {args.fit_images}'),
         eval=dict(val_heldout=f'val images {heldout[0]}..{heldout[-1]}',
