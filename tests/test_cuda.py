@@ -195,3 +195,44 @@ def test_two_process_nccl_distillation(tiny_data_root, tmp_path):
     two, one = _latest_metrics(test_dir), _latest_metrics(one_dir)
     for key in ('ECE', 'NLL', 'auroc/std', 'auroc/entropy'):
         assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-9), key
+
+
+def test_calibration_fits_and_applies_on_cuda(tmp_path, tiny_data_root):
+    """Temperature scaling fitted on the GPU equals the CPU fit; local
+    temperature scaling trains there; CalibratedSegmentor moved to the GPU
+    predicts the CPU's calibrated logits."""
+    from mmengine.dataset import pseudo_collate
+    from mmseg.registry import MODELS
+    from mmseg_uncert.apis.evaluation import build_split
+    from mmseg_uncert.models.calibration import LocalTemperatureScaling, TemperatureScaling
+    from mmseg_uncert.models.segmentors import mmseg_scope
+    from test_calibration import _cache, _overconfident
+    data = _cache(tmp_path, _overconfident(0))
+    cpu = TemperatureScaling().fit(data)
+    gpu = TemperatureScaling().to(CUDA).fit(data)
+    assert gpu['temperature'] == pytest.approx(cpu['temperature'], rel=1e-6)
+    lts = LocalTemperatureScaling(num_classes=4).to(CUDA)
+    assert lts.fit(data, epochs=2)['nll'] <= gpu['nll'] + 1e-6
+    cfg = write_tiny_config(str(tmp_path / 'tiny.py'), tiny_data_root, max_iters=1)
+    ckpt = save_member(str(tmp_path / 'm.pth'), seed=0, num_classes=19)
+    with mmseg_scope():
+        model = MODELS.build(dict(type='CalibratedSegmentor',
+                                  model=dict(config=cfg, checkpoint=ckpt),
+                                  calibrator=dict(type='TemperatureScaling', temperature=1.5)))
+    batch = pseudo_collate([build_split(cfg, split='val')[0]])
+    on_cpu = model.eval().test_step(batch)[0].seg_logits.data
+    on_gpu = model.to(CUDA).test_step(batch)[0].seg_logits.data
+    assert on_gpu.device.type == 'cuda'
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_anomaly_metric_on_cuda_equals_the_cpu_result():
+    from test_anomaly_metric import _metric, _random_run, _run, _sample
+    gts, scores = _random_run(1)
+    samples = [_sample(g, s) for g, s in zip(gts, scores)]
+    for protocol in ('smiyc', 'streethazards'):
+        cpu = _run(_metric(protocol=protocol), samples)
+        gpu = _run(_metric(protocol=protocol), _to(samples, 'cuda'))
+        assert gpu.keys() == cpu.keys()
+        for key, value in cpu.items():
+            assert gpu[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
