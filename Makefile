@@ -4,9 +4,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# the suite runs in this many processes, one test file each at a time (most
-# tests wait on single-threaded tool subprocesses, so 2 processes fill 2 cores)
-TEST_WORKERS ?= 2
 export VENV
 
 .PHONY: setup demo test
@@ -18,4 +15,4 @@ demo: setup
 	@$(PY) tools/demo.py $(DEMO_ARGS)
 
 test: setup
-	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_ARGS)
