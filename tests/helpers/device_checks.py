@@ -12,7 +12,7 @@ import contextlib
 import os.path as osp
 
 import torch
-from mmengine.config import ConfigDict
+from mmengine.config import Config, ConfigDict
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.structures import PixelData
 from torch import nn
@@ -32,8 +32,9 @@ SIZE = (64, 128)
 #: the segmentors below, by type; inference-only ones have no training step
 SEGMENTORS = ('UncertaintyEncoderDecoder', 'UncertaintyCascadeEncoderDecoder',
               'EnsembleSegmentor', 'MCDropoutSegmentor', 'TTASegmentor',
-              'EnsembleDistiller', 'ProDASegmentor')
-INFERENCE_ONLY = ('EnsembleSegmentor', 'MCDropoutSegmentor', 'TTASegmentor')
+              'EnsembleDistiller', 'ProDASegmentor', 'CalibratedSegmentor')
+INFERENCE_ONLY = ('EnsembleSegmentor', 'MCDropoutSegmentor', 'TTASegmentor',
+                  'CalibratedSegmentor')
 
 
 def registered_segmentors() -> set[str]:
@@ -89,6 +90,13 @@ def build_segmentor(name: str, tmp_dir: str) -> nn.Module:
                    pseudo_labeller=dict(model=member_model_cfg(NUM_CLASSES),
                                         checkpoint=warmup),
                    structure_weight=1.0)
+    elif name == 'CalibratedSegmentor':
+        # local temperature scaling: a network over the logits and the image
+        spec = member_specs(tmp_dir, 1, NUM_CLASSES)[0]
+        config = osp.join(tmp_dir, 'member_config.py')
+        Config(dict(model=spec['model'])).dump(config)
+        cfg = dict(type=name, model=dict(config=config, checkpoint=spec['checkpoint']),
+                   calibrator=dict(type='LocalTemperatureScaling', temperature=1.3))
     else:
         raise KeyError(f'no small instance of {name}: add one to {__file__}')
     with mmseg_scope():
