@@ -13,7 +13,7 @@ import mmseg_uncert  # noqa: F401
 from mmseg.registry import METRICS
 from mmseg_uncert.evaluation import AnomalyMetric
 from mmseg_uncert.evaluation import anomaly_functional as A
-from mmseg_uncert.evaluation.metrics import anomaly_metric
+from mmseg_uncert.evaluation.metrics import summed_metric
 
 VOID = 255
 NUM_BINS = 2**14
@@ -325,7 +325,7 @@ def test_repeated_sample_of_the_last_rank_is_dropped(monkeypatch):
     expected = _run(_metric(), samples[1:])
     # rank 1 of 2 with 3 images: DefaultSampler gives it positions 1 and 3;
     # position 3, beyond the data set, repeats image 0 and must not count
-    monkeypatch.setattr(anomaly_metric, 'get_dist_info', lambda: (1, 2))
+    monkeypatch.setattr(summed_metric, 'get_dist_info', lambda: (1, 2))
     metric = _metric()
     metric.process({}, [samples[1]])
     metric.process({}, [samples[0]])

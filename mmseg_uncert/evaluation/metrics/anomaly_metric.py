@@ -8,8 +8,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from mmengine.dist import get_dist_info
-from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from torch import Tensor
 
@@ -18,14 +16,15 @@ from mmseg.registry import METRICS
 from .. import anomaly_functional as A
 from .. import functional as F
 from ..functional import BUILTIN_SCORES
-from .uncertainty_metric import _merge, checked_maps
+from .summed_metric import SummedMetric
+from .uncertainty_metric import checked_maps
 
 #: protocol name -> the benchmark it follows
 PROTOCOLS = ('smiyc', 'fishyscapes', 'streethazards')
 
 
 @METRICS.register_module()
-class AnomalyMetric(BaseMetric):
+class AnomalyMetric(SummedMetric):
     """Anomaly segmentation metrics, each benchmark's own definitions.
 
     Reads each data sample's ``gt_ood`` (0 = in-distribution, 1 = anomaly,
@@ -165,9 +164,6 @@ class AnomalyMetric(BaseMetric):
         self.void_index = void_index
         self.candidates = A.candidate_bins(num_threshold_candidates,
                                            num_score_bins)
-        # the latest sample's sums, kept apart until the next one arrives so
-        # that a sample repeated by the sampler can be dropped (see evaluate)
-        self._latest: dict[str, Tensor] | None = None
         self._num_classes: int | None = None
 
     # ------------------------------------------------------------ per sample
@@ -283,6 +279,7 @@ class AnomalyMetric(BaseMetric):
                     self._component_rows(gt_components, levels,
                                          1 if name in self.component_thresholds
                                          else len(self.candidates)))
+        sums['num_samples'] = torch.ones((), dtype=torch.float64)
         return sums
 
     def _component_rows(self, gt: A.GroundTruthComponents, levels: np.ndarray,
@@ -305,36 +302,9 @@ class AnomalyMetric(BaseMetric):
                 gt, prediction, self.min_pred_component_size)))
         return np.stack(rows)
 
-    def _fold_latest(self, keep: bool) -> None:
-        if keep and self._latest is not None:
-            _merge(self.results[0], self._latest)
-        self._latest = None
-
-    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Fold the previous sample into this rank's totals, then reduce each
-        new one."""
-        if not self.results:  # a new run: nothing of an earlier one is kept
-            self.results.append({'num_samples': torch.zeros((), dtype=torch.float64)})
-            self._latest = None
-        for sample in data_samples:
-            self._fold_latest(keep=True)
-            self._latest = self.sample_sums(sample)
-            self._latest['num_samples'] = torch.ones((), dtype=torch.float64)
-
-    def evaluate(self, size: int) -> dict:
-        """Drop the sampler's repeated sample on this rank, then reduce."""
-        if self.results:
-            rank, world_size = get_dist_info()
-            per_rank = -(-size // world_size)
-            last_position = rank + (per_rank - 1) * world_size
-            self._fold_latest(keep=last_position < size)
-        return super().evaluate(size)
-
     # -------------------------------------------------------------- reduction
     def compute_metrics(self, results: list) -> dict[str, float]:
-        total: dict[str, Tensor] = {}
-        for part in results:
-            _merge(total, part)
+        total = self.merged(results)
         p = self.protocol
         if not total or total.get('num_samples', 0) == 0:
             print_log('AnomalyMetric: no sample in the run; every metric is '

@@ -9,8 +9,6 @@ import os.path as osp
 from typing import Sequence
 
 import torch
-from mmengine.dist import get_dist_info
-from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from torch import Tensor
 
@@ -18,15 +16,8 @@ from mmseg.registry import METRICS
 
 from .. import functional as F
 from ..functional import BUILTIN_SCORES
+from .summed_metric import SummedMetric, merge_sums
 from ...visualization import plot_reliability_diagram, plot_risk_coverage
-
-
-def _merge(into: dict[str, Tensor], other: dict[str, Tensor]) -> None:
-    for key, value in other.items():
-        if key in into:
-            into[key] += value
-        else:
-            into[key] = value.clone()
 
 
 def checked_maps(maps: dict[str, Tensor], names: Sequence[str], shape: tuple[int, int],
@@ -50,7 +41,7 @@ def checked_maps(maps: dict[str, Tensor], names: Sequence[str], shape: tuple[int
 
 
 @METRICS.register_module()
-class UncertaintyMetric(BaseMetric):
+class UncertaintyMetric(SummedMetric):
     """Uncertainty quality of a segmentor, on every valid pixel.
 
     Reads each data sample's ``seg_logits`` (softmax gives p̄; an ensemble's
@@ -155,10 +146,6 @@ class UncertaintyMetric(BaseMetric):
         self.patch_size = patch_size
         self.ignore_index = ignore_index
         self.output_dir = output_dir
-        # The latest sample's sums, on the CPU, kept apart from the totals
-        # until the next sample arrives, so that a sample repeated by the
-        # sampler can be dropped (see evaluate).
-        self._latest: dict[str, Tensor] | None = None
         self._num_classes: int | None = None
 
     # ------------------------------------------------------------ per sample
@@ -229,7 +216,7 @@ class UncertaintyMetric(BaseMetric):
                 raise ValueError(f'image {img}: seg_logits has NaN or Inf '
                                  f'values; the model diverged or its output '
                                  f'is broken')
-            _merge(total, F.stripe_sums(
+            merge_sums(total, F.stripe_sums(
                 logits[:, part], label[part], {k: v[part] for k, v in maps.items()},
                 extra['gt_ood'][part] if 'gt_ood' in extra else None,
                 extra['gt_aleatoric'][part] if 'gt_aleatoric' in extra else None,
@@ -238,37 +225,9 @@ class UncertaintyMetric(BaseMetric):
                 patch_size=self.patch_size, ignore_index=self.ignore_index))
         return {key: value.cpu() for key, value in total.items()}
 
-    def _fold_latest(self, keep: bool) -> None:
-        """Add the latest sample's sums to this rank's totals (when
-        ``keep``) and forget them."""
-        if keep and self._latest is not None:
-            _merge(self.results[0], self._latest)
-        self._latest = None
-
-    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Fold the previous sample into this rank's totals, then compute the
-        sums of each new one."""
-        if not self.results:  # a new run: nothing of an earlier one is kept
-            self.results.append({})
-            self._latest = None
-        for sample in data_samples:
-            self._fold_latest(keep=True)
-            self._latest = self.sample_sums(sample)
-
-    def evaluate(self, size: int) -> dict:
-        """Drop the sampler's repeated sample on this rank, then reduce."""
-        if self.results:
-            rank, world_size = get_dist_info()
-            per_rank = -(-size // world_size)
-            last_position = rank + (per_rank - 1) * world_size
-            self._fold_latest(keep=last_position < size)
-        return super().evaluate(size)
-
     # -------------------------------------------------------------- reduction
     def compute_metrics(self, results: list) -> dict[str, float]:
-        total: dict[str, Tensor] = {}
-        for part in results:
-            _merge(total, part)
+        total = self.merged(results)
         if not total or total.get('n_valid', 0) == 0:
             print_log('UncertaintyMetric: no valid pixel in the whole run; '
                       'every metric is NaN', logger='current',
