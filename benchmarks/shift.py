@@ -65,7 +65,9 @@ def family(corruption: str) -> str:
 
 
 def build_models(work_dir: str, data_root: str, fit_images: int, mc_samples: int,
-                 scratch: str) -> dict:
+                 scratch: str) -> tuple[dict, str, float]:
+    """The five models, the member's config (whose test pipeline is used)
+    and the student's fitted temperature."""
     member_dir = osp.join(work_dir, 'ensemble', 'member_0')
     member_cfg = glob.glob(osp.join(member_dir, '*.py'))[0]
     member_ckpt = latest(member_dir)

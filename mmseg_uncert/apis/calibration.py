@@ -14,11 +14,11 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.logging import print_log
-from torch import Tensor, nn
+from torch import nn
 
 from ..evaluation import functional as F
 from ..models.calibration import CalibrationSet
-from ..models.segmentors import CalibratedSegmentor, load_config, mmseg_scope
+from ..models.segmentors import CalibratedSegmentor, load_config
 from .evaluation import build_split
 
 #: tools/calibrate.py's --method names and their calibrators

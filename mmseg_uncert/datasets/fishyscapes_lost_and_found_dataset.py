@@ -8,6 +8,8 @@ import re
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.registry import DATASETS
 
+from .layout_checks import require_folders
+
 #: Fishyscapes' mask values: 0 = in-distribution, 1 = anomaly; anything
 #: else (255) is void, as its evaluation keeps ``labels <= 1``
 FISHYSCAPES_OOD_LABEL_MAP = {0: 0, 1: 1}
@@ -84,11 +86,7 @@ class FishyscapesLostAndFoundDataset(BaseSegDataset):
     def load_data_list(self) -> list[dict]:
         img_dir = self.data_prefix.get('img_path', '')
         ann_dir = self.data_prefix.get('seg_map_path', '')
-        for folder in (ann_dir, img_dir):
-            if not osp.isdir(folder):
-                raise FileNotFoundError(
-                    f'{folder} is missing: {type(self).__name__} expects '
-                    f'{_LAYOUT}')
+        require_folders(type(self).__name__, (ann_dir, img_dir), _LAYOUT)
         masks = sorted(name for name in os.listdir(ann_dir)
                        if _LABEL_FILE.match(name))
         if not masks:

@@ -8,6 +8,8 @@ from typing import Sequence
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.registry import DATASETS
 
+from .layout_checks import require_folders
+
 #: the benchmark's mask values: 0 = not anomaly, 1 = anomaly (everything
 #: else, 255 in the files, is void)
 SMIYC_OOD_LABEL_MAP = {0: 0, 1: 1}
@@ -72,11 +74,7 @@ class SegmentMeIfYouCanDataset(BaseSegDataset):
     def load_data_list(self) -> list[dict]:
         img_dir = self.data_prefix.get('img_path', '')
         ann_dir = self.data_prefix.get('seg_map_path', '')
-        for folder in (img_dir, ann_dir):
-            if not osp.isdir(folder):
-                raise FileNotFoundError(
-                    f'{folder} is missing: {type(self).__name__} expects '
-                    f'{_LAYOUT}')
+        require_folders(type(self).__name__, (img_dir, ann_dir), _LAYOUT)
         frames = sorted(
             name[:-len(self.img_suffix)] for name in os.listdir(img_dir)
             if name.endswith(self.img_suffix)

@@ -6,6 +6,8 @@ import os.path as osp
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from .layout_checks import require_folders
+
 #: the anomaly class in the annotation files (1-based labels: 0 is unused,
 #: 1..13 the known classes, 14 the anomaly; eval_ood.py subtracts 1 and
 #: calls class 13 out-of-distribution)
@@ -82,11 +84,7 @@ class StreetHazardsDataset(BaseSegDataset):
     def load_data_list(self) -> list[dict]:
         img_dir = self.data_prefix.get('img_path', '')
         ann_dir = self.data_prefix.get('seg_map_path', '')
-        for folder in (img_dir, ann_dir):
-            if not osp.isdir(folder):
-                raise FileNotFoundError(
-                    f'{folder} is missing: {type(self).__name__} expects '
-                    f'{_LAYOUT}')
+        require_folders(type(self).__name__, (img_dir, ann_dir), _LAYOUT)
         data_list = super().load_data_list()
         if not data_list:
             raise FileNotFoundError(

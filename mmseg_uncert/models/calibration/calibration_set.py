@@ -30,16 +30,17 @@ class CalibrationSet:
     image, the disk the split.
 
     Args:
-        directory: where the files go (created; emptied of earlier files).
+        directory: where the files go: a new or empty folder (it is not
+            emptied, so that nothing of the user's is deleted).
         name: the split, named in errors (e.g. ``'val'``).
         ignore_index: the label of pixels that do not count.
     """
 
     def __init__(self, directory: str, name: str, ignore_index: int = 255) -> None:
         os.makedirs(directory, exist_ok=True)
-        for old in os.listdir(directory):
-            if old.endswith('.pt'):
-                os.remove(osp.join(directory, old))
+        if os.listdir(directory):
+            raise FileExistsError(f'CalibrationSet: {directory} is not empty; give a new '
+                                  f'or empty folder for the cache of split {name!r}')
         self.directory, self.name, self.ignore_index = directory, name, ignore_index
         self.num_images = 0
         self.num_valid = 0

@@ -60,6 +60,10 @@ class LocalTemperatureScaling(nn.Module):
     @torch.no_grad()
     def reset_temperature(self, temperature: float) -> None:
         """T = ``temperature`` at every pixel (the last layer zeroed)."""
+        if not temperature > self.min_temperature:
+            raise ValueError(f'LocalTemperatureScaling: temperature {temperature:.4g} is not '
+                             f'above min_temperature ({self.min_temperature}); lower '
+                             f'min_temperature')
         last = self.net[-1]
         last.weight.zero_()
         # softplus⁻¹(t) = log(exp(t) − 1)

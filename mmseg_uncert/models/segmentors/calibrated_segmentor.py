@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from mmengine.structures import PixelData
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
@@ -16,6 +16,7 @@ from mmseg.utils import OptSampleList, SampleList
 
 from ..frozen import FrozenChildren
 from .members import mmseg_scope
+from .predictive_segmentor import PredictiveSegmentor, batch_metas
 
 
 @MODELS.register_module()
@@ -68,10 +69,8 @@ class CalibratedSegmentor(FrozenChildren, BaseSegmentor):
                  data_preprocessor: dict | None = None,
                  init_cfg: dict | None = None,
                  train_cfg: dict | None = None,
-                 pretrained: str | None = None,
-                 test_cfg: dict | None = None) -> None:
+                 pretrained: str | None = None) -> None:
         from ...apis.inference import init_uncertainty_model  # apis imports models
-        from .predictive_segmentor import PredictiveSegmentor
         PredictiveSegmentor.check_untrained_arguments('CalibratedSegmentor', train_cfg,
                                                       pretrained)
         if not isinstance(model, dict) or 'config' not in model or (
@@ -143,11 +142,7 @@ class CalibratedSegmentor(FrozenChildren, BaseSegmentor):
         return self.calibrator(self.model.encode_decode(inputs, batch_img_metas), inputs)
 
     def _forward(self, inputs: Tensor, data_samples: OptSampleList = None) -> Tensor:
-        shape = tuple(inputs.shape[2:])
-        metas = [s.metainfo for s in data_samples] if data_samples else [
-            dict(ori_shape=shape, img_shape=shape, pad_shape=shape,
-                 padding_size=[0, 0, 0, 0])] * inputs.shape[0]
-        return self.encode_decode(inputs, metas)
+        return self.encode_decode(inputs, batch_metas(inputs, data_samples))
 
     def extract_feat(self, inputs: Tensor) -> list[Tensor]:
         return self.model.extract_feat(inputs)

@@ -98,11 +98,7 @@ class PredictiveSegmentor(BaseSegmentor):
 
     @staticmethod
     def _metas(inputs: Tensor, data_samples: OptSampleList) -> list[dict]:
-        if data_samples is not None:
-            return [sample.metainfo for sample in data_samples]
-        shape = tuple(inputs.shape[2:])
-        return [dict(ori_shape=shape, img_shape=shape, pad_shape=shape,
-                     padding_size=[0, 0, 0, 0])] * inputs.shape[0]
+        return batch_metas(inputs, data_samples)
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         """log p̄ (B, C, H, W) at the input's resolution."""
@@ -141,6 +137,16 @@ def class_probabilities(model: nn.Module, logits: Tensor) -> Tensor:
         scores = logits.clamp_min(0)
         return scores / scores.sum(1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
     return logits.softmax(1)
+
+
+def batch_metas(inputs: Tensor, data_samples: OptSampleList) -> list[dict]:
+    """The samples' image metas, or, without samples (tensor mode), metas
+    of unpadded images of the input's size."""
+    if data_samples is not None:
+        return [sample.metainfo for sample in data_samples]
+    shape = tuple(inputs.shape[2:])
+    return [dict(ori_shape=shape, img_shape=shape, pad_shape=shape,
+                 padding_size=[0, 0, 0, 0])] * inputs.shape[0]
 
 
 def fresh_metas(batch_img_metas: list[dict]) -> list[dict]:
