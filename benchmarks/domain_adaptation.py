@@ -1,34 +1,52 @@
-"""ProDA's ablation on the embedded benchmark: source = ``train`` scenes,
-target = ``shift_train`` (fog, night, colour cast, blur; its labels unused),
-evaluated on ``shift_val`` (and on the source ``val``, to see what the source
-domain keeps).
+"""ProDA's ablation on the embedded benchmark, over several seeds: source =
+``train`` scenes, target = ``shift_train`` (fog, night, colour cast, blur;
+its labels unused), evaluated on ``shift_val`` (and on the source ``val``, to
+see what the source domain keeps).
 
-    python benchmarks/domain_adaptation.py                     # all steps
-    python benchmarks/domain_adaptation.py --iters 300         # shorter stages
+    python benchmarks/domain_adaptation.py                       # everything
+    python benchmarks/domain_adaptation.py --seeds 1 --threads 1 # one seed, 1 core
 
-Rows, each starting from the warm-up (source-only) weights but the last:
+The network and warm-up are the main job's member recipe
+(``configs/fast-scnn_1xb4-1k_synthetic-128x256.py``: Fast-SCNN, 1000
+iterations from random initialisation, without the demo's bagging), trained
+once per seed. Rows of the chain, each starting from the seed's warm-up
+weights but the last:
 
 1. source only (the warm-up model);
-2. + self-training: symmetric cross-entropy on the warm-up model's
-   confident pseudo-labels (argmax of its soft prediction where its
-   probability is at least 0.9), plus the regulariser;
+2. + self-training: symmetric cross-entropy on the warm-up model's confident
+   pseudo-labels (probability ≥ 0.9), plus the regulariser;
 3. + prototypical denoising: every pseudo-label, rectified by the prototypes;
-4. + structure learning: KL between weak and strong views' prototype
-   assignments (the full stage 1);
+4. + structure learning: the KL between weak and strong views' prototype
+   assignments, as the stage-1 config sets it (the full stage 1);
 5. + distillation: a student (from row 4's weights) taught by row 4 on its
    confident target pixels.
 
-Each step is skipped when its checkpoint exists (the run resumes); all under
-``--work-dir`` (default ``work_dirs/bench_uda``). Results go to
-``benchmarks/results/domain_adaptation.json``.
+Beside the chain: the CBST baseline (class-balanced thresholds instead of
+row 2's 0.9) and the structure-learning variants (``VARIANTS``: the
+assignment temperature, L2-normalised features, the strong view's strength,
+the KL only where the weak view is confident, a warm-up of γ₁), each row 3
+plus structure learning in that form.
+
+Each training is skipped when its final checkpoint exists and each
+evaluation when its result is stored beside the checkpoint, so the script
+resumes, and several invocations (other ``--seeds``) can share the cores
+and one ``--work-dir`` (default ``work_dirs/bench_uda``). Seconds per
+iteration: each kind of stage trains ``--timing-iters`` more iterations
+alone on the machine at the end (median of mmengine's logged ``time``; the
+per-seed figures were logged while other trainings may have shared the
+cores). Results go to
+``benchmarks/results/domain_adaptation.json``: per seed, and mean ± std
+(sample std, n − 1) over the seeds given.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import os.path as osp
+import statistics
 import subprocess
 import sys
 import time
@@ -36,36 +54,85 @@ import time
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-WARMUP = 'configs/fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py'
-PRODA = 'configs/proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py'
-DISTILL = 'configs/proda-distill_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py'
-#: row name -> ProDASegmentor switches
+WARMUP = 'configs/fast-scnn_1xb4-1k_synthetic-128x256.py'
+PRODA = 'configs/proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py'
+DISTILL = 'configs/proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py'
+SELF_TRAINING = dict(rectify=False, structure_weight=0.0, confidence_threshold=0.9)
+DENOISING = dict(rectify=True, structure_weight=0.0)
+#: row -> ProDASegmentor switches (over the stage-1 config's model)
 STAGE1 = {
-    '+ self-training': dict(rectify=False, structure_weight=0.0,
-                            confidence_threshold=0.9),
-    '+ prototypical denoising': dict(rectify=True, structure_weight=0.0),
-    # the recipe's structure weight (1; ProDA's 10 cost 4 mIoU here)
-    '+ structure learning': dict(rectify=True),
+    '+ self-training': SELF_TRAINING,
+    '+ prototypical denoising': DENOISING,
 }
+BASELINES = {
+    'self-training, CBST thresholds (p = 0.5)':
+        dict(rectify=False, structure_weight=0.0, class_balanced_portion=0.5),
+}
+#: structure learning on top of row 3, in each form measured (switches over
+#: DENOISING)
+VARIANTS = {
+    'γ₁ = 1, τ = 1, Euclidean (the earlier recipe)':
+        dict(structure_weight=1.0),
+    'τ_s = 10': dict(structure_weight=1.0, structure_temperature=10.0),
+    'τ_s = 0.1, L2-normalised features':
+        dict(structure_weight=1.0, structure_temperature=0.1, structure_distance='cosine'),
+    'strong view at half strength': dict(structure_weight=1.0, strong_strength=0.5),
+    'KL only where confidence ≥ 0.9':
+        dict(structure_weight=1.0, structure_confidence=0.9),
+    'γ₁ ramped up over the first half': dict(structure_weight=1.0,
+                                             structure_warmup_iters='HALF'),
+}
+#: the variant the stage-1 config uses: row 4 of the chain is its training
+CHOSEN = 'γ₁ = 1, τ = 1, Euclidean (the earlier recipe)'
 
 
-def _run(command: list[str]) -> None:
+def _run(command: list[str], threads: int) -> None:
     print('$', ' '.join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    subprocess.run(command, check=True, cwd=ROOT, env=env)
 
 
-def _train(config: str, work: str, iters: int, options: list[str]) -> str:
+def _write_config(base: str, path: str, updates: dict, hooks: list | None) -> None:
+    """``base`` with ``updates`` merged (dotted keys) and, if given, its
+    ``custom_hooks`` replaced, written to ``path`` by mmengine."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, base))
+    cfg.merge_from_dict(updates)
+    if hooks is not None:
+        cfg.custom_hooks = hooks
+    cfg.dump(path)
+
+
+def train(base: str, work: str, iters: int, updates: dict, threads: int,
+          hooks: list | None = None) -> str:
+    """Train ``base`` with ``updates`` for ``iters`` iterations in ``work``
+    (resumed if interrupted); the final checkpoint."""
     final = osp.join(work, f'iter_{iters}.pth')
     if osp.isfile(final):
         return final
-    command = [sys.executable, 'tools/train.py', config, '--work-dir', work,
-               '--cfg-options', f'train_cfg.max_iters={iters}',
-               f'train_cfg.val_interval={iters}',
-               f'default_hooks.checkpoint.interval={iters}', *options]
+    os.makedirs(work, exist_ok=True)
+    config = osp.join(work, 'config.py')
+    _write_config(base, config, {
+        'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters + 1,
+        'val_cfg': None, 'val_dataloader': None, 'val_evaluator': None,
+        'default_hooks.checkpoint.interval': max(1, iters // 4),
+        'default_hooks.logger.interval': 10, **updates}, hooks)
+    command = [sys.executable, 'tools/train.py', config, '--work-dir', work]
     if osp.isfile(osp.join(work, 'last_checkpoint')):
         command.append('--resume')
-    _run(command)
+    _run(command, threads)
     return final
+
+
+def seconds_per_iteration(work: str) -> float | None:
+    """Median of the iteration times mmengine logged in ``work`` (all runs,
+    the first logged window of each left out: it holds the start-up)."""
+    times = []
+    for path in glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json')):
+        with open(path) as f:
+            values = [json.loads(line).get('time') for line in f if line.strip()]
+        times += [v for v in values if v is not None][1:]
+    return round(statistics.median(times), 3) if times else None
 
 
 def _dataset(split: str):
@@ -80,7 +147,12 @@ def _dataset(split: str):
 
 
 def evaluate(checkpoint: str, split: str, limit: int | None) -> dict:
-    """mIoU and ECE of the plain segmentor with ``checkpoint`` on ``split``."""
+    """mIoU and ECE of the plain segmentor with ``checkpoint`` on ``split``,
+    stored beside the checkpoint and read back from there next time."""
+    stored = f'{checkpoint}.{split}.{limit or "all"}.json'
+    if osp.isfile(stored):
+        with open(stored) as f:
+            return json.load(f)
     from mmengine.dataset import pseudo_collate
     from mmengine.evaluator import Evaluator
 
@@ -98,57 +170,163 @@ def evaluate(checkpoint: str, split: str, limit: int | None) -> dict:
         with torch.no_grad():
             evaluator.process(data_samples=model.test_step(batch), data_batch=batch)
     metrics = evaluator.evaluate(n)
-    return dict(mIoU=metrics['mIoU'], ECE=metrics['ECE'])
+    result = dict(mIoU=float(metrics['mIoU']), ECE=float(metrics['ECE']))
+    with open(stored, 'w') as f:
+        json.dump(result, f)
+    return result
+
+
+def run_seed(seed: int, args, variants: bool) -> dict:
+    """Every row for one seed: {row: {checkpoint, work}}."""
+    work = osp.join(args.work_dir, f'seed_{seed}')
+    warmup = osp.abspath(train(WARMUP, osp.join(work, 'warmup'), args.warmup_iters,
+                               {'randomness.seed': seed}, args.threads))
+    rows = {'source only (warm-up)': dict(checkpoint=warmup,
+                                          work=osp.join(work, 'warmup'))}
+    common = {'load_from': warmup, 'model.pseudo_labeller.checkpoint': warmup,
+              'randomness.seed': seed, 'model.view_seed': seed,
+              'param_scheduler.0.end': args.iters}
+    # the chain first, then the variants, then the baseline
+    chosen = f'structure learning: {CHOSEN}'
+    stage1 = dict(STAGE1, **{chosen: VARIANTS[CHOSEN]})
+    if variants:
+        stage1.update({f'structure learning: {k}': v for k, v in VARIANTS.items()})
+    stage1.update(BASELINES)
+    for row, switches in stage1.items():
+        switches = {k: args.iters // 2 if v == 'HALF' else v for k, v in switches.items()}
+        base = DENOISING if row.startswith('structure learning:') else {}
+        updates = dict(common, **_model({**base, **switches}))
+        hooks = ([dict(type='ClassBalancedThresholdHook', init_batches=25)]
+                 if 'class_balanced_portion' in switches else None)
+        row_work = osp.join(work, _slug(row))
+        rows[row] = dict(checkpoint=train(PRODA, row_work, args.iters, updates,
+                                          args.threads, hooks), work=row_work)
+    rows['+ structure learning'] = rows[chosen]
+    teacher = osp.abspath(rows['+ structure learning']['checkpoint'])
+    distill_work = osp.join(work, 'distillation_from_' + osp.basename(
+        osp.dirname(teacher)))
+    rows['+ distillation'] = dict(checkpoint=train(
+        DISTILL, distill_work, args.iters,
+        {'load_from': teacher, 'model.teacher.checkpoint': teacher,
+         'randomness.seed': seed, 'param_scheduler.0.end': args.iters}, args.threads),
+        work=distill_work)
+    return rows
+
+
+def time_stages(args) -> dict:
+    """Seconds per iteration of each kind of stage, measured alone: each
+    trains ``--timing-iters`` iterations from seed 0's checkpoints with
+    ``--timing-threads`` threads (median of the logged windows but the
+    first)."""
+    work = osp.join(args.work_dir, 'timing')
+    seed0 = osp.join(args.work_dir, 'seed_0')
+    warmup = osp.join(seed0, 'warmup', f'iter_{args.warmup_iters}.pth')
+    teacher = osp.join(seed0, _slug(f'structure learning: {CHOSEN}'), f'iter_{args.iters}.pth')
+    n = args.timing_iters
+    common = {'load_from': warmup, 'model.pseudo_labeller.checkpoint': warmup,
+              'param_scheduler.0.end': n}
+    runs = {
+        'source only (warm-up)': (WARMUP, {}, None),
+        '+ self-training': (PRODA, dict(common, **_model(SELF_TRAINING)), None),
+        'self-training, CBST thresholds': (
+            PRODA, dict(common, **_model(BASELINES[next(iter(BASELINES))])),
+            [dict(type='ClassBalancedThresholdHook', init_batches=25)]),
+        '+ prototypical denoising': (PRODA, dict(common, **_model(DENOISING)), None),
+        '+ structure learning': (PRODA, dict(common, **_model(
+            dict(DENOISING, **VARIANTS[CHOSEN]))), None),
+        '+ distillation': (DISTILL, {'load_from': teacher, 'model.teacher.checkpoint': teacher,
+                                     'param_scheduler.0.end': n}, None),
+    }
+    times = {}
+    for row, (config, updates, hooks) in runs.items():
+        row_work = osp.join(work, _slug(row))
+        train(config, row_work, n, updates, args.timing_threads, hooks)
+        times[row] = seconds_per_iteration(row_work)
+        print('timing', row, times[row], flush=True)
+    return times
+
+
+def _slug(row: str) -> str:
+    return ''.join(c if c.isalnum() else '_' for c in row.strip('+ ')).strip('_')
+
+
+def _model(switches: dict) -> dict:
+    return {f'model.{k}': v for k, v in switches.items()}
+
+
+def _mean_std(values: list[float]) -> dict:
+    return dict(mean=statistics.mean(values),
+                std=statistics.stdev(values) if len(values) > 1 else None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--warmup-iters', type=int, default=600)
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--variant-seeds', type=int, nargs='*', default=None,
+                        help='seeds that also run the structure-learning variants '
+                             '(default: all of --seeds)')
+    parser.add_argument('--warmup-iters', type=int, default=1000)
     parser.add_argument('--iters', type=int, default=300, help='iterations per stage')
-    parser.add_argument('--warmup-checkpoint',
-                        help='an existing source-only checkpoint of '
-                             f'{WARMUP} (skips training the warm-up)')
+    parser.add_argument('--threads', type=int, default=2,
+                        help='intra-op threads of each training (1 to run two '
+                             'invocations side by side on 2 cores)')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'bench_uda'))
     parser.add_argument('--limit', type=int, help='images per split (default all)')
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
                                                   'domain_adaptation.json'))
+    parser.add_argument('--timing-iters', type=int, default=40,
+                        help='iterations of each timing run (0: no timing runs)')
+    parser.add_argument('--timing-threads', type=int, default=2)
+    parser.add_argument('--no-report', action='store_true',
+                        help='train and evaluate only; leave the results file alone')
     args = parser.parse_args()
+    variant_seeds = args.seeds if args.variant_seeds is None else args.variant_seeds
+    args.work_dir = osp.abspath(args.work_dir)
     import mmseg_uncert  # noqa: F401
     if not osp.isdir(osp.join(ROOT, 'data', 'synthetic_streets', 'leftImg8bit', 'shift_val')):
         # every split, the ones already there included (same seed, same files)
         _run([sys.executable, 'tools/make_synthetic.py', '--out-dir',
-              'data/synthetic_streets', '--overwrite'])
+              'data/synthetic_streets', '--overwrite'], args.threads)
     start = time.time()
-    warmup = args.warmup_checkpoint or _train(
-        WARMUP, osp.join(args.work_dir, 'warmup'), args.warmup_iters, [])
-    warmup = osp.abspath(warmup)
-    checkpoints = {'source only (warm-up)': warmup}
-    common = [f'load_from={warmup}', f'model.pseudo_labeller.checkpoint={warmup}',
-              f'param_scheduler.0.end={args.iters}']
-    for row, switches in STAGE1.items():
-        name = row[2:].replace(' ', '_').replace('-', '_')
-        options = common + [f'model.{k}={v}' for k, v in switches.items()]
-        checkpoints[row] = _train(PRODA, osp.join(args.work_dir, name), args.iters, options)
-    teacher = osp.abspath(checkpoints['+ structure learning'])
-    checkpoints['+ distillation'] = _train(
-        DISTILL, osp.join(args.work_dir, 'distillation'), args.iters,
-        [f'load_from={teacher}', f'model.teacher.checkpoint={teacher}',
-         f'param_scheduler.0.end={args.iters}'])
-    rows = {}
-    for row, checkpoint in checkpoints.items():
-        target = evaluate(checkpoint, 'shift_val', args.limit)
-        source = evaluate(checkpoint, 'val', args.limit)
-        rows[row] = dict(target_mIoU=float(target['mIoU']), target_ECE=target['ECE'],
-                         source_mIoU=float(source['mIoU']))
-        print(row, rows[row], flush=True)
+    torch.set_num_threads(args.threads)
+    per_seed = {}
+    for seed in args.seeds:
+        rows = run_seed(seed, args, seed in variant_seeds)
+        results = {}
+        for row, info in rows.items():
+            target = evaluate(info['checkpoint'], 'shift_val', args.limit)
+            results[row] = dict(target_mIoU=target['mIoU'], target_ECE=target['ECE'],
+                                s_per_iter=seconds_per_iteration(info['work']))
+            if not row.startswith('structure learning:'):
+                results[row]['source_mIoU'] = evaluate(info['checkpoint'], 'val',
+                                                       args.limit)['mIoU']
+            print(seed, row, results[row], flush=True)
+        per_seed[seed] = results
+    if args.no_report:
+        return
+    timing = time_stages(args) if args.timing_iters else {}
+    summary = {}
+    for row in per_seed[args.seeds[0]]:
+        seeds = [s for s in args.seeds if row in per_seed[s]]
+        summary[row] = dict(seeds=seeds, **{
+            key: _mean_std([per_seed[s][row][key] for s in seeds])
+            for key in ('target_mIoU', 'target_ECE', 'source_mIoU', 's_per_iter')
+            if all(per_seed[s][row].get(key) is not None for s in seeds)})
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
-                  warmup_iters=None if args.warmup_checkpoint else args.warmup_iters,
-                  iters_per_stage=args.iters, images_per_split=args.limit,
-                  minutes=round((time.time() - start) / 60, 1), rows=rows)
+                  warmup=WARMUP, warmup_iters=args.warmup_iters, stage1=PRODA,
+                  distillation=DISTILL, iters_per_stage=args.iters,
+                  images_per_split=args.limit, threads_per_training=args.threads,
+                  minutes_this_invocation=round((time.time() - start) / 60, 1),
+                  seconds_per_iteration=dict(
+                      threads=args.timing_threads, iterations=args.timing_iters,
+                      note='each stage alone on the machine; the per-seed s_per_iter '
+                           'were logged while other trainings shared the cores',
+                      **timing),
+                  summary=summary, per_seed=per_seed)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'w') as f:
-        json.dump(result, f, indent=2, default=float)
-    print(json.dumps(result, indent=2))
+        json.dump(result, f, indent=2, ensure_ascii=False)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ from mmseg.registry import DATASETS, MODELS
 from mmseg.structures import SegDataSample
 
 from conftest import ROOT, run_tool
-from helpers.members import member_model_cfg, save_member
+from helpers.members import member_model_cfg, save_config_model, save_member
 from helpers.tiny_config import write_tiny_config
 from mmseg_uncert.engine import PrototypeHook
 from mmseg_uncert.models import (PrototypeBank, class_feature_sums, ema_prototypes,
@@ -23,10 +23,11 @@ from mmseg_uncert.models.data_preprocessors import image_mask
 from mmseg_uncert.models.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
 from mmseg_uncert.models.segmentors import mmseg_scope
 
+WARMUP = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
 PRODA = osp.join(ROOT, 'configs',
-                 'proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py')
+                 'proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
 PRODA_DISTILL = osp.join(ROOT, 'configs',
-                         'proda-distill_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py')
+                         'proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
 
 
 # ---------------------------------------------------------------- SCE
@@ -330,7 +331,7 @@ def _tiny_uda_config(path, data_root, warmup, max_iters, base=PRODA, extra=''):
 
 
 def test_proda_resumes_identically_and_distils(tiny_data_root, tmp_path):
-    warmup = save_member(str(tmp_path / 'warmup.pth'), seed=3, num_classes=19)
+    warmup = save_config_model(WARMUP, str(tmp_path / 'warmup.pth'), seed=3)
     extra = f"""
         model = dict(pseudo_labeller=dict(checkpoint={warmup!r}),
                      decode_head=dict(dropout_ratio=0.0))
@@ -398,3 +399,262 @@ def test_distiller_learns_the_teachers_hard_labels_on_target_batches(tmp_path):
     losses = model(**batch, mode='loss')
     assert losses['target.decode.loss_ce'].item() == 0.0
     assert losses['target.distill.loss_kd'].item() == 0.0
+
+
+# ---------------------------------------------------------------- structure learning variants
+
+def test_prototype_logits_on_normalised_features_against_cdist():
+    torch.manual_seed(2)
+    feature = torch.randn(2, 6, 3, 4) * 7
+    prototypes = torch.randn(5, 6) * 3
+    initialised = torch.ones(5, dtype=torch.bool)
+    logits = prototype_logits(feature, prototypes, initialised, temperature=0.1,
+                              normalise=True)
+    flat = feature.permute(0, 2, 3, 1).reshape(-1, 6)
+    unit = flat / flat.norm(dim=1, keepdim=True)
+    eta = prototypes / prototypes.norm(dim=1, keepdim=True)
+    expected = -torch.cdist(unit, eta) / 0.1
+    assert torch.allclose(logits.permute(0, 2, 3, 1).reshape(-1, 5), expected, atol=1e-4)
+    # the distance of unit vectors is sqrt(2 - 2 cos): it lies in [0, 2]
+    assert (logits * -0.1).max() <= 2 + 1e-6
+
+
+def _naive_structure_loss(feature, m_feature, prototypes, tau, normalise, weight, mask):
+    """γ₁ · mean over the counted pixels of KL(z_weak ‖ z_strong), pixel by pixel."""
+    total, n, assign = 0.0, 0, 0.0
+    b, c, h, w = feature.shape
+    for i in range(b):
+        for y in range(h):
+            for x in range(w):
+                if not mask[i, y, x]:
+                    continue
+                f, g = feature[i, :, y, x].double(), m_feature[i, :, y, x].double()
+                eta = prototypes.double()
+                if normalise:
+                    f, g = f / f.norm(), g / g.norm()
+                    eta = eta / eta.norm(dim=1, keepdim=True)
+                zs = [-(f - e).norm().item() / tau for e in eta]
+                zw = [-(g - e).norm().item() / tau for e in eta]
+                ls = [v - math.log(sum(math.exp(u) for u in zs)) for v in zs]
+                pw = [math.exp(v) / sum(math.exp(u) for u in zw) for v in zw]
+                total += sum(p * (math.log(p) - q) for p, q in zip(pw, ls) if p > 0)
+                assign += max(pw)
+                n += 1
+    return weight * total / n, assign / n
+
+
+@pytest.mark.parametrize('variant', [
+    dict(),
+    dict(structure_temperature=10.0),
+    dict(structure_temperature=0.2, structure_distance='cosine'),
+    dict(structure_confidence=0.6),
+    dict(structure_warmup_iters=4),
+])
+def test_structure_loss_of_each_variant_by_hand(tmp_path, variant):
+    from mmengine.logging import MessageHub
+    model = _proda(tmp_path, structure_weight=2.0, **variant)
+    bank = model.prototype_bank
+    g = torch.Generator().manual_seed(3)
+    channels = bank.prototypes.shape[1]
+    bank.prototypes.copy_(torch.randn(5, channels, generator=g))
+    bank.initialised.fill_(True)
+    feature = torch.randn(2, channels, 3, 4, generator=g)
+    m_feature = feature + 0.3 * torch.randn(2, channels, 3, 4, generator=g)
+    z_weak = bank.logits(m_feature, model.temperature).softmax(1)
+    valid = torch.ones(2, 3, 4, dtype=torch.bool)
+    valid[1, :, 3] = False  # padding
+    # the pseudo-label confidence at input size (6 x 8): constant 2x2 blocks
+    small = torch.rand(2, 3, 4, generator=g)
+    confidence = small.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    MessageHub.get_current_instance().update_info('iter', 1)
+    losses = model.structure_losses(feature, m_feature, z_weak, valid, confidence)
+    mask = valid
+    if model.structure_confidence > 0:
+        # bilinear resizing of constant 2x2 blocks to half size: the block value
+        mask = valid & (small >= model.structure_confidence)
+    weight = 2.0 * (2 / 4 if model.structure_warmup_iters else 1.0)
+    expected, assign = _naive_structure_loss(
+        feature, m_feature, bank.prototypes, model.structure_temperature,
+        model.structure_distance == 'cosine', weight, mask)
+    assert losses['target.loss_structure'].item() == pytest.approx(expected, rel=1e-4)
+    assert losses['target.assignment_max'].item() == pytest.approx(assign, rel=1e-4)
+
+
+def test_prototype_temperatures_must_be_positive(tmp_path):
+    for key in ('temperature', 'structure_temperature'):
+        for value in (0.0, -1.0):
+            with pytest.raises(ValueError, match=f'model.{key} .*must be > 0, got {value}'):
+                _proda(tmp_path, **{key: value})
+    with pytest.raises(ValueError, match="structure_distance must be 'euclidean' or "
+                                         "'cosine', got 'manhattan'"):
+        _proda(tmp_path, structure_distance='manhattan')
+    with pytest.raises(ValueError, match='structure_confidence'):
+        _proda(tmp_path, structure_confidence=1.0)
+    with pytest.raises(ValueError, match='structure_warmup_iters'):
+        _proda(tmp_path, structure_warmup_iters=-5)
+
+
+def test_plain_self_training_runs_no_momentum_forward(tmp_path):
+    """Each network's forward passes in one training step: plain
+    self-training has no momentum network at all; denoising runs it once."""
+    batch = None
+    for switches, momentum_calls in ((dict(rectify=False, structure_weight=0.0), None),
+                                     (dict(rectify=True, structure_weight=0.0), 1)):
+        model = _proda(tmp_path, **switches)
+        calls = {}
+
+        def counter(name):
+            def hook(module, args):
+                calls[name] = calls.get(name, 0) + 1
+            return hook
+        model.backbone.register_forward_pre_hook(counter('student'))
+        model.pseudo_labeller.backbone.register_forward_pre_hook(counter('labeller'))
+        if model.prototype_bank is not None:
+            bank = model.prototype_bank
+            bank.restart(model.network(), 0.999)
+            bank.prototypes.normal_()
+            bank.initialised.fill_(True)
+            bank.momentum_network.module['backbone'].register_forward_pre_hook(
+                counter('momentum'))
+        model.train()
+        batch = batch or model.data_preprocessor(
+            dict(source=_batch(), target=_batch(labelled=False)), True)
+        model(**batch, mode='loss')
+        assert calls.get('momentum') == momentum_calls
+        assert calls['student'] == 2 and calls['labeller'] == 1  # source + strong view
+
+
+# ---------------------------------------------------------------- CBST thresholds
+
+def test_class_balanced_thresholds_against_sorting():
+    from mmseg_uncert.engine.hooks.class_balanced_threshold_hook import (
+        class_balanced_thresholds, class_confidence_histograms)
+    g = torch.Generator().manual_seed(4)
+    prob = torch.rand(3, 4, 10, 12, generator=g) ** 3
+    prob[0, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # a confidence of exactly 1
+    prob[:, 3] = 0  # class 3 is never the argmax
+    prob = prob / prob.sum(1, keepdim=True)
+    valid = torch.rand(3, 10, 12, generator=g) > 0.2
+    bins = 1000
+    histograms = class_confidence_histograms(prob, valid, bins)
+    confidence, label = prob.max(1)
+    for portion in (0.2, 0.5, 1.0):
+        thresholds = class_balanced_thresholds(histograms, portion)
+        for k in range(3):
+            values = np.sort(confidence[valid & (label == k)].numpy())[::-1]
+            true = values[math.ceil(portion * len(values)) - 1]
+            # the lower edge of the bin holding the true value
+            assert thresholds[k] <= true < thresholds[k] + 1 / bins + 1e-12, (portion, k)
+            # the kept share of class k is at least the portion
+            assert (values >= thresholds[k].item()).mean() >= portion
+        assert thresholds[3] == float('inf')
+
+
+def _cbst_model(tmp_path, portion=0.5):
+    return _proda(tmp_path, rectify=False, structure_weight=0.0, regulariser_weight=0.0,
+                  class_balanced_portion=portion)
+
+
+def test_cbst_pseudo_labels_by_hand(tmp_path):
+    """ŷ = argmax_k p₀,k / λ_k, kept where that maximum reaches 1 (CBST)."""
+    model = _cbst_model(tmp_path)
+    model.train()
+    batch = model.data_preprocessor(dict(source=_batch(), target=_batch(labelled=False)), True)
+    with pytest.raises(RuntimeError, match='ClassBalancedThresholdHook'):
+        model(**batch, mode='loss')
+    thresholds = torch.tensor([0.21, 0.25, float('inf'), 0.2, 0.3])
+    model.class_thresholds.copy_(thresholds)
+    seen = {}
+
+    def capture(logits, label):
+        seen['label'] = label.clone()
+        return logits.sum() * 0
+    model.target_loss.forward = capture
+    model(**batch, mode='loss')
+    target = batch['inputs']['target']
+    metas = [s.metainfo for s in batch['data_samples']['target']]
+    prob = model.pseudo_labeller.inference(target, metas).softmax(1)
+    expected = torch.full(prob.shape[:1] + prob.shape[2:], 255)
+    for i, y, x in np.ndindex(*expected.shape):
+        ratios = [prob[i, k, y, x].item() / thresholds[k].item() for k in range(5)]
+        best = max(range(5), key=lambda k: ratios[k])
+        if ratios[best] >= 1:
+            expected[i, y, x] = best
+    assert torch.equal(seen['label'], expected)
+    assert (expected != 255).any() and (expected == 255).any() and (expected != 2).all()
+
+
+def test_cbst_bad_switches_are_named(tmp_path):
+    with pytest.raises(ValueError, match='class_balanced_portion must lie in'):
+        _cbst_model(tmp_path, portion=0.0)
+    with pytest.raises(ValueError, match='rectify=False'):
+        _proda(tmp_path, class_balanced_portion=0.2)
+    with pytest.raises(ValueError, match='confidence_threshold'):
+        _proda(tmp_path, rectify=False, structure_weight=0.0, class_balanced_portion=0.2,
+               confidence_threshold=0.9)
+
+
+def test_cbst_hook_computes_saves_and_restores_thresholds(tiny_data_root, tmp_path):
+    """The hook's thresholds equal sorting the pseudo-labeller's confidences
+    over the same target images; a resumed run takes them from the
+    checkpoint."""
+    from mmseg_uncert.engine import ClassBalancedThresholdHook
+    model = _cbst_model(tmp_path, portion=0.4)
+    with mmseg_scope():
+        target = DATASETS.build(dict(
+            type='SyntheticStreetsDataset', data_root=tiny_data_root,
+            with_uncertainty_gt=False, data_prefix=dict(img_path='leftImg8bit/shift_train'),
+            pipeline=[dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]))
+
+    class Loader:
+        batch_size = 2
+        dataset = type('Pair', (), dict(target=target))()
+
+    class Logger:
+        def info(self, message):
+            self.message = message
+
+    class Runner:
+        train_dataloader = Loader()
+        logger = Logger()
+    runner = Runner()
+    runner.model = model
+    hook = ClassBalancedThresholdHook(init_batches=2, bins=100000)
+    hook.before_train(runner)
+    from mmengine.dataset import pseudo_collate
+    confidences, labels = [], []
+    with torch.no_grad():
+        for i in range(len(target)):
+            batch = model.data_preprocessor(pseudo_collate([target[i]]), False)
+            p = model.pseudo_labeller.inference(
+                batch['inputs'], [s.metainfo for s in batch['data_samples']]).softmax(1)
+            c, k = p.max(1)
+            confidences.append(c.flatten())
+            labels.append(k.flatten())
+    # init_batches x batch size = 4 of the split's images, a fixed subset
+    from mmseg_uncert.engine.hooks.prototype_hook import target_subset
+    subset = target_subset(len(target), 4)
+    confidence = torch.cat([confidences[i] for i in subset])
+    label = torch.cat([labels[i] for i in subset])
+    for k in range(5):
+        values = np.sort(confidence[label == k].numpy())[::-1]
+        got = model.class_thresholds[k].item()
+        if len(values) == 0:
+            assert got == float('inf')
+            continue
+        true = values[math.ceil(0.4 * len(values)) - 1]
+        assert got <= true < got + 1e-5 + 1e-9
+    assert 'portion 0.4' in runner.logger.message
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    saved = checkpoint['class_balanced_thresholds']
+    fresh = _cbst_model(tmp_path, portion=0.4)
+    runner.model = fresh
+    other = ClassBalancedThresholdHook(init_batches=2)
+    other.after_load_checkpoint(runner, checkpoint)
+    other.before_train(runner)
+    assert torch.equal(fresh.class_thresholds, saved)
+    # a model without class-balanced thresholds is refused by name
+    runner.model = _proda(tmp_path, rectify=False, structure_weight=0.0)
+    with pytest.raises(TypeError, match='class_balanced_portion set'):
+        ClassBalancedThresholdHook().before_train(runner)

@@ -85,11 +85,12 @@ def test_mmcv_lite_is_named(monkeypatch):
 def test_domain_adaptation_parts_registered():
     from mmseg.registry import DATASETS, HOOKS
     from mmseg_uncert.datasets import SourceTargetDataset
-    from mmseg_uncert.engine import PrototypeHook
+    from mmseg_uncert.engine import ClassBalancedThresholdHook, PrototypeHook
     from mmseg_uncert.models import SourceTargetDataPreProcessor
     from mmseg_uncert.models.losses import SymmetricCrossEntropyLoss
     from mmseg_uncert.models.segmentors import ProDASegmentor
     assert HOOKS.get('PrototypeHook') is PrototypeHook
+    assert HOOKS.get('ClassBalancedThresholdHook') is ClassBalancedThresholdHook
     assert DATASETS.get('SourceTargetDataset') is SourceTargetDataset
     assert MODELS.get('ProDASegmentor') is ProDASegmentor
     assert MODELS.get('SymmetricCrossEntropyLoss') is SymmetricCrossEntropyLoss

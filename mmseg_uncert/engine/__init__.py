@@ -1,4 +1,5 @@
-from .hooks import PrototypeHook
+from .hooks import ClassBalancedThresholdHook, PrototypeHook
 from .runner import CompatRunner, build_runner, load_run_config
 
-__all__ = ['CompatRunner', 'PrototypeHook', 'build_runner', 'load_run_config']
+__all__ = ['ClassBalancedThresholdHook', 'CompatRunner', 'PrototypeHook', 'build_runner',
+           'load_run_config']

@@ -6,6 +6,7 @@ Learning for Domain Adaptive Semantic Segmentation", CVPR 2021.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: logit given to classes that have no prototype yet: their softmax weight is
@@ -56,10 +57,15 @@ def ema_prototypes(prototypes: Tensor, initialised: Tensor, sums: Tensor,
 
 
 def prototype_logits(feature: Tensor, prototypes: Tensor, initialised: Tensor,
-                     temperature: float = 1.0) -> Tensor:
+                     temperature: float = 1.0, normalise: bool = False) -> Tensor:
     """−‖f − η_k‖ / τ for every pixel and class, (B, K, h, w); classes
     without a prototype get a large negative logit. Its softmax over k is
-    ProDA's rectification weight ω and soft prototypical assignment z."""
+    ProDA's rectification weight ω and soft prototypical assignment z.
+
+    ``normalise``: distances between the L2-normalised f and η_k instead,
+    ‖f̂ − η̂_k‖ = √(2 − 2 cos(f, η_k)) ∈ [0, 2], a scale that does not grow
+    with the features' norm (which on raw features makes the softmax at
+    τ = 1 nearly one-hot)."""
     if feature.shape[1] != prototypes.shape[1]:
         raise ValueError(f'prototype_logits: the features have {feature.shape[1]} '
                          f'channels, the prototypes {prototypes.shape[1]}; they '
@@ -68,6 +74,9 @@ def prototype_logits(feature: Tensor, prototypes: Tensor, initialised: Tensor,
     # ‖f‖² − 2 f·η + ‖η‖² cancels, which half precision cannot afford
     f = feature.to(torch.promote_types(feature.dtype, torch.float32))
     eta = prototypes.to(f)
+    if normalise:
+        f = F.normalize(f, dim=1)
+        eta = F.normalize(eta, dim=1)
     with torch.autocast(f.device.type, enabled=False):
         squared = ((f * f).sum(1, keepdim=True)
                    - 2 * torch.einsum('bfhw,kf->bkhw', f, eta)
@@ -115,5 +124,7 @@ class PrototypeBank(nn.Module):
         self.pending = None
         self.started = True
 
-    def logits(self, feature: Tensor, temperature: float) -> Tensor:
-        return prototype_logits(feature, self.prototypes, self.initialised, temperature)
+    def logits(self, feature: Tensor, temperature: float,
+               normalise: bool = False) -> Tensor:
+        return prototype_logits(feature, self.prototypes, self.initialised,
+                                temperature, normalise)

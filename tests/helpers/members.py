@@ -46,3 +46,14 @@ def member_specs(tmp_path, count: int, num_classes: int = 5) -> list[dict]:
                  checkpoint=save_member(osp.join(str(tmp_path), f'member_{i}.pth'),
                                         seed=i, num_classes=num_classes))
             for i in range(count)]
+
+
+def save_config_model(config: str, path: str, seed: int) -> str:
+    """The model of ``config`` randomly initialised (seeded), saved as an
+    mmengine checkpoint."""
+    torch.manual_seed(seed)
+    with mmseg_scope():
+        model = MODELS.build(Config.fromfile(config).model)
+    model.init_weights()
+    torch.save(dict(state_dict=model.state_dict(), meta={}), path)
+    return path

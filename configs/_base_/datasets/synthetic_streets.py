@@ -5,6 +5,12 @@ dataset_type = 'SyntheticStreetsDataset'
 data_root = 'data/synthetic_streets/'
 img_scale = (512, 256)  # (width, height) of the generated images
 crop_size = (128, 256)  # (height, width)
+# ENet's class weights (Paszke et al., 2016): w_c = 1 / ln(1.02 + f_c), f_c the
+# share of class c among the labelled pixels of train (first 300 images),
+# normalised to mean 1 over the 10 classes the scenes contain (the others never
+# occur, weight 1); for losses that weight classes
+class_weight = [0.299, 0.421, 0.239, 1.0, 1.0, 2.239, 1.0, 2.422, 1.169, 0.24,
+                0.28, 1.859, 1.0, 0.832, 1.0, 1.0, 1.0, 1.0, 1.0]
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),

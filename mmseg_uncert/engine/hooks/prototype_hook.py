@@ -33,6 +33,14 @@ def preserved_rng() -> Iterator[None]:
         torch.set_rng_state(states[2])
 
 
+def target_subset(length: int, count: int) -> list[int]:
+    """This rank's share of a fixed random subset of ``count`` target
+    indices (the same on every run, split over ranks)."""
+    order = torch.randperm(length, generator=torch.Generator().manual_seed(0))
+    rank, world = dist.get_rank(), dist.get_world_size()
+    return order[rank::world][:count].tolist()
+
+
 @HOOKS.register_module()
 class PrototypeHook(Hook):
     """Class prototypes η_k as an exponential moving average of class-wise
@@ -111,9 +119,8 @@ class PrototypeHook(Hook):
             raise TypeError('PrototypeHook: the train dataloader must give '
                             'source/target batches (dataset type SourceTargetDataset)')
         batch_size = runner.train_dataloader.batch_size or 1
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
-        rank, world = dist.get_rank(), dist.get_world_size()
-        order = order[rank::world][:self.init_batches * batch_size].tolist()
+        order = target_subset(len(dataset), self.init_batches * batch_size)
+        world = dist.get_world_size()
         bank = self.bank
         sums = bank.prototypes.new_zeros(bank.prototypes.shape, dtype=torch.float64)
         counts = bank.prototypes.new_zeros(bank.num_classes, dtype=torch.float64)

@@ -84,13 +84,22 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
       by the prototype weights ω_k = softmax_k(−‖f̃ − η_k‖/τ) of the momentum
       network's features f̃: ŷ = argmax_k ω_k·p₀,k (``rectify=False``:
       ŷ = argmax_k p₀,k, plain self-training), optionally only where their
-      confidence reaches ``confidence_threshold``;
+      confidence reaches ``confidence_threshold``, or, with
+      ``class_balanced_portion`` (CBST, Zou et al., ECCV 2018; plain
+      self-training only), ŷ = argmax_k p₀,k/λ_k kept where that maximum is
+      ≥ 1, λ_k the class-balanced thresholds that
+      :class:`~mmseg_uncert.engine.ClassBalancedThresholdHook` computes;
     * target: ``target_loss`` (symmetric cross-entropy, α = 0.1, β = 1) of
       the student on the strong view against ŷ; structure learning
-      γ₁·KL(z_weak ‖ z_strong) between the prototype assignments of the
-      momentum network on the weak view and of the student on the strong
-      view (γ₁ = 10); the regulariser γ₂·(−mean_{pixels, k} log p_k)
-      (γ₂ = 0.1), which keeps every class alive.
+      γ₁·KL(z_weak ‖ z_strong) between the prototype assignments
+      z = softmax_k(−d(f, η_k)/τ_s) of the momentum network on the weak view
+      and of the student on the strong view (γ₁ = 10 in ProDA), with
+      d Euclidean on the raw features (ProDA) or on L2-normalised ones
+      (``structure_distance='cosine'``), optionally only on pixels whose
+      pseudo-label confidence reaches ``structure_confidence`` and with γ₁
+      ramped up linearly over ``structure_warmup_iters`` iterations; the
+      regulariser γ₂·(−mean_{pixels, k} log p_k) (γ₂ = 0.1), which keeps
+      every class alive.
 
     The warm-up model (``pseudo_labeller``) and, when rectification or
     structure learning is on, the prototypes with the momentum network (a
@@ -99,7 +108,8 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
     the model, never train, stay in eval and are not saved in the model's
     checkpoints. :class:`~mmseg_uncert.engine.PrototypeHook` fills the bank
     before training, updates it after each optimizer step and checkpoints
-    it; training without the hook is an error that says so.
+    it; training without the hook is an error that says so. Plain
+    self-training builds neither, so its iterations run no momentum forward.
 
     Target samples' annotations are never read (the dataset also strips
     them). Pixels outside an image (batch padding) are ignored everywhere.
@@ -110,8 +120,18 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             :func:`~mmseg_uncert.models.segmentors.build_member`.
         target_loss: loss of the student against the pseudo-labels.
         rectify: rectify pseudo-labels with the prototypes.
-        temperature: τ of the prototype softmax.
+        temperature: τ of the prototype softmax (rectification, and
+            structure learning unless ``structure_temperature`` is given).
         structure_weight: γ₁ (0 turns structure learning off).
+        structure_temperature: τ_s of structure learning's assignments
+            (default ``temperature``).
+        structure_distance: ``'euclidean'`` (ProDA: raw features) or
+            ``'cosine'`` (L2-normalised features and prototypes).
+        structure_confidence: the KL counts only where the weak view's
+            pseudo-label confidence (as for ``confidence_threshold``)
+            reaches it; 0 counts every pixel.
+        structure_warmup_iters: γ₁ grows linearly from γ₁/N to γ₁ over the
+            first N iterations; 0 uses γ₁ from the start.
         regulariser_weight: γ₂.
         strong_strength: scale of the strong view's perturbations.
         view_seed: seed of the strong views (with the iteration and rank).
@@ -119,6 +139,11 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             the renormalised ω_k·p₀,k, or of p₀,k without rectification) is
             below it are ignored; 0 keeps all (classic self-training keeps
             the confident ones, e.g. 0.9).
+        class_balanced_portion: CBST's p: λ_k is the confidence above which
+            the portion p of the pixels the warm-up model predicts as k lie,
+            so every class keeps pseudo-labels, rare ones included; ``None``
+            turns it off. Needs ``rectify=False``, ``confidence_threshold=0``
+            and ``custom_hooks=[dict(type='ClassBalancedThresholdHook')]``.
         backbone, decode_head, neck, auxiliary_head, test_cfg,
             data_preprocessor, pretrained, init_cfg: as for EncoderDecoder;
             mmseg's SegDataPreProcessor is switched to
@@ -143,6 +168,11 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
                  strong_strength: float = 1.0,
                  view_seed: int = 0,
                  confidence_threshold: float = 0.0,
+                 structure_temperature: float | None = None,
+                 structure_distance: str = 'euclidean',
+                 structure_confidence: float = 0.0,
+                 structure_warmup_iters: int = 0,
+                 class_balanced_portion: float | None = None,
                  neck: OptConfigType = None,
                  auxiliary_head: OptConfigType = None,
                  train_cfg: OptConfigType = {},
@@ -159,9 +189,32 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
                              data_preprocessor=source_target_preprocessor(data_preprocessor),
                              pretrained=pretrained, init_cfg=init_cfg)
             self.target_loss = MODELS.build(target_loss)
-        if temperature <= 0:
-            raise ValueError(f'ProDASegmentor: temperature must be positive, got '
-                             f'{temperature}')
+        structure_temperature = (temperature if structure_temperature is None
+                                 else structure_temperature)
+        for key, value in (('temperature', temperature),
+                           ('structure_temperature', structure_temperature)):
+            if not value > 0:
+                raise ValueError(
+                    f'ProDASegmentor: model.{key} (τ of the prototype softmax) must '
+                    f'be > 0, got {value}; ProDA uses 1 on raw features')
+        if structure_distance not in ('euclidean', 'cosine'):
+            raise ValueError(f"ProDASegmentor: model.structure_distance must be "
+                             f"'euclidean' or 'cosine', got {structure_distance!r}")
+        if not 0.0 <= structure_confidence < 1.0:
+            raise ValueError(f'ProDASegmentor: model.structure_confidence must lie in '
+                             f'[0, 1), got {structure_confidence}')
+        if int(structure_warmup_iters) != structure_warmup_iters or structure_warmup_iters < 0:
+            raise ValueError(f'ProDASegmentor: model.structure_warmup_iters must be a '
+                             f'whole number >= 0, got {structure_warmup_iters}')
+        if class_balanced_portion is not None:
+            if not 0.0 < class_balanced_portion <= 1.0:
+                raise ValueError(f'ProDASegmentor: model.class_balanced_portion must lie '
+                                 f'in (0, 1], got {class_balanced_portion}')
+            if rectify or confidence_threshold > 0:
+                raise ValueError(
+                    'ProDASegmentor: model.class_balanced_portion (CBST thresholds) '
+                    'replaces the pseudo-label rule: set rectify=False and leave '
+                    'confidence_threshold at 0')
         self.for_inference = train_cfg is None
         if self.for_inference:
             self.register_module('pseudo_labeller', None)
@@ -179,6 +232,17 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
         self.rectify = rectify
         self.temperature = temperature
         self.structure_weight = structure_weight
+        self.structure_temperature = structure_temperature
+        self.structure_distance = structure_distance
+        self.structure_confidence = structure_confidence
+        self.structure_warmup_iters = int(structure_warmup_iters)
+        self.class_balanced_portion = class_balanced_portion
+        # λ_k, filled by ClassBalancedThresholdHook (NaN: not yet); moves with
+        # the model, stays out of its checkpoints (the hook saves it)
+        self.register_buffer(
+            'class_thresholds',
+            torch.full((self.num_classes,), float('nan')) if class_balanced_portion
+            else None, persistent=False)
         self.regulariser_weight = regulariser_weight
         self.strong_strength = strong_strength
         self.view_seed = view_seed
@@ -237,11 +301,24 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
         losses.update(self.target_losses(inputs['target'], data_samples['target']))
         return losses
 
+    @staticmethod
+    def _iteration() -> int:
+        return MessageHub.get_current_instance().get_info('iter', 0)
+
+    @torch.no_grad()
+    def pseudo_label_probabilities(self, weak: Tensor, metas: list[dict]) -> Tensor:
+        """p₀: the frozen warm-up model's softmax on the weak view, at the
+        input's size, (B, K, H, W)."""
+        prob0 = self.pseudo_labeller.inference(weak, fresh_metas(metas)).softmax(1)
+        size = weak.shape[2:]
+        return prob0 if prob0.shape[2:] == size else resize(
+            prob0, size, mode='bilinear', align_corners=self.align_corners)
+
     def _view_generator(self, device: torch.device) -> torch.Generator:
         """The strong view's random numbers, seeded by (seed, iteration,
         rank): a resumed run draws the same views as an uninterrupted one,
         and ranks draw different ones."""
-        iteration = MessageHub.get_current_instance().get_info('iter', 0)
+        iteration = self._iteration()
         seed = (self.view_seed * 1_000_003 + iteration) * 7919 + dist.get_rank()
         return torch.Generator(device=device).manual_seed(seed % 2**63)
 
@@ -252,12 +329,15 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             raise RuntimeError(
                 "ProDASegmentor: rectify=True or structure_weight > 0 needs "
                 "custom_hooks=[dict(type='PrototypeHook')] in the config")
+        cbst = self.class_balanced_portion is not None
+        if cbst and torch.isnan(self.class_thresholds).any():
+            raise RuntimeError(
+                "ProDASegmentor: class_balanced_portion needs "
+                "custom_hooks=[dict(type='ClassBalancedThresholdHook')] in the config")
         metas = [s.metainfo for s in data_samples]
         size = weak.shape[2:]
         with torch.no_grad():
-            prob0 = self.pseudo_labeller.inference(weak, fresh_metas(metas)).softmax(1)
-            prob0 = prob0 if prob0.shape[2:] == size else resize(
-                prob0, size, mode='bilinear', align_corners=self.align_corners)
+            prob0 = self.pseudo_label_probabilities(weak, metas)
             if bank is not None:
                 momentum = bank.momentum_network.module
                 m_logits, m_feature = self.network_features(momentum, weak)
@@ -268,14 +348,19 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
                 weight = resize(z_weak, size, mode='bilinear',
                                 align_corners=self.align_corners)
                 score = weight * prob0
+            elif cbst:
+                # CBST: each class against its own threshold
+                score = prob0 / self.class_thresholds[None, :, None, None]
             else:
                 score = prob0
             pseudo = score.argmax(1)
             valid = image_mask(metas, size, weak.device)
+            # confidence of the (rectified, renormalised) pseudo-label
+            confidence = score.amax(1) / score.sum(1).clamp_min(1e-12)
             keep = valid
-            if self.confidence_threshold > 0:
-                # confidence of the (rectified, renormalised) pseudo-label
-                confidence = score.amax(1) / score.sum(1).clamp_min(1e-12)
+            if cbst:
+                keep = valid & (score.amax(1) >= 1)
+            elif self.confidence_threshold > 0:
                 keep = valid & (confidence >= self.confidence_threshold)
             pseudo = pseudo.masked_fill(~keep, self.target_loss.ignore_index)
             if self.rectify:
@@ -294,11 +379,8 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
         losses = {f'target.{self.target_loss.loss_name}':
                   self.target_loss(logits_full, pseudo)}
         if self.structure_weight > 0:
-            log_z_strong = bank.logits(feature, self.temperature).log_softmax(1)
-            kl = (z_weak * (z_weak.clamp_min(1e-38).log() - log_z_strong)).sum(1)
-            v = feat_valid.float()
-            losses['target.loss_structure'] = (self.structure_weight * (kl * v).sum()
-                                               / v.sum().clamp(min=1))
+            losses.update(self.structure_losses(
+                feature, m_feature, z_weak, feat_valid, confidence))
         if self.regulariser_weight > 0:
             neg_log_p = -at_least_float32(logits_full).log_softmax(1).mean(1)
             v = valid.float()
@@ -308,3 +390,30 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
         if self.rectify:
             losses['target.rectified'] = rectified
         return losses
+
+    def structure_losses(self, feature: Tensor, m_feature: Tensor, z_weak: Tensor,
+                         feat_valid: Tensor, confidence: Tensor) -> dict[str, Tensor]:
+        """γ₁·KL(z_weak ‖ z_strong) over the counted feature pixels, and the
+        mean max_k z_weak there (how close to one-hot the assignments are)."""
+        bank = self.prototype_bank
+        normalise = self.structure_distance == 'cosine'
+        if normalise or self.structure_temperature != self.temperature:
+            with torch.no_grad():
+                z_weak = bank.logits(m_feature, self.structure_temperature,
+                                     normalise).softmax(1)
+        log_z_strong = bank.logits(feature, self.structure_temperature,
+                                   normalise).log_softmax(1)
+        kl = (z_weak * (z_weak.clamp_min(1e-38).log() - log_z_strong)).sum(1)
+        counted = feat_valid
+        if self.structure_confidence > 0:
+            # the pseudo-label's confidence, brought to the features' size
+            small = resize(confidence[:, None], kl.shape[1:], mode='bilinear',
+                           align_corners=self.align_corners)[:, 0]
+            counted = counted & (small >= self.structure_confidence)
+        v = counted.float()
+        n = v.sum().clamp(min=1)
+        weight = self.structure_weight
+        if self.structure_warmup_iters > 0:
+            weight *= min(1.0, (self._iteration() + 1) / self.structure_warmup_iters)
+        return {'target.loss_structure': weight * (kl * v).sum() / n,
+                'target.assignment_max': (z_weak.amax(1) * v).sum().detach() / n}

@@ -4,14 +4,14 @@
 # as a one-member teacher): CE(source) + CE(student, argmax q) + KL(q ‖ student).
 #
 # Needs the stage-1 model, trained from the repository root by
-#   python tools/train.py configs/proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py
+#   python tools/train.py configs/proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py
 # The student starts from the stage-1 weights (load_from): ProDA starts it from
 # self-supervised weights, which would need a download, and on a short CPU
 # schedule a student from the warm-up weights does not catch up with its
 # teacher.
-_base_ = ['./proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256.py']
-stage1_checkpoint = ('work_dirs/proda_fcn_mobilenet-v3-s_1xb4-1k_synthetic-to-shift-128x256/'
-                     'iter_1000.pth')
+_base_ = ['./proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py']
+stage1_checkpoint = ('work_dirs/proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256/'
+                     'iter_300.pth')
 load_from = stage1_checkpoint
 # the frozen teacher's weights are left out of the optimizer
 optim_wrapper = dict(constructor='TrainableOptimWrapperConstructor')
