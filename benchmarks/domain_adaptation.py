@@ -15,17 +15,19 @@ weights but the last:
 1. source only (the warm-up model);
 2. + self-training: symmetric cross-entropy on the warm-up model's confident
    pseudo-labels (probability ≥ 0.9), plus the regulariser;
-3. + prototypical denoising: every pseudo-label, rectified by the prototypes;
-4. + structure learning: the KL between weak and strong views' prototype
-   assignments, as the stage-1 config sets it (the full stage 1);
-5. + distillation: a student (from row 4's weights) taught by row 4 on its
-   confident target pixels.
+3. + prototypical denoising: the pseudo-labels rectified by the prototypes,
+   where their (rectified) confidence is ≥ 0.9;
+4. + structure learning: row 3 plus the KL between weak and strong views'
+   prototype assignments (``CHAIN_STRUCTURE``);
+5. + distillation: a student taught on its confident target pixels by the
+   stage-1 model the config keeps (``DISTILL_FROM``), from its weights.
 
-Beside the chain: the CBST baseline (class-balanced thresholds instead of
-row 2's 0.9) and the structure-learning variants (``VARIANTS``: the
-assignment temperature, L2-normalised features, the strong view's strength,
-the KL only where the weak view is confident, a warm-up of γ₁), each row 3
-plus structure learning in that form.
+Beside the chain: ProDA's denoising of every pixel; the CBST baseline
+(class-balanced thresholds instead of row 2's 0.9); structure learning in
+each form of ``VARIANTS`` (the assignment temperature, L2-normalised
+features, the strong view's strength, the KL only where the weak view is
+confident, a warm-up of γ₁) on top of the every-pixel denoising; and the
+distillation of the earlier recipe's stage 1 (``DISTILL_ALSO``).
 
 Each training is skipped when its final checkpoint exists and each
 evaluation when its result is stored beside the checkpoint, so the script
@@ -58,18 +60,25 @@ WARMUP = 'configs/fast-scnn_1xb4-1k_synthetic-128x256.py'
 PRODA = 'configs/proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py'
 DISTILL = 'configs/proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py'
 SELF_TRAINING = dict(rectify=False, structure_weight=0.0, confidence_threshold=0.9)
-DENOISING = dict(rectify=True, structure_weight=0.0)
-#: row -> ProDASegmentor switches (over the stage-1 config's model)
+#: ProDA's rule: every pixel's rectified pseudo-label
+DENOISING_EVERY_PIXEL = dict(rectify=True, structure_weight=0.0, confidence_threshold=0.0)
+#: the chain's: rectified pseudo-labels where their confidence is >= 0.9,
+#: the pixels self-training keeps
+DENOISING = dict(rectify=True, structure_weight=0.0, confidence_threshold=0.9)
+#: stage-1 rows: name -> (work dir, ProDASegmentor switches over the config's;
+#: each sets every switch the config sets, so a change there changes no row)
 STAGE1 = {
-    '+ self-training': SELF_TRAINING,
-    '+ prototypical denoising': DENOISING,
-}
-BASELINES = {
+    '+ self-training': ('self_training', SELF_TRAINING),
+    '+ prototypical denoising': ('prototypical_denoising_confident', DENOISING),
+    'prototypical denoising on every pixel (ProDA)':
+        ('prototypical_denoising', DENOISING_EVERY_PIXEL),
     'self-training, CBST thresholds (p = 0.5)':
-        dict(rectify=False, structure_weight=0.0, class_balanced_portion=0.5),
+        ('self_training__CBST_thresholds__p___0_5',
+         dict(rectify=False, structure_weight=0.0, confidence_threshold=0.0,
+              class_balanced_portion=0.5)),
 }
-#: structure learning on top of row 3, in each form measured (switches over
-#: DENOISING)
+#: structure learning in each form measured, on top of ProDA's denoising on
+#: every pixel (switches over DENOISING_EVERY_PIXEL)
 VARIANTS = {
     'γ₁ = 1, τ = 1, Euclidean (the earlier recipe)':
         dict(structure_weight=1.0),
@@ -82,8 +91,14 @@ VARIANTS = {
     'γ₁ ramped up over the first half': dict(structure_weight=1.0,
                                              structure_warmup_iters='HALF'),
 }
-#: the variant the stage-1 config uses: row 4 of the chain is its training
-CHOSEN = 'γ₁ = 1, τ = 1, Euclidean (the earlier recipe)'
+#: row 4 of the chain: this variant on top of the chain's denoising (chosen
+#: as the one that counts the KL on the pixels the pseudo-labels train)
+CHAIN_STRUCTURE = 'KL only where confidence ≥ 0.9'
+#: the stage-1 model the config keeps, which teaches the distillation row
+#: (structure learning helped in no form: the config leaves it off)
+DISTILL_FROM = '+ prototypical denoising'
+#: also distilled, for comparison: the earlier recipe's stage 1
+DISTILL_ALSO = 'structure learning: γ₁ = 1, τ = 1, Euclidean (the earlier recipe)'
 
 
 def _run(command: list[str], threads: int) -> None:
@@ -186,30 +201,32 @@ def run_seed(seed: int, args, variants: bool) -> dict:
     common = {'load_from': warmup, 'model.pseudo_labeller.checkpoint': warmup,
               'randomness.seed': seed, 'model.view_seed': seed,
               'param_scheduler.0.end': args.iters}
-    # the chain first, then the variants, then the baseline
-    chosen = f'structure learning: {CHOSEN}'
-    stage1 = dict(STAGE1, **{chosen: VARIANTS[CHOSEN]})
-    if variants:
-        stage1.update({f'structure learning: {k}': v for k, v in VARIANTS.items()})
-    stage1.update(BASELINES)
-    for row, switches in stage1.items():
+    stage1 = {row: (osp.join(work, name), switches)
+              for row, (name, switches) in STAGE1.items()}
+    stage1['+ structure learning'] = (
+        osp.join(work, 'structure_learning_on_confident_denoising'),
+        dict(DENOISING, **VARIANTS[CHAIN_STRUCTURE]))
+    for name, switches in VARIANTS.items():
+        row = f'structure learning: {name}'
+        if variants or row == DISTILL_ALSO:
+            stage1[row] = (osp.join(work, _slug(row)), dict(DENOISING_EVERY_PIXEL, **switches))
+    for row, (row_work, switches) in stage1.items():
         switches = {k: args.iters // 2 if v == 'HALF' else v for k, v in switches.items()}
-        base = DENOISING if row.startswith('structure learning:') else {}
-        updates = dict(common, **_model({**base, **switches}))
         hooks = ([dict(type='ClassBalancedThresholdHook', init_batches=25)]
                  if 'class_balanced_portion' in switches else None)
-        row_work = osp.join(work, _slug(row))
-        rows[row] = dict(checkpoint=train(PRODA, row_work, args.iters, updates,
+        rows[row] = dict(checkpoint=train(PRODA, row_work, args.iters,
+                                          dict(common, **_model(switches)),
                                           args.threads, hooks), work=row_work)
-    rows['+ structure learning'] = rows[chosen]
-    teacher = osp.abspath(rows['+ structure learning']['checkpoint'])
-    distill_work = osp.join(work, 'distillation_from_' + osp.basename(
-        osp.dirname(teacher)))
-    rows['+ distillation'] = dict(checkpoint=train(
-        DISTILL, distill_work, args.iters,
-        {'load_from': teacher, 'model.teacher.checkpoint': teacher,
-         'randomness.seed': seed, 'param_scheduler.0.end': args.iters}, args.threads),
-        work=distill_work)
+    for row, teacher_row in (('+ distillation', DISTILL_FROM),
+                             (f'distillation from {DISTILL_ALSO}', DISTILL_ALSO)):
+        teacher = osp.abspath(rows[teacher_row]['checkpoint'])
+        distill_work = osp.join(work, 'distillation_from_' + osp.basename(
+            osp.dirname(teacher)))
+        rows[row] = dict(checkpoint=train(
+            DISTILL, distill_work, args.iters,
+            {'load_from': teacher, 'model.teacher.checkpoint': teacher,
+             'randomness.seed': seed, 'param_scheduler.0.end': args.iters},
+            args.threads), work=distill_work)
     return rows
 
 
@@ -221,7 +238,7 @@ def time_stages(args) -> dict:
     work = osp.join(args.work_dir, 'timing')
     seed0 = osp.join(args.work_dir, 'seed_0')
     warmup = osp.join(seed0, 'warmup', f'iter_{args.warmup_iters}.pth')
-    teacher = osp.join(seed0, _slug(f'structure learning: {CHOSEN}'), f'iter_{args.iters}.pth')
+    teacher = osp.join(seed0, STAGE1[DISTILL_FROM][0], f'iter_{args.iters}.pth')
     n = args.timing_iters
     common = {'load_from': warmup, 'model.pseudo_labeller.checkpoint': warmup,
               'param_scheduler.0.end': n}
@@ -229,11 +246,11 @@ def time_stages(args) -> dict:
         'source only (warm-up)': (WARMUP, {}, None),
         '+ self-training': (PRODA, dict(common, **_model(SELF_TRAINING)), None),
         'self-training, CBST thresholds': (
-            PRODA, dict(common, **_model(BASELINES[next(iter(BASELINES))])),
+            PRODA, dict(common, **_model(STAGE1['self-training, CBST thresholds (p = 0.5)'][1])),
             [dict(type='ClassBalancedThresholdHook', init_batches=25)]),
         '+ prototypical denoising': (PRODA, dict(common, **_model(DENOISING)), None),
         '+ structure learning': (PRODA, dict(common, **_model(
-            dict(DENOISING, **VARIANTS[CHOSEN]))), None),
+            dict(DENOISING, **VARIANTS[CHAIN_STRUCTURE]))), None),
         '+ distillation': (DISTILL, {'load_from': teacher, 'model.teacher.checkpoint': teacher,
                                      'param_scheduler.0.end': n}, None),
     }

@@ -658,3 +658,41 @@ def test_cbst_hook_computes_saves_and_restores_thresholds(tiny_data_root, tmp_pa
     runner.model = _proda(tmp_path, rectify=False, structure_weight=0.0)
     with pytest.raises(TypeError, match='class_balanced_portion set'):
         ClassBalancedThresholdHook().before_train(runner)
+
+
+def test_rectified_fraction_does_not_count_pixels_the_threshold_drops(tmp_path):
+    """``target.rectified`` is the share of pixels whose label rectification
+    changed, the same whatever the confidence threshold then drops."""
+    batch, fractions = None, {}
+    for threshold in (0.0, 0.99):
+        model = _proda(tmp_path, structure_weight=0.0, confidence_threshold=threshold)
+        bank = model.prototype_bank
+        bank.restart(model.network(), 0.999)
+        bank.prototypes.copy_(torch.randn(bank.prototypes.shape,
+                                          generator=torch.Generator().manual_seed(5)))
+        bank.initialised.fill_(True)
+        model.train()
+        batch = batch or model.data_preprocessor(
+            dict(source=_batch(), target=_batch(labelled=False)), True)
+        losses = model(**batch, mode='loss')
+        fractions[threshold] = losses['target.rectified'].item()
+        if threshold:
+            assert losses['target.loss_sce'].item() == 0.0  # every pixel dropped
+    assert 0.0 < fractions[0.0] < 1.0
+    assert fractions[0.99] == pytest.approx(fractions[0.0])
+
+
+def test_stage1_config_is_the_benchmarked_recipe():
+    """The stage-1 config keeps what the ablation measured as the chain's
+    denoising row, with structure learning off, and the benchmark's
+    distillation teacher is that row."""
+    import importlib.util
+    from mmengine.config import Config
+    spec = importlib.util.spec_from_file_location(
+        'domain_adaptation', osp.join(ROOT, 'benchmarks', 'domain_adaptation.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = Config.fromfile(PRODA).model
+    assert bench.DISTILL_FROM == '+ prototypical denoising'
+    for key, value in bench.STAGE1[bench.DISTILL_FROM][1].items():
+        assert model[key] == value, key

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 from mmengine import dist
-from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import Tensor
@@ -14,7 +13,7 @@ from torch import Tensor
 from mmseg.registry import HOOKS
 
 from ...models.data_preprocessors import image_mask
-from .prototype_hook import preserved_rng, target_subset
+from .prototype_hook import preserved_rng, target_batches
 
 _KEY = 'class_balanced_thresholds'
 
@@ -119,16 +118,9 @@ class ClassBalancedThresholdHook(Hook):
     @torch.no_grad()
     def compute(self, runner, model) -> Tensor:
         """λ from the pseudo-labeller's weak-view predictions."""
-        dataset = getattr(runner.train_dataloader.dataset, 'target', None)
-        if dataset is None:
-            raise TypeError('ClassBalancedThresholdHook: the train dataloader must give '
-                            'source/target batches (dataset type SourceTargetDataset)')
-        batch_size = runner.train_dataloader.batch_size or 1
-        order = target_subset(len(dataset), self.init_batches * batch_size)
         histograms = None
-        for start in range(0, len(order), batch_size):
-            data = pseudo_collate([dataset[i] for i in order[start:start + batch_size]])
-            batch = model.data_preprocessor(data, True)
+        for batch in target_batches(runner, model, self.init_batches,
+                                    'ClassBalancedThresholdHook'):
             metas = [s.metainfo for s in batch['data_samples']]
             inputs = batch['inputs']
             prob = model.pseudo_label_probabilities(inputs, metas)

@@ -41,6 +41,21 @@ def target_subset(length: int, count: int) -> list[int]:
     return order[rank::world][:count].tolist()
 
 
+def target_batches(runner, model, batches: int, owner: str) -> Iterator[dict]:
+    """Preprocessed batches (of the train loader's size) of the fixed target
+    subset of :func:`target_subset`, read from the target dataset itself so
+    that the train loader's batches stay unchanged."""
+    dataset = getattr(runner.train_dataloader.dataset, 'target', None)
+    if dataset is None:
+        raise TypeError(f'{owner}: the train dataloader must give source/target '
+                        f'batches (dataset type SourceTargetDataset)')
+    batch_size = runner.train_dataloader.batch_size or 1
+    order = target_subset(len(dataset), batches * batch_size)
+    for start in range(0, len(order), batch_size):
+        data = pseudo_collate([dataset[i] for i in order[start:start + batch_size]])
+        yield model.data_preprocessor(data, True)
+
+
 @HOOKS.register_module()
 class PrototypeHook(Hook):
     """Class prototypes η_k as an exponential moving average of class-wise
@@ -112,22 +127,15 @@ class PrototypeHook(Hook):
     @torch.no_grad()
     def initialise(self, runner, model) -> None:
         """Prototypes from ``init_batches`` batches of the target dataset
-        (a fixed random subset, split over ranks), read here rather than
-        from the train loader so that training sees its batches unchanged."""
-        dataset = getattr(runner.train_dataloader.dataset, 'target', None)
-        if dataset is None:
-            raise TypeError('PrototypeHook: the train dataloader must give '
-                            'source/target batches (dataset type SourceTargetDataset)')
-        batch_size = runner.train_dataloader.batch_size or 1
-        order = target_subset(len(dataset), self.init_batches * batch_size)
+        (a fixed random subset, split over ranks)."""
         world = dist.get_world_size()
         bank = self.bank
         sums = bank.prototypes.new_zeros(bank.prototypes.shape, dtype=torch.float64)
         counts = bank.prototypes.new_zeros(bank.num_classes, dtype=torch.float64)
         network = bank.momentum_network.module
-        for start in range(0, len(order), batch_size):
-            data = pseudo_collate([dataset[i] for i in order[start:start + batch_size]])
-            batch = model.data_preprocessor(data, True)
+        images = 0
+        for batch in target_batches(runner, model, self.init_batches, 'PrototypeHook'):
+            images += len(batch['data_samples'])
             logits, feature = model.network_features(network, batch['inputs'])
             valid = image_mask([s.metainfo for s in batch['data_samples']],
                                feature.shape[2:], feature.device,
@@ -138,7 +146,7 @@ class PrototypeHook(Hook):
         self._reduce_and_update(sums, counts, decay=0.0)
         runner.logger.info(f'PrototypeHook: {int(bank.initialised.sum())} of '
                            f'{bank.num_classes} class prototypes initialised from '
-                           f'{len(order)} target images'
+                           f'{images} target images'
                            + (f' on each of {world} processes' if world > 1 else ''))
 
     def _reduce_and_update(self, sums: torch.Tensor, counts: torch.Tensor,

@@ -362,10 +362,11 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
                 keep = valid & (score.amax(1) >= 1)
             elif self.confidence_threshold > 0:
                 keep = valid & (confidence >= self.confidence_threshold)
-            pseudo = pseudo.masked_fill(~keep, self.target_loss.ignore_index)
             if self.rectify:
+                # before the threshold: a pixel it drops is not a rectified one
                 changed = (pseudo != prob0.argmax(1)) & valid
                 rectified = changed.float().sum() / valid.sum().clamp(min=1)
+            pseudo = pseudo.masked_fill(~keep, self.target_loss.ignore_index)
 
         strong = strong_view(weak, self.data_preprocessor.mean,
                              self.data_preprocessor.std, self.strong_strength,
