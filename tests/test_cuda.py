@@ -122,6 +122,35 @@ def test_prototype_bank_and_pseudo_labeller_on_cuda(tmp_path):
     assert model.prototype_bank.prototypes.device == CUDA
 
 
+def test_cbst_thresholds_and_pseudo_labels_on_cuda(tmp_path):
+    """CBST's histograms and thresholds on CUDA equal the CPU's, and a
+    training step with them runs on the GPU."""
+    from mmengine.config import ConfigDict
+    from mmseg.registry import MODELS
+    from mmseg_uncert.engine.hooks.class_balanced_threshold_hook import (
+        class_balanced_thresholds, class_confidence_histograms)
+    from mmseg_uncert.models.segmentors import mmseg_scope
+    g = torch.Generator().manual_seed(0)
+    prob = torch.rand(2, 5, 16, 32, generator=g).softmax(1)
+    valid = torch.rand(2, 16, 32, generator=g) > 0.1
+    cpu = class_balanced_thresholds(class_confidence_histograms(prob, valid, 1000), 0.5)
+    gpu = class_balanced_thresholds(
+        class_confidence_histograms(prob.to(CUDA), valid.to(CUDA), 1000), 0.5)
+    assert torch.equal(gpu.cpu(), cpu)
+    warmup = save_member(str(tmp_path / 'warmup.pth'), seed=0, num_classes=5)
+    cfg = member_model_cfg(5)
+    cfg.update(type='ProDASegmentor',
+               data_preprocessor=dict(cfg['data_preprocessor'], size=(64, 128)),
+               pseudo_labeller=dict(model=member_model_cfg(5), checkpoint=warmup),
+               rectify=False, structure_weight=0.0, class_balanced_portion=0.5)
+    with mmseg_scope():
+        model = MODELS.build(ConfigDict(cfg)).to(CUDA)
+    assert model.class_thresholds.device == CUDA
+    model.class_thresholds.copy_(torch.full((5,), 0.2))
+    log = train_step(model, 'ProDASegmentor', CUDA)
+    assert torch.isfinite(log['target.loss_sce'])
+
+
 def test_teacher_checkpoint_saved_on_gpu_loads_on_a_cpu_only_machine(tmp_path):
     path = save_member(str(tmp_path / 'member.pth'), seed=0)
     state = torch.load(path)
