@@ -696,3 +696,31 @@ def test_stage1_config_is_the_benchmarked_recipe():
     assert bench.DISTILL_FROM == '+ prototypical denoising'
     for key, value in bench.STAGE1[bench.DISTILL_FROM][1].items():
         assert model[key] == value, key
+
+
+def test_cbst_trains_and_resumes_through_the_runner(tiny_data_root, tmp_path):
+    """CBST self-training from the stage-1 config with tools/train.py: the
+    hook's thresholds go into the checkpoint, and a resumed run takes them
+    from there instead of computing them again."""
+    warmup = save_config_model(WARMUP, str(tmp_path / 'warmup.pth'), seed=3)
+    extra = f"""
+        model = dict(pseudo_labeller=dict(checkpoint={warmup!r}), rectify=False,
+                     structure_weight=0.0, confidence_threshold=0.0,
+                     class_balanced_portion=0.5)
+        custom_hooks = [dict(type='ClassBalancedThresholdHook', init_batches=1)]
+        """
+    two = _tiny_uda_config(str(tmp_path / 'a.py'), tiny_data_root, warmup, 2, extra=extra)
+    proc = run_tool(['tools/train.py', two, '--work-dir', str(tmp_path / 'a')])
+    assert 'ClassBalancedThresholdHook: portion 0.5' in proc.stdout + proc.stderr
+    saved = torch.load(str(tmp_path / 'a' / 'iter_2.pth'), weights_only=False)
+    thresholds = saved['class_balanced_thresholds']
+    assert thresholds.shape == (19,)
+    kept = torch.isfinite(thresholds)
+    assert kept.any() and ((thresholds[kept] > 0) & (thresholds[kept] <= 1)).all()
+    assert 'class_thresholds' not in saved['state_dict']
+    three = _tiny_uda_config(str(tmp_path / 'b.py'), tiny_data_root, warmup, 3, extra=extra)
+    proc = run_tool(['tools/train.py', three, '--work-dir', str(tmp_path / 'a'), '--resume'])
+    assert 'ClassBalancedThresholdHook: portion' not in (
+        proc.stdout + proc.stderr).split('Load checkpoint')[-1]
+    resumed = torch.load(str(tmp_path / 'a' / 'iter_3.pth'), weights_only=False)
+    assert torch.equal(resumed['class_balanced_thresholds'], thresholds)
