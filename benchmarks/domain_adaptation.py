@@ -88,8 +88,9 @@ VARIANTS = {
     'strong view at half strength': dict(structure_weight=1.0, strong_strength=0.5),
     'KL only where confidence ≥ 0.9':
         dict(structure_weight=1.0, structure_confidence=0.9),
+    # the first half of the 300-iteration stage
     'γ₁ ramped up over the first half': dict(structure_weight=1.0,
-                                             structure_warmup_iters='HALF'),
+                                             structure_warmup_iters=150),
 }
 #: row 4 of the chain: this variant on top of the chain's denoising (chosen
 #: as the one that counts the KL on the pixels the pseudo-labels train)
@@ -211,7 +212,6 @@ def run_seed(seed: int, args, variants: bool) -> dict:
         if variants or row == DISTILL_ALSO:
             stage1[row] = (osp.join(work, _slug(row)), dict(DENOISING_EVERY_PIXEL, **switches))
     for row, (row_work, switches) in stage1.items():
-        switches = {k: args.iters // 2 if v == 'HALF' else v for k, v in switches.items()}
         hooks = ([dict(type='ClassBalancedThresholdHook', init_batches=25)]
                  if 'class_balanced_portion' in switches else None)
         rows[row] = dict(checkpoint=train(PRODA, row_work, args.iters,
@@ -332,7 +332,7 @@ def main() -> None:
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
                   warmup=WARMUP, warmup_iters=args.warmup_iters, stage1=PRODA,
                   distillation=DISTILL, iters_per_stage=args.iters,
-                  images_per_split=args.limit, threads_per_training=args.threads,
+                  images_per_split=args.limit,
                   minutes_this_invocation=round((time.time() - start) / 60, 1),
                   seconds_per_iteration=dict(
                       threads=args.timing_threads, iterations=args.timing_iters,

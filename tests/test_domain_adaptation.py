@@ -589,6 +589,8 @@ def test_cbst_bad_switches_are_named(tmp_path):
         _cbst_model(tmp_path, portion=0.0)
     with pytest.raises(ValueError, match='rectify=False'):
         _proda(tmp_path, class_balanced_portion=0.2)
+    with pytest.raises(ValueError, match='structure_weight=0'):
+        _proda(tmp_path, rectify=False, structure_weight=1.0, class_balanced_portion=0.2)
     with pytest.raises(ValueError, match='confidence_threshold'):
         _proda(tmp_path, rectify=False, structure_weight=0.0, class_balanced_portion=0.2,
                confidence_threshold=0.9)

@@ -48,7 +48,7 @@ def class_balanced_thresholds(histograms: Tensor, portion: float) -> Tensor:
         histograms: (K, bins) from :func:`class_confidence_histograms`.
         portion: p in (0, 1].
     """
-    k, bins = histograms.shape
+    bins = histograms.shape[1]
     counts = histograms.sum(1)
     # pixels at or above each bin's lower edge, from the top bin down
     above = histograms.flip(1).cumsum(1).flip(1)

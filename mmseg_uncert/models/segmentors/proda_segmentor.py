@@ -142,8 +142,8 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
         class_balanced_portion: CBST's p: λ_k is the confidence above which
             the portion p of the pixels the warm-up model predicts as k lie,
             so every class keeps pseudo-labels, rare ones included; ``None``
-            turns it off. Needs ``rectify=False``, ``confidence_threshold=0``
-            and ``custom_hooks=[dict(type='ClassBalancedThresholdHook')]``.
+            turns it off. Needs ``rectify=False``, ``structure_weight=0``,
+            ``confidence_threshold=0`` and ``custom_hooks=[dict(type='ClassBalancedThresholdHook')]``.
         backbone, decode_head, neck, auxiliary_head, test_cfg,
             data_preprocessor, pretrained, init_cfg: as for EncoderDecoder;
             mmseg's SegDataPreProcessor is switched to
@@ -210,11 +210,11 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             if not 0.0 < class_balanced_portion <= 1.0:
                 raise ValueError(f'ProDASegmentor: model.class_balanced_portion must lie '
                                  f'in (0, 1], got {class_balanced_portion}')
-            if rectify or confidence_threshold > 0:
+            if rectify or confidence_threshold > 0 or structure_weight > 0:
                 raise ValueError(
-                    'ProDASegmentor: model.class_balanced_portion (CBST thresholds) '
-                    'replaces the pseudo-label rule: set rectify=False and leave '
-                    'confidence_threshold at 0')
+                    'ProDASegmentor: model.class_balanced_portion (CBST thresholds) is '
+                    'plain self-training: set rectify=False and structure_weight=0, '
+                    'and leave confidence_threshold at 0')
         self.for_inference = train_cfg is None
         if self.for_inference:
             self.register_module('pseudo_labeller', None)
