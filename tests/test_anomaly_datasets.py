@@ -218,3 +218,21 @@ def test_a_missing_benchmark_file_is_named(tmp_path):
     with pytest.raises(ValueError, match='reduce_zero_label must be True'):
         DATASETS.build(dict(type='StreetHazardsDataset', data_root=root,
                             reduce_zero_label=False))
+
+
+def test_a_palette_png_mask_is_read_as_its_indices(tmp_path):
+    """Masks saved in P mode (as some benchmark releases and tools write them)
+    decode to their palette indices, as PIL and the benchmarks read them;
+    cv2 alone would give their colours."""
+    from PIL import Image
+    root = str(tmp_path / 'dataset_AnomalyTrack')
+    masks = _smiyc_root(root, '.jpg', ['validation0000'])
+    path = osp.join(root, 'labels_masks', 'validation0000_labels_semantic.png')
+    palette = Image.new('P', (W, H))
+    palette.putdata(masks['validation0000'].ravel().tolist())
+    palette.putpalette([value for i in range(256) for value in (i, 255 - i, 128)])
+    palette.save(path)
+    assert Image.open(path).mode == 'P' and cv2.imread(path, cv2.IMREAD_UNCHANGED).ndim == 3
+    dataset, _ = _dataset('road_anomaly21.py', root)
+    np.testing.assert_array_equal(dataset[0]['data_samples'].gt_ood.data[0].numpy(),
+                                  _smiyc_ood(masks['validation0000']))

@@ -73,7 +73,9 @@ def calibration_metrics(data: CalibrationSet, calibrator: nn.Module | None = Non
         px = F.pixel_statistics(logits[0].reshape(logits.shape[1], -1)[:, valid],
                                 item.label.reshape(-1).to(device)[valid],
                                 with_entropy=False)
-        hist += F.calibration_histogram(px.confidence, px.correct, ECE_BINS).cpu()
+        hist += F.add_calibration_histogram(
+            torch.zeros_like(hist, device=device), F.equal_bins(px.confidence, ECE_BINS),
+            px.confidence, px.correct).cpu()
         nll -= px.log_p_true.double().sum().item()
         brier += px.brier.double().sum().item()
     wrong, right, conf_sum = hist

@@ -1,19 +1,19 @@
 """Pure maths of the anomaly-segmentation benchmarks' own protocols.
 
 :class:`~mmseg_uncert.evaluation.AnomalyMetric` reduces every image to the
-small statistics below and adds them up over a run; nothing per pixel is
-kept. Pixel-level curves come from the score histograms of
+small statistics below and adds them up over a run. Pixel-level curves come from the score histograms of
 :mod:`mmseg_uncert.evaluation.functional` (``two_class_histogram``,
 ``binary_curve_metrics``); what is new here is what the benchmarks define
 differently:
 
-* :func:`trapezoid_auprc`: SegmentMeIfYouCan's AUPRC, the trapezoid rule
-  over the precision-recall points (not scikit-learn's step-wise average
-  precision, which Fishyscapes and StreetHazards use);
 * :func:`fpr_at_nearest_tpr`: StreetHazards' FPR95, taken at the threshold
   whose recall is *nearest* 0.95 (SegmentMeIfYouCan and Fishyscapes take the
   first threshold whose recall reaches 0.95, ``binary_curve_metrics``'
   ``fpr95``);
+* :func:`best_f1_threshold`: SegmentMeIfYouCan's choice of the threshold
+  that binarises the scores for its component metrics, the best pixel F1 of
+  the run's pooled curve, exact: from the histograms, then from the pixels
+  of the few bins where it can lie (:func:`f1_candidate_bins`);
 * the component-level metrics of SegmentMeIfYouCan (sIoU, PPV, F1 over
   sIoU/PPV thresholds) on connected components, with scipy.
 
@@ -75,21 +75,10 @@ def builtin_scores(logits: Tensor, names: Sequence[str],
         px = F.pixel_statistics(part.reshape(C, -1), dummy,
                                 with_entropy='entropy' in names)
         if 'max_prob' in out:
-            out['max_prob'][y0:y0 + h] = (1.0 - px.confidence).view(h, W)
+            out['max_prob'][y0:y0 + h] = px.max_prob.view(h, W)
         if 'entropy' in out:
             out['entropy'][y0:y0 + h] = px.entropy.view(h, W)
     return out
-
-
-def unit_to_score(unit: float, value_range: tuple[float, float] | None) -> float:
-    """The score whose :func:`~mmseg_uncert.evaluation.functional.score_to_unit`
-    value is ``unit`` (inverse of its linear map, or of
-    u = 1/2 + s / (2 (1 + |s|)) for unbounded scores)."""
-    if value_range is not None:
-        lo, hi = value_range
-        return lo + unit * (hi - lo)
-    v = 2.0 * unit - 1.0
-    return math.copysign(math.inf, v) if abs(v) >= 1 else v / (1.0 - abs(v))
 
 
 # ------------------------------------------------------------ pixel level
@@ -99,25 +88,6 @@ def _curve(pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
     fp = torch.cumsum(neg.flip(0), 0)
     filled = (pos.flip(0) + neg.flip(0)) > 0
     return tp[filled], fp[filled]
-
-
-def trapezoid_auprc(pos: Tensor, neg: Tensor) -> float:
-    """SegmentMeIfYouCan's AUPRC: ∫ precision d(recall) by the trapezoid rule.
-
-    ``pos``/``neg``: histograms of the score of anomaly and of valid
-    in-distribution pixels (higher = more anomalous). Each non-empty bin is one
-    threshold, from the highest down; thresholds that predict no pixel are
-    dropped and no (recall 0, precision 1) point is added, as the benchmark's
-    ``curves_from_cmats`` does before ``np.trapz(precision, recall)``. NaN
-    without positives or without negatives.
-    """
-    n_pos, n_neg = pos.sum().item(), neg.sum().item()
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    tp, fp = _curve(pos, neg)
-    recall = tp / n_pos
-    precision = tp / (tp + fp)
-    return torch.trapezoid(precision, recall).item()
 
 
 def fpr_at_nearest_tpr(pos: Tensor, neg: Tensor, tpr_level: float = 0.95) -> float:
@@ -139,33 +109,58 @@ def fpr_at_nearest_tpr(pos: Tensor, neg: Tensor, tpr_level: float = 0.95) -> flo
     return (fp[nearest] / n_neg).item()
 
 
-def candidate_bins(num_candidates: int, num_bins: int) -> Tensor:
-    """Bins of the candidate thresholds δ_k = k / (K + 1), k = 1..K, in the
-    [0, 1] score space, ascending: a pixel counts as anomalous at δ_k when its
-    bin is at least ``bins[k]``, i.e. when its [0, 1] score is ≥ δ_k."""
-    k = torch.arange(1, num_candidates + 1, dtype=torch.float64)
-    bins = torch.round(k * num_bins / (num_candidates + 1)).long()
-    return torch.unique(bins.clamp_(1, num_bins - 1))
+def f1_candidate_bins(pos: Tensor, neg: Tensor) -> Tensor:
+    """The bins inside which a threshold may reach the best pixel F1 of the
+    pooled curve: those whose F1 bound 2 TP(b) / (TP(b) + FP(b + 1) + #anomaly)
+    (every positive of the bin kept, none of its negatives) is at least the
+    best F1 of the bin edges. ``pos``/``neg``: the pooled histograms of the
+    anomaly and the in-distribution pixels. Empty without anomaly pixels."""
+    n_pos = pos.sum()
+    if n_pos == 0:
+        return torch.zeros(0, dtype=torch.long)
+    tp = torch.flip(torch.cumsum(pos.flip(0), 0), (0, ))  # TP with bin b and above
+    fp = torch.flip(torch.cumsum(neg.flip(0), 0), (0, ))
+    filled = (pos + neg) > 0
+    f1_edges = torch.where(filled, 2 * tp / (tp + fp + n_pos), -1.0)
+    fp_above = torch.cat([fp[1:], fp.new_zeros(1)])
+    bound = 2 * tp / (tp + fp_above + n_pos)
+    return torch.nonzero(filled & (bound >= f1_edges.max())).squeeze(1)
 
 
-def pixel_f1(pos: Tensor, neg: Tensor, bins: Tensor) -> Tensor:
-    """Pixel F1 = 2 TP / (2 TP + FP + FN) when every pixel with a bin ≥
-    ``bins[k]`` is called anomalous, for each k (NaN where undefined)."""
-    tp = torch.flip(torch.cumsum(pos.flip(0), 0), (0, ))[bins]
-    fp = torch.flip(torch.cumsum(neg.flip(0), 0), (0, ))[bins]
-    fn = pos.sum() - tp
-    return 2 * tp / (2 * tp + fp + fn)
+def best_f1_threshold(pos: Tensor, neg: Tensor, values: np.ndarray,
+                      anomaly: np.ndarray) -> float:
+    """SegmentMeIfYouCan's threshold for the component metrics, exactly: the
+    score t whose prediction ``score >= t`` has the best pixel F1 =
+    2 TP / (2 TP + FP + FN) on the run's pooled curve, every distinct score a
+    threshold, the highest t among equal F1 (the benchmark's ``nanargmax``
+    over thresholds from high to low).
 
-
-def best_f1_candidate(f1: Tensor) -> int:
-    """Index of the candidate with the highest pixel F1; among equal ones the
-    highest threshold, as the benchmark's ``np.nanargmax`` over thresholds
-    sorted from high to low picks. -1 when every F1 is NaN."""
-    if torch.isnan(f1).all():
-        return -1
-    filled = torch.nan_to_num(f1, nan=-math.inf)
-    best = filled.max()
-    return int(torch.nonzero(filled == best)[-1, 0])
+    ``pos``/``neg``: the pooled score histograms; ``values``/``anomaly``: the
+    score and label of every pixel in :func:`f1_candidate_bins`, the only
+    bins where the best threshold can lie (the counts of the bins above come
+    from the histograms). NaN without anomaly pixels.
+    """
+    n_pos = float(pos.sum())
+    if n_pos == 0:
+        return math.nan
+    tp_above = torch.cat([torch.flip(torch.cumsum(pos.flip(0), 0), (0, )),
+                          pos.new_zeros(1)])[1:]  # TP of the bins above b
+    fp_above = torch.cat([torch.flip(torch.cumsum(neg.flip(0), 0), (0, )),
+                          neg.new_zeros(1)])[1:]
+    order = np.argsort(-values, kind='stable')
+    values, anomaly = values[order], anomaly[order]
+    bins = F.score_bins(torch.from_numpy(values)).numpy()
+    # counts within each bin so far, from its highest score down
+    first = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    start = np.repeat(first, np.diff(np.r_[first, bins.size]))
+    cum_pos, cum_neg = np.cumsum(anomaly), np.cumsum(~anomaly)
+    in_bin_pos = cum_pos - cum_pos[start] + anomaly[start]
+    in_bin_neg = cum_neg - cum_neg[start] + ~anomaly[start]
+    last = np.r_[values[1:] != values[:-1], True]  # each distinct score once
+    tp = tp_above.numpy()[bins] + in_bin_pos
+    fp = fp_above.numpy()[bins] + in_bin_neg
+    f1 = np.where(last, 2 * tp / (tp + fp + n_pos), -1.0)
+    return float(values[int(np.argmax(f1))])  # the first best: the highest t
 
 
 # ------------------------------------------------------- component level

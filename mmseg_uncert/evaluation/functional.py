@@ -1,17 +1,25 @@
 """Streaming maths of the uncertainty metrics: sums and histograms, no pixels kept.
 
-:func:`stripe_sums` reduces a stripe of an image (whole rows) to the sums and
-histograms that :class:`~mmseg_uncert.evaluation.UncertaintyMetric` adds up
-over a run, on the stripe's device; the functions below it turn the totals
+:func:`add_stripe_sums` reduces a stripe of an image (whole rows) to the sums
+and histograms that :class:`~mmseg_uncert.evaluation.UncertaintyMetric` adds
+up over a run, on the stripe's device; the functions below it turn the totals
 into metrics.
 
 Calibration sums are exact. Ranking metrics (AUROC, AUPR, FPR95, AURC,
-PAvPU) are computed from fine histograms of the score: pixels whose scores
-fall in one bin count as tied, exactly as tied scores count in
-scikit-learn's ``roc_curve``/``average_precision_score``. Scores are mapped to
-[0, 1] before binning: linearly for a known range, and by the order-keeping
-``u = 1/2 + s / (2 (1 + |s|))`` for unbounded ones (e.g. a learnt variance),
-so every real score has a bin and the ranking is unchanged.
+PAvPU) are computed from histograms of the score over :data:`NUM_SCORE_BINS`
+bins whose width is *relative* to the score (:func:`score_bins`): the bins
+follow the bit pattern of the float32 value, its exponent and its leading
+:data:`MANTISSA_BITS` mantissa bits, so two scores share a bin only when they
+agree to about 1 part in 2**10, at 1e-9 as at 0.5 (1 part in 2**6 below
+9e-13). Pixels whose scores fall in
+one bin count as tied, exactly as tied scores count in scikit-learn's
+``roc_curve``/``average_precision_score``. Equal-width bins on [0, 1] cannot
+do this: a confident model puts most pixels' 1 − max p below 1e-4, all in
+the first bin.
+
+The scores of the probabilities themselves are computed where they are
+exact (:func:`pixel_statistics`): 1 − max p and the entropy from the odds
+p_c / p_ĉ against the prediction ĉ, never as a difference of numbers near 1.
 
 References:
     Guo et al., "On Calibration of Modern Neural Networks", ICML 2017 (ECE, MCE).
@@ -27,55 +35,120 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 #: the scores computed from the probabilities themselves
 BUILTIN_SCORES = ('max_prob', 'entropy')
 
+# ------------------------------------------------------------ score bins
+#: mantissa bits a score bin keeps from 2**MIN_EXPONENT up: bins 2**-10
+#: (about 0.1%) wide relative to the score. Coarser bins move FPR95 and PAvPU
+#: (first order in the width: the negatives of the threshold's bin) by more
+#: than 1e-3 on scores spread evenly over [0.3, 0.9]; finer ones cost memory.
+MANTISSA_BITS = 10
+#: below 2**MIN_EXPONENT (about 9e-13), down to float32's smallest normal
+#: number 2**-126, bins keep 6 mantissa bits (1.6% wide): a confident model
+#: puts pixels there (1 − max p of 1e-20 is an ordinary float32), few enough
+#: per bin that coarser bins cost nothing measurable, and 10 bits there would
+#: more than double the histograms. Smaller magnitudes (0 and float32's
+#: subnormals) share the zero bin; from 2**MAX_EXPONENT (about 1.7e7) up,
+#: values share the outermost bins.
+TAIL_MANTISSA_BITS = 6
+MIN_EXPONENT, MAX_EXPONENT = -40, 24
+_TAIL_LEVELS = (MIN_EXPONENT + 126) << TAIL_MANTISSA_BITS
+#: magnitude levels: 0 (below 2**-126), the tail's, the main range's
+_LEVELS = _TAIL_LEVELS + ((MAX_EXPONENT - MIN_EXPONENT) << MANTISSA_BITS)
+#: bins of a score histogram: the negative magnitudes, zero, the positive ones
+NUM_SCORE_BINS = 2 * _LEVELS + 1
+#: the bin of 0 (and of every |s| < 2**-126)
+ZERO_BIN = _LEVELS
+#: float32 bit patterns (exponent field, then 23 mantissa bits) of 2**-126
+#: and 2**MIN_EXPONENT, shifted to the bits each range keeps
+_TAIL_LOW = 1 << TAIL_MANTISSA_BITS
+_MAIN_LOW = (127 + MIN_EXPONENT) << MANTISSA_BITS
+_MAIN_START = (127 + MIN_EXPONENT) << 23
 
-def score_to_unit(score: Tensor, value_range: tuple[float, float] | None) -> Tensor:
-    """Map a score to [0, 1] keeping its order (see the module docstring)."""
-    unit = score.to(torch.float64, copy=True)  # the one allocation
-    if value_range is None:
-        return unit.div_(unit.abs().add_(1.0)).mul_(0.5).add_(0.5)
-    lo, hi = value_range
-    return unit.sub_(lo).div_(hi - lo).clamp_(0.0, 1.0)
+
+def score_bins(score: Tensor) -> Tensor:
+    """The bin (int64, in [0, NUM_SCORE_BINS)) of every score, in the
+    score's order: s < s' implies bin(s) <= bin(s').
+
+    The bits of a non-negative float32 read as an integer grow with the value;
+    dropping the low mantissa bits keeps the exponent and the leading
+    :data:`MANTISSA_BITS` (:data:`TAIL_MANTISSA_BITS` below
+    2**MIN_EXPONENT), so a bin spans [2^e (1 + k/2^10), 2^e (1 + (k+1)/2^10)).
+    Negative scores mirror the positive bins below :data:`ZERO_BIN`. Scores
+    in float64 are rounded to float32 first (order kept, ties only within
+    float32 precision).
+    """
+    bits = score.to(torch.float32).view(torch.int32)
+    magnitude = bits & 0x7FFFFFFF
+    tail = (magnitude >> (23 - TAIL_MANTISSA_BITS)) - (_TAIL_LOW - 1)
+    main = (magnitude >> (23 - MANTISSA_BITS)) - (_MAIN_LOW - 1 - _TAIL_LEVELS)
+    level = torch.where(magnitude < _MAIN_START, tail, main).clamp_(0, _LEVELS).long()
+    return torch.where(bits < 0, -level, level).add_(ZERO_BIN)
 
 
-def bin_index(unit_score: Tensor, num_bins: int) -> Tensor:
-    """Bin of each [0, 1] score among ``num_bins`` equal bins (1.0 in the last)."""
-    return (unit_score * num_bins).long().clamp_(0, num_bins - 1)
+def _lowest_magnitude(level: int) -> np.float32:
+    """The smallest float32 magnitude of a level >= 1."""
+    if level <= _TAIL_LEVELS:
+        code, shift = level - 1 + _TAIL_LOW, 23 - TAIL_MANTISSA_BITS
+    else:
+        code, shift = level - 1 - _TAIL_LEVELS + _MAIN_LOW, 23 - MANTISSA_BITS
+    return np.array([code << shift], dtype=np.int32).view(np.float32)[0]
+
+
+def value_below_bin(index: int) -> float:
+    """The largest float32 in a bin below ``index`` (−inf for bin 0): a
+    float32 score lies in bin ``index`` or above exactly when it is greater
+    than this value."""
+    if index <= 0:
+        return -math.inf
+    level = index - ZERO_BIN
+    if level > 0:  # just below the smallest value of the bin
+        return float(np.nextafter(_lowest_magnitude(level), np.float32(-np.inf)))
+    # the bin below holds negatives of level 1 − level; its largest value is
+    # the smallest magnitude of that level, negated
+    return -float(_lowest_magnitude(1 - level))
 
 
 def counts(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
     """Float64 counts (or sums of ``weights``) of every index in [0, size):
     ``bincount`` with a fixed length, which also runs on any device."""
     out = torch.zeros(size, dtype=torch.float64, device=index.device)
+    return add_counts(out, index, weights)
+
+
+def add_counts(out: Tensor, index: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Add the counts (or sums of ``weights``) of ``index`` to ``out`` in
+    place (a flat float64 tensor); returns ``out``."""
     values = (out.new_ones(()).expand(index.numel()) if weights is None
               else weights.reshape(-1).to(torch.float64))
     return out.index_add_(0, index.reshape(-1), values)
 
 
-def histogram(unit_score: Tensor, num_bins: int,
-              weights: Tensor | None = None) -> Tensor:
-    """Counts (or weight sums) of [0, 1] scores in ``num_bins`` equal bins."""
-    return counts(bin_index(unit_score, num_bins), num_bins, weights)
-
-
-def two_class_histogram(unit_score: Tensor, positive: Tensor, num_bins: int
-                        ) -> Tensor:
-    """Histograms (2, num_bins) of [0, 1] scores: row 0 of the positive
+def two_class_histogram(score: Tensor, positive: Tensor) -> Tensor:
+    """Histograms (2, NUM_SCORE_BINS) of scores: row 0 of the positive
     pixels, row 1 of the others."""
-    index = bin_index(unit_score, num_bins).add_((~positive).long(), alpha=num_bins)
-    return counts(index, 2 * num_bins).view(2, num_bins)
+    index = score_bins(score).add_((~positive).long(), alpha=NUM_SCORE_BINS)
+    return counts(index, 2 * NUM_SCORE_BINS).view(2, NUM_SCORE_BINS)
 
 
+def equal_bins(value: Tensor, num_bins: int) -> Tensor:
+    """Bin of each [0, 1] value among ``num_bins`` equal bins (1.0 in the
+    last): the bins of ECE, MCE and cwECE, as their definitions have them."""
+    return (value * num_bins).long().clamp_(0, num_bins - 1)
+
+
+# ------------------------------------------------------- per-pixel values
 class PixelStatistics(NamedTuple):
     """Per-pixel quantities of p = softmax(z) against labels y (each (N,))."""
     prob: Tensor        #: (C, N) the probabilities
-    confidence: Tensor  #: max_c p_c
-    correct: Tensor     #: argmax_c p_c == y (the first class among ties)
+    confidence: Tensor  #: p_ĉ = max_c p_c
+    max_prob: Tensor    #: 1 − p_ĉ, with full relative precision near 0
+    correct: Tensor     #: ĉ == y (ĉ = argmax, the first class among ties)
     log_p_true: Tensor  #: log p_y
     p_true: Tensor      #: p_y
     brier: Tensor       #: Σ_c (p_c − 1[y = c])²
@@ -86,41 +159,53 @@ def pixel_statistics(logits: Tensor, label: Tensor,
                      with_entropy: bool = True) -> PixelStatistics:
     """:class:`PixelStatistics` of logits (C, N) and labels (N,) in [0, C).
 
-    Computed in float32 (as the network's output) or float64 when given it.
-    log p_y = z_y − logsumexp z is accurate for tiny p_y too; logsumexp z is
-    z_ĉ − log p_ĉ at the prediction ĉ, where p_ĉ ≥ 1/C keeps the log tame.
-    The entropy is H = logsumexp z − Σ_c p_c z_c (no log of C x N
-    probabilities; the clamp removes rounding below 0 where p is one-hot).
+    Computed in float32 (float16 logits are widened) or in float64 when given
+    it, from the odds r_c = p_c / p_ĉ = exp(z_c − z_ĉ) ≤ 1 against the
+    prediction ĉ and their sum ε = Σ_{c≠ĉ} r_c:
+
+        p_ĉ = 1 / (1 + ε),   1 − p_ĉ = ε / (1 + ε),   log p_c = (z_c − z_ĉ) − log1p(ε),
+        H = −Σ_c p_c log p_c = log1p(ε) + Σ_c r_c (z_ĉ − z_c) / (1 + ε).
+
+    Every term is a sum of non-negative numbers, so 1 − max p and H keep
+    their relative precision however confident the pixel (checked against
+    float64 down to 1e-9 in the tests), where 1 − max p computed as a
+    difference, or H from p log p, round to 0 below about 1e-7.
     """
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    prob = torch.softmax(logits, 0)
-    confidence, prediction = prob.max(0)
-    y = label.long()
-    log_sum_exp = logits.gather(0, prediction[None])[0] - confidence.log()
-    p_true = prob.gather(0, y[None])[0]
-    # Brier: Σ_c (p_c − 1[y = c])² = Σ_c p_c² − 2 p_y + 1
-    brier = (prob * prob).sum(0) - 2 * p_true + 1
+    top, prediction = logits.max(0)
+    at_prediction = prediction[None]
+    gap = logits - top                                   # z_c − z_ĉ ≤ 0
+    odds = gap.exp().scatter_(0, at_prediction, 0.0)     # r_c, 0 at ĉ
+    rest = odds.sum(0)                                   # ε
+    log_norm = torch.log1p(rest)                         # −log p_ĉ
     entropy = None
     if with_entropy:
-        entropy = (log_sum_exp - (prob * logits).sum(0)).clamp_(min=0)
+        entropy = log_norm - (odds * gap).sum(0) / (1.0 + rest)
+    prob = odds.scatter_(0, at_prediction, 1.0).div_(1.0 + rest)
+    y = label.long()[None]
+    p_true = prob.gather(0, y)[0]
+    # Brier: Σ_c (p_c − 1[y = c])² = Σ_c p_c² − 2 p_y + 1
+    brier = (prob * prob).sum(0) - 2 * p_true + 1
     return PixelStatistics(
-        prob=prob, confidence=confidence, correct=prediction == y,
-        log_p_true=logits.gather(0, y[None])[0] - log_sum_exp, p_true=p_true,
-        brier=brier, entropy=entropy)
+        prob=prob, confidence=1.0 / (1.0 + rest), max_prob=rest / (1.0 + rest),
+        correct=prediction == y[0], log_p_true=gap.gather(0, y)[0] - log_norm,
+        p_true=p_true, brier=brier, entropy=entropy)
 
 
-def calibration_histogram(confidence: Tensor, correct: Tensor, num_bins: int
-                          ) -> Tensor:
-    """(3, num_bins) per confidence bin: wrong count, right count,
-    confidence sum."""
-    bins = bin_index(confidence, num_bins)
-    hits = counts(bins + num_bins * correct.long(), 2 * num_bins).view(2, num_bins)
-    return torch.cat([hits, counts(bins, num_bins, confidence)[None]])
+# ------------------------------------------------------------- histograms
+def add_calibration_histogram(out: Tensor, bins: Tensor, confidence: Tensor,
+                              correct: Tensor) -> Tensor:
+    """Add to ``out`` (3, num_bins), per bin: wrong count, right count,
+    confidence sum; returns ``out``."""
+    num_bins = out.shape[1]
+    add_counts(out[:2].view(-1), bins + num_bins * correct.long())
+    add_counts(out[2], bins, confidence)
+    return out
 
 
 def classwise_histogram(prob: Tensor, label: Tensor, num_bins: int) -> Tensor:
-    """(3, C, num_bins) per class c and bin of p_c: count, sum of p_c, and
-    count of pixels labelled c (the last binned by p_y).
+    """(3, C, num_bins) per class c and equal bin of p_c: count, sum of p_c,
+    and count of pixels labelled c (the last binned by p_y).
 
     Most p_c lie in bin 0 (below 1/num_bins); only the others, a few per
     pixel, are binned one by one, and bin 0 gets each class's totals minus
@@ -131,45 +216,68 @@ def classwise_histogram(prob: Tensor, label: Tensor, num_bins: int) -> Tensor:
     upper = torch.nonzero(prob.reshape(-1) >= 1.0 / num_bins).squeeze(1)
     upper_prob = prob.reshape(-1)[upper]
     cls = upper.div_(n, rounding_mode='floor')
-    index = bin_index(upper_prob, num_bins).add_(cls, alpha=num_bins)
+    index = equal_bins(upper_prob, num_bins).add_(cls, alpha=num_bins)
     number = counts(index, C * num_bins, None).view(C, num_bins)
     prob_sum = counts(index, C * num_bins, upper_prob).view(C, num_bins)
     number[:, 0] += n - counts(cls, C)
     prob_sum[:, 0] += prob.sum(1, dtype=torch.float64) - counts(cls, C, upper_prob)
     p_true = prob.gather(0, label.long()[None])[0]
-    labelled = counts(bin_index(p_true, num_bins).add_(label.long(), alpha=num_bins),
+    labelled = counts(equal_bins(p_true, num_bins).add_(label.long(), alpha=num_bins),
                       C * num_bins).view(C, num_bins)
     return torch.stack([number, prob_sum, labelled])
 
 
-def stripe_sums(logits: Tensor, label: Tensor, maps: dict[str, Tensor],
-                ood: Tensor | None, aleatoric: Tensor | None, *,
-                scores: tuple[str, ...],
-                score_ranges: dict[str, tuple[float, float] | None],
-                num_ece_bins: int, num_score_bins: int, patch_size: int,
-                ignore_index: int) -> dict[str, Tensor]:
-    """Sums and histograms of one stripe of an image, on its device.
+def _histogram(into: dict[str, Tensor], key: str, shape: tuple[int, int],
+               like: Tensor) -> Tensor:
+    """``into[key]``, a float64 histogram allocated at an image's first
+    stripe: one per image, not one per stripe."""
+    if key not in into:
+        into[key] = torch.zeros(shape, dtype=torch.float64, device=like.device)
+    return into[key]
+
+
+def _add_two_class(into: dict[str, Tensor], key: str, score: Tensor,
+                   positive: Tensor) -> None:
+    """Add a two-row score histogram (positives first) to ``into[key]``."""
+    out = _histogram(into, key, (2, NUM_SCORE_BINS), score)
+    index = score_bins(score).add_((~positive).long(), alpha=NUM_SCORE_BINS)
+    add_counts(out.view(-1), index)
+
+
+def _add(into: dict[str, Tensor], key: str, value: Tensor) -> None:
+    if key in into:
+        into[key] += value
+    else:
+        into[key] = value
+
+
+def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
+                    maps: dict[str, Tensor], ood: Tensor | None,
+                    aleatoric: Tensor | None, *, scores: tuple[str, ...],
+                    num_ece_bins: int, patch_size: int, ignore_index: int) -> None:
+    """Add the sums and histograms of one stripe of an image to ``into``, on
+    the stripe's device.
 
     Args:
+        into: the image's sums so far (empty at its first stripe).
         logits: (C, h, W) of any floating type.
         label: (h, W) class indices or ``ignore_index``.
         maps: (h, W) per-pixel scores named in ``scores`` beyond
             :data:`BUILTIN_SCORES`.
         ood: (h, W), nonzero at out-of-distribution pixels, or None.
         aleatoric: (h, W) true label entropy, or None.
-        scores: the score names; ``score_ranges`` the known range of each
-            (None: unbounded, see :func:`score_to_unit`).
+        scores: the score names.
         patch_size: side of the PAvPU patches; ``h`` is a multiple of it
             except in an image's last stripe.
 
-    Returns:
-        ``n_valid``, ``nll_sum``, ``brier_sum`` (float64
-        scalars); ``ece`` and ``ece_fine`` (3, bins: wrong, right, confidence
-        sum); ``classwise`` (3, C, bins, see :func:`classwise_histogram`);
-        per score s: ``score_sum/s`` and two-row histograms (positives
-        first) ``mis/s`` (wrong pixels), ``patch/s`` (inaccurate patches),
-        ``ood/s`` (OOD against valid in-distribution pixels) and
-        ``aleatoric/s`` (ambiguous against clean, in-distribution).
+    Adds: ``n_valid``, ``nll_sum``, ``brier_sum`` (float64 scalars); ``ece``
+    (3, num_ece_bins: wrong, right, confidence sum, equal confidence bins) and
+    ``ece_fine`` (the same over the :func:`score_bins` of 1 − max p);
+    ``classwise`` (3, C, bins, see :func:`classwise_histogram`); per score s:
+    ``score_sum/s`` and two-row histograms (positives first) ``mis/s``
+    (wrong pixels), ``patch/s`` (inaccurate patches), ``ood/s`` (OOD against
+    valid in-distribution pixels) and ``aleatoric/s`` (ambiguous against
+    clean, in-distribution).
     """
     C, h, w = logits.shape
     valid = label != ignore_index
@@ -184,41 +292,38 @@ def stripe_sums(logits: Tensor, label: Tensor, maps: dict[str, Tensor],
         value = value.reshape(-1)
         return value if all_valid else value[flat_valid]
 
-    sums = dict(
-        n_valid=flat_valid.sum(dtype=torch.float64),
-        nll_sum=-kept(px.log_p_true).sum(dtype=torch.float64),
-        brier_sum=kept(px.brier).sum(dtype=torch.float64))
+    _add(into, 'n_valid', flat_valid.sum(dtype=torch.float64))
+    _add(into, 'nll_sum', -kept(px.log_p_true).sum(dtype=torch.float64))
+    _add(into, 'brier_sum', kept(px.brier).sum(dtype=torch.float64))
     confidence, correct = kept(px.confidence), kept(px.correct)
-    sums['ece'] = calibration_histogram(confidence, correct, num_ece_bins)
-    sums['ece_fine'] = calibration_histogram(confidence, correct, num_score_bins)
+    add_calibration_histogram(
+        _histogram(into, 'ece', (3, num_ece_bins), confidence),
+        equal_bins(confidence, num_ece_bins), confidence, correct)
+    add_calibration_histogram(
+        _histogram(into, 'ece_fine', (3, NUM_SCORE_BINS), confidence),
+        score_bins(kept(px.max_prob)), confidence, correct)
     prob = px.prob if all_valid else px.prob[:, flat_valid]
-    sums['classwise'] = classwise_histogram(prob, kept(y), num_ece_bins)
+    _add(into, 'classwise', classwise_histogram(prob, kept(y), num_ece_bins))
 
     accurate = px.correct.view(h, w) | ~valid
     patch_accuracy, patch_valid = patch_means(accurate.double(), valid, patch_size)
     accurate_patch = patch_accuracy[patch_valid] >= 0.5
     in_distribution = valid if ood is None else valid & ~ood
-    builtin = dict(max_prob=lambda: 1.0 - px.confidence.view(h, w),
+    builtin = dict(max_prob=lambda: px.max_prob.view(h, w),
                    entropy=lambda: px.entropy.view(h, w))
     for name in scores:
         score = maps[name] if name in maps else builtin[name]()
-        value_range = score_ranges[name]
-        unit = score_to_unit(score, value_range)
-        sums[f'score_sum/{name}'] = kept(score).sum(dtype=torch.float64)
-        sums[f'mis/{name}'] = two_class_histogram(kept(unit), ~correct, num_score_bins)
+        _add(into, f'score_sum/{name}', kept(score).sum(dtype=torch.float64))
+        _add_two_class(into, f'mis/{name}', kept(score), ~correct)
         patch_score, _ = patch_means(score, valid, patch_size)
-        sums[f'patch/{name}'] = two_class_histogram(
-            score_to_unit(patch_score[patch_valid], value_range), ~accurate_patch,
-            num_score_bins)
+        _add_two_class(into, f'patch/{name}', patch_score[patch_valid],
+                       ~accurate_patch)
         if ood is not None:
             scored = ood | in_distribution
-            sums[f'ood/{name}'] = two_class_histogram(unit[scored], ood[scored],
-                                                      num_score_bins)
+            _add_two_class(into, f'ood/{name}', score[scored], ood[scored])
         if aleatoric is not None:
-            sums[f'aleatoric/{name}'] = two_class_histogram(
-                unit[in_distribution], ~(aleatoric[in_distribution] <= 0),
-                num_score_bins)
-    return sums
+            _add_two_class(into, f'aleatoric/{name}', score[in_distribution],
+                           ~(aleatoric[in_distribution] <= 0))
 
 
 def binary_curve_metrics(pos: Tensor, neg: Tensor,
@@ -226,8 +331,17 @@ def binary_curve_metrics(pos: Tensor, neg: Tensor,
     """AUROC, AUPR (average precision) and FPR at ``tpr_level`` TPR.
 
     ``pos``/``neg``: histograms of the score of positive and negative pixels;
-    a higher score means "more likely positive". Each bin is one threshold,
-    as each distinct score is in scikit-learn.
+    a higher score means "more likely positive". Each non-empty bin is one
+    threshold, as each distinct score is in scikit-learn, taken from the
+    highest down; at a threshold, the pixels of its bin and above are called
+    positive.
+
+    * AUROC: trapezoid rule over the (FPR, TPR) points from (0, 0), i.e.
+      scikit-learn's ``roc_auc_score`` (a tie counts half);
+    * AUPR = Σ_n (R_n − R_{n−1}) P_n from R_0 = 0 (scikit-learn's
+      ``average_precision_score``, no interpolation);
+    * FPR95: the FPR at the first threshold whose TPR is ≥ ``tpr_level``
+      (no interpolation between thresholds).
     """
     n_pos, n_neg = pos.sum().item(), neg.sum().item()
     if n_pos == 0 or n_neg == 0:
@@ -317,8 +431,15 @@ def calibration_errors(count: Tensor, conf_sum: Tensor,
 
 def adaptive_calibration_error(count: Tensor, conf_sum: Tensor,
                                correct_sum: Tensor, num_bins: int) -> float:
-    """Equal-mass ECE: fine bins grouped into ``num_bins`` bins of about equal
-    pixel count (group edges fall on fine-bin edges)."""
+    """Equal-mass ECE: fine bins grouped into ``num_bins`` groups of about
+    equal pixel count, then the ECE of the groups.
+
+    A fine bin (the metric's are the :func:`score_bins` of 1 − max p, i.e.
+    confidence to 1 part in 2**10 of its distance from 1) goes whole to the
+    group in which its middle pixel falls, counting in bin order: group edges
+    fall on fine-bin edges, so a group is never split inside a bin, and a bin
+    holding more than 1/num_bins of the pixels makes its group larger.
+    """
     total = count.sum()
     if total == 0:
         return math.nan

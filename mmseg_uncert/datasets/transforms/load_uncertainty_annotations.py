@@ -1,14 +1,23 @@
 """Load the per-pixel uncertainty ground truth into the results dict."""
 from __future__ import annotations
 
+import io
+
 import mmcv
 import numpy as np
+from PIL import Image
 from mmcv.transforms import BaseTransform
 from mmengine import fileio
 
 from mmseg.registry import TRANSFORMS
 
 from ..annotation_noise import decode_entropy
+
+
+def _is_palette_png(content: bytes) -> bool:
+    """Whether the bytes are a PNG of colour type 3 (palette): byte 25 of
+    the IHDR chunk, which follows the 8-byte signature."""
+    return content[:8] == b'\x89PNG\r\n\x1a\n' and len(content) > 25 and content[25] == 3
 
 
 @TRANSFORMS.register_module()
@@ -18,7 +27,8 @@ class LoadUncertaintyAnnotations(BaseTransform):
     * ``gt_aleatoric``: float32 (H, W), the true label entropy in nats
       (stored as a uint16 PNG of ``round(10000 x nats)``).
     * ``gt_ood``: uint8 (H, W), 1 where the object never occurs in training,
-      0 elsewhere (any nonzero mask value is OOD). A data set whose masks code
+      0 elsewhere (any nonzero mask value is OOD). A palette (P mode) PNG is
+      read as its palette indices, as PIL and the benchmarks read it. A data set whose masks code
       more than that (an anomaly benchmark's void pixels, or a semantic label
       with an anomaly class) gives each sample an ``ood_label_map``
       {mask value: gt_ood value}; values it does not list become
@@ -56,8 +66,12 @@ class LoadUncertaintyAnnotations(BaseTransform):
 
     def _read(self, path: str, key: str, img_path: str,
               ood_label_map: dict[int, int] | None = None) -> np.ndarray:
-        arr = mmcv.imfrombytes(fileio.get(path, backend_args=self.backend_args),
-                               flag='unchanged', backend='cv2')
+        content = fileio.get(path, backend_args=self.backend_args)
+        arr = mmcv.imfrombytes(content, flag='unchanged', backend='cv2')
+        if arr is not None and arr.ndim == 3 and _is_palette_png(content):
+            # cv2 expands a palette PNG to its colours; the mask is its
+            # indices, as PIL and the benchmarks' own code read it
+            arr = np.asarray(Image.open(io.BytesIO(content)))
         if arr is None or arr.ndim != 2:
             raise ValueError(f'{path}: the {key} mask of image {img_path} is not '
                              f'a single-channel PNG')

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import os.path as osp
+import tempfile
 from typing import Sequence
 
 import numpy as np
 import torch
+from mmengine.dist import all_gather_object, all_reduce
 from mmengine.logging import print_log
 from torch import Tensor
 
@@ -40,26 +44,24 @@ class AnomalyMetric(SummedMetric):
 
     * ``protocol='smiyc'`` (Chan et al., "SegmentMeIfYouCan: A Benchmark for
       Anomaly Segmentation", NeurIPS 2021 Datasets and Benchmarks): pixels of
-      the whole run pooled; ``AUPRC`` by the trapezoid rule over the
-      precision-recall points (the benchmark's ``np.trapz(precision,
-      recall)``, not scikit-learn's step-wise average precision; see
-      :func:`~mmseg_uncert.evaluation.anomaly_functional.trapezoid_auprc`)
-      and ``FPR95``, the false-positive rate at the first threshold (from
-      the top) whose recall reaches 95% (the benchmark's
-      ``searchsorted(tpr, 0.95)``, as ``binary_curve_metrics``' ``fpr95``);
-      then the component-level ``sIoU`` (mean over every ground-truth
-      component of the run), ``PPV`` (mean over every predicted component)
-      and ``mean_F1`` (mean of F1_τ, τ = 0.25, 0.30, ..., 0.75, over counts
-      summed over the run), and ``threshold``, the score δ that binarised the
-      prediction for them (see
+      the whole run pooled; ``AUPRC`` = Σ_n (R_n − R_{n−1}) P_n from the
+      (recall 0, precision 1) point, i.e. average precision, as the
+      benchmark's code computes it since August 2023 (road-anomaly-benchmark
+      commit 5a08be0; before, ``np.trapz(precision, recall)``), and ``FPR95``,
+      the false-positive rate at the first threshold (from the top) whose
+      recall reaches 95% (the benchmark's ``searchsorted(tpr, 0.95)``); then
+      the component-level ``sIoU`` (mean over every ground-truth component of
+      the run), ``PPV`` (mean over every predicted component) and ``mean_F1``
+      (mean of F1_τ, τ = 0.25, 0.30, ..., 0.75, over counts summed over the
+      run), and ``threshold``, the δ of the prediction ``score > δ`` they were
+      computed on (see
       :func:`~mmseg_uncert.evaluation.anomaly_functional.component_scores`).
     * ``protocol='fishyscapes'`` (Blum et al., "The Fishyscapes Benchmark",
       IJCV 2021; its ``bdlb`` evaluation): pixels pooled the same way;
-      ``AP`` = Σ_n (R_n − R_{n−1}) P_n (scikit-learn's
-      ``average_precision_score``, what ``bdlb`` computes), ``AUROC``
-      (trapezoid) and ``FPR95`` (first threshold with recall ≥ 95%), plus the
-      same component-level keys, with which SegmentMeIfYouCan also scores
-      Fishyscapes Lost & Found.
+      ``AP`` (average precision, scikit-learn's ``average_precision_score``,
+      as ``bdlb`` computes it), ``AUROC`` (trapezoid) and ``FPR95`` (first
+      threshold with recall ≥ 95%), plus the same component-level keys, with
+      which SegmentMeIfYouCan also scores Fishyscapes Lost & Found.
     * ``protocol='streethazards'`` (Hendrycks et al., "Scaling
       Out-of-Distribution Detection for Real-World Settings", ICML 2022; its
       ``eval_ood.py``): ``AUROC`` (scikit-learn's ``roc_auc_score``),
@@ -68,48 +70,43 @@ class AnomalyMetric(SummedMetric):
       of each image that has both anomaly and in-distribution pixels,
       averaged over those images; ``streethazards/num_images`` counts them.
 
-    The threshold δ of the component metrics: SegmentMeIfYouCan
-    (``MetricSegment.get_thresh_p_from_curve``) takes the threshold of the
-    best pixel-level F1 on the run's pooled precision-recall curve and calls
-    ``score > δ`` anomalous. One pass cannot know that threshold before the
-    last image, so every image is scored at ``num_threshold_candidates``
-    candidates δ_k = k / (K + 1) of the [0, 1]-mapped score (pixel called
-    anomalous when its mapped score is ≥ δ_k), their component counts are
-    added up, and the candidate with the best pooled pixel F1 is reported (the
-    highest one among equals, as the benchmark's ``nanargmax`` over
-    descending thresholds). ``component_thresholds`` fixes δ instead
-    (``score > δ``, e.g. one chosen on a validation set). As in the
-    benchmark, predicted components under ``min_pred_component_size`` pixels
-    are dropped and ground-truth components under ``min_gt_component_size``
-    pixels are void: 500 and 100 in its anomaly track (RoadAnomaly21,
-    Fishyscapes Lost & Found), 50 and 10 in its obstacle track
-    (RoadObstacle21).
+    The threshold δ of the component metrics is SegmentMeIfYouCan's
+    (``MetricSegment.get_thresh_p_from_curve``): the threshold of the best
+    pixel F1 on the run's pooled curve, every distinct score a threshold,
+    the highest among equals. It is known only after the last image, so, as
+    the benchmark stores every frame's score map before it evaluates, each
+    image's ground truth and float32 scores wait in a temporary directory
+    (``TMPDIR``; 1 byte per pixel for the ground truth and 4 per score,
+    deleted after the evaluation). When the run ends, the pooled histograms
+    name the few bins where the best threshold can lie, the pixels of those
+    bins (every rank's) give it exactly, and each rank segments its own
+    images at it. ``component_thresholds`` fixes δ instead (``score > δ``,
+    e.g. one chosen on a validation set), and then nothing is stored. As in
+    the benchmark, predicted components under ``min_pred_component_size``
+    pixels are dropped and ground-truth components under
+    ``min_gt_component_size`` pixels are void: 500 and 100 in its anomaly
+    track (RoadAnomaly21, Fishyscapes Lost & Found), 50 and 10 in its
+    obstacle track (RoadObstacle21).
 
-    Pixel-level curves come from ``num_score_bins``-bin score histograms,
-    pixels in one bin tying as equal scores do in scikit-learn (see
-    :mod:`mmseg_uncert.evaluation.functional`; ``score_ranges`` as in
-    :class:`~mmseg_uncert.evaluation.UncertaintyMetric`). Any device: scores
-    and histograms are computed where the tensors are; only the histograms,
-    the ground truth and, for the component metrics, one uint8 map per score
-    (the number of candidates each pixel exceeds) move to the CPU, where
-    scipy labels the components. The run keeps sums only, so memory does not
-    grow with the data set; under DDP the sample that mmengine's
-    ``DefaultSampler`` repeats to even out ranks is dropped, as
-    :class:`~mmseg_uncert.evaluation.UncertaintyMetric` drops it.
+    Pixel-level curves come from score histograms whose bins are 2**-10 wide
+    relative to the score (see
+    :func:`~mmseg_uncert.evaluation.functional.score_bins`), pixels in one bin
+    tying as equal scores do in scikit-learn; the reported δ is the largest
+    float32 below the best threshold t, so ``score > δ`` is ``score >= t``. A run without any anomaly pixel gives NaN for every pixel metric,
+    with a warning (the benchmarks' code returns 0.0 or fails). Any device:
+    scores and histograms are computed where the tensors are. Under DDP the
+    sample that mmengine's ``DefaultSampler`` repeats to even out ranks is
+    dropped, as :class:`~mmseg_uncert.evaluation.UncertaintyMetric` drops it.
 
     Args:
         protocol: ``'smiyc'``, ``'fishyscapes'`` or ``'streethazards'``.
         scores: score names to evaluate.
         component_metrics: compute sIoU, PPV and mean F1 (smiyc/fishyscapes;
-            the costly part: connected components per candidate threshold).
+            the costly part: connected components, and the stored maps).
         component_thresholds: a fixed δ per score name, in the score's units;
             scores without one get the benchmark's best-F1 choice.
-        num_threshold_candidates: candidates for that choice (at most 255).
         min_gt_component_size: smaller ground-truth components are void.
         min_pred_component_size: smaller predicted components are dropped.
-        num_score_bins: histogram bins per score (at least 2**14).
-        score_ranges: known ``(low, high)`` range of a ``pred_uncertainty``
-            score; others are mapped by the unbounded transform.
         void_index: the ``gt_ood`` value of pixels not evaluated.
         collect_device, prefix: as in :class:`mmengine.evaluator.BaseMetric`.
     """
@@ -121,11 +118,8 @@ class AnomalyMetric(SummedMetric):
                  scores: Sequence[str] = BUILTIN_SCORES,
                  component_metrics: bool = True,
                  component_thresholds: dict[str, float] | None = None,
-                 num_threshold_candidates: int = 50,
                  min_gt_component_size: int = 100,
                  min_pred_component_size: int = 500,
-                 num_score_bins: int = 2**14,
-                 score_ranges: dict[str, tuple[float, float]] | None = None,
                  void_index: int = 255,
                  collect_device: str = 'cpu',
                  prefix: str | None = None) -> None:
@@ -137,13 +131,6 @@ class AnomalyMetric(SummedMetric):
             raise ValueError('AnomalyMetric: scores is empty; give at least '
                              f'one of {BUILTIN_SCORES} or a pred_uncertainty '
                              'channel name')
-        if num_score_bins < 2**14:
-            raise ValueError(f'AnomalyMetric: num_score_bins must be at least '
-                             f'2**14, got {num_score_bins}')
-        if not 1 <= num_threshold_candidates <= 255:
-            raise ValueError('AnomalyMetric: num_threshold_candidates must be '
-                             f'in [1, 255] (a uint8 map per image holds them), '
-                             f'got {num_threshold_candidates}')
         if void_index in (0, 1):
             raise ValueError(f'AnomalyMetric: void_index {void_index} is a '
                              f'gt_ood class (0 = in-distribution, 1 = '
@@ -159,21 +146,19 @@ class AnomalyMetric(SummedMetric):
                              f'{list(self.scores)}')
         self.min_gt_component_size = min_gt_component_size
         self.min_pred_component_size = min_pred_component_size
-        self.num_score_bins = num_score_bins
-        self.score_ranges = dict(score_ranges or {})
         self.void_index = void_index
-        self.candidates = A.candidate_bins(num_threshold_candidates,
-                                           num_score_bins)
         self._num_classes: int | None = None
+        #: the scores whose component threshold is the run's best F1
+        self._curve_chosen = tuple(s for s in self.scores
+                                   if s not in self.component_thresholds)
+        # the stored maps of this rank's samples (see the class docstring)
+        self._map_dir: tempfile.TemporaryDirectory | None = None
+        self._maps: list[str] = []
+        self._latest_map: str | None = None
+        #: per score, the run's exact best-F1 threshold t (``score >= t``)
+        self._best_thresholds: dict[str, float] = {}
 
     # ------------------------------------------------------------ per sample
-    def _range(self, score: str) -> tuple[float, float] | None:
-        if score == 'max_prob':
-            return (0.0, 1.0)
-        if score == 'entropy':
-            return (0.0, math.log(self._num_classes))
-        return self.score_ranges.get(score)
-
     def _ground_truth(self, sample: dict, img: str) -> Tensor:
         if not sample.get('gt_ood'):
             raise ValueError(
@@ -230,15 +215,6 @@ class AnomalyMetric(SummedMetric):
                                 shape, img, device, 'gt_ood'))
         return out
 
-    def _levels(self, name: str, score: Tensor, unit: Tensor) -> Tensor:
-        """uint8 map: how many candidate thresholds each pixel reaches (a
-        fixed δ: 1 where score > δ)."""
-        if name in self.component_thresholds:
-            return (score > self.component_thresholds[name]).to(torch.uint8)
-        bins = F.bin_index(unit, self.num_score_bins)
-        return torch.bucketize(bins, self.candidates.to(bins.device),
-                               right=True).to(torch.uint8)
-
     def sample_sums(self, sample: dict) -> dict[str, Tensor]:
         """The additive statistics of one data sample, on the CPU."""
         img = sample.get('img_path', '<unknown image>')
@@ -251,18 +227,16 @@ class AnomalyMetric(SummedMetric):
         valid = gt != self.void_index
         anomaly = gt == 1
         sums: dict[str, Tensor] = {}
+        gt_numpy = gt.to(torch.uint8).cpu().numpy()
         gt_components = None
         if self.component_metrics:
             gt_components = A.ground_truth_components(
-                gt.to(torch.uint8).cpu().numpy(), self.min_gt_component_size,
-                self.void_index)
+                gt_numpy, self.min_gt_component_size, self.void_index)
             sums['num_gt_components'] = torch.tensor(float(gt_components.count),
                                                      dtype=torch.float64)
         both = bool(anomaly.any()) and bool((valid & ~anomaly).any())
         for name in self.scores:
-            unit = F.score_to_unit(scores[name], self._range(name))
-            histogram = F.two_class_histogram(unit[valid], anomaly[valid],
-                                              self.num_score_bins)
+            histogram = F.two_class_histogram(scores[name][valid], anomaly[valid])
             if self.protocol == 'streethazards':
                 if both:
                     pos, neg = histogram
@@ -273,34 +247,89 @@ class AnomalyMetric(SummedMetric):
                         dtype=torch.float64)
                 continue
             sums[f'pixel/{name}'] = histogram.cpu()
-            if gt_components is not None:
-                levels = self._levels(name, scores[name], unit).cpu().numpy()
-                sums[f'components/{name}'] = torch.from_numpy(
-                    self._component_rows(gt_components, levels,
-                                         1 if name in self.component_thresholds
-                                         else len(self.candidates)))
+            if gt_components is not None and name in self.component_thresholds:
+                prediction = (scores[name] > self.component_thresholds[name]).cpu().numpy()
+                sums[f'components/{name}'] = torch.from_numpy(A.component_counts(
+                    A.component_scores(gt_components, prediction,
+                                       self.min_pred_component_size)))
+        if self.component_metrics and self._curve_chosen:
+            self._store_maps(gt_numpy, scores)
         sums['num_samples'] = torch.ones((), dtype=torch.float64)
         return sums
 
-    def _component_rows(self, gt: A.GroundTruthComponents, levels: np.ndarray,
-                        count: int) -> np.ndarray:
-        """:func:`~mmseg_uncert.evaluation.anomaly_functional.component_counts`
-        at each threshold (prediction = ``levels > k``)."""
-        rows = []
-        empty = None
-        for k in range(count):
-            prediction = levels > k
-            if not prediction.any():
-                # masks shrink as k grows: every later one is empty too
-                if empty is None:
-                    empty = A.component_counts(
-                        A.component_scores(gt, prediction,
-                                           self.min_pred_component_size))
-                rows.extend([empty] * (count - k))
-                break
-            rows.append(A.component_counts(A.component_scores(
-                gt, prediction, self.min_pred_component_size)))
-        return np.stack(rows)
+    # ------------------------------------------- the best-F1 threshold's maps
+    def start_run(self) -> None:
+        super().start_run()
+        self._maps, self._latest_map = [], None
+        if self._map_dir is not None:
+            self._map_dir.cleanup()
+            self._map_dir = None
+
+    def _store_maps(self, gt: np.ndarray, scores: dict[str, Tensor]) -> None:
+        """Write the sample's ground truth and float32 scores for the
+        component metrics at the run's best-F1 threshold, known only at its
+        end."""
+        if self._map_dir is None:
+            self._map_dir = tempfile.TemporaryDirectory(prefix='anomaly_metric_')
+        path = osp.join(self._map_dir.name, f'{len(self._maps)}.npz')
+        np.savez(path, gt=gt, **{name: scores[name].to(torch.float32).cpu().numpy()
+                                 for name in self._curve_chosen})
+        self._latest_map = path
+
+    def _fold_latest(self, keep: bool) -> None:
+        if self._latest_map is not None:
+            if keep:
+                self._maps.append(self._latest_map)
+            else:  # the sampler's repeat: its maps go with its sums
+                os.remove(self._latest_map)
+            self._latest_map = None
+        super()._fold_latest(keep)
+
+    def finish_rank(self) -> None:
+        """Component counts of this rank's stored samples at the best-F1
+        threshold of the run's pooled curve (every rank's pixels)."""
+        if not (self.component_metrics and self._curve_chosen):
+            return
+        names = self._curve_chosen
+        totals = self.results[0] if self.results else {}
+        zero = torch.zeros(2, F.NUM_SCORE_BINS, dtype=torch.float64)
+        # a copy: this rank's own histograms are collected as they are
+        pooled = torch.stack([totals.get(f'pixel/{name}', zero) for name in names])
+        all_reduce(pooled, op='sum')
+        # the pixels of the bins where the best threshold can lie, every rank's
+        candidates = {}
+        for i, name in enumerate(names):
+            candidates[name] = np.zeros(F.NUM_SCORE_BINS, dtype=bool)
+            candidates[name][A.f1_candidate_bins(*pooled[i]).numpy()] = True
+        mine: dict[str, list] = {name: [] for name in names}
+        for path in self._maps:
+            with np.load(path) as stored:
+                valid = stored['gt'] != self.void_index
+                for name in names:
+                    keep = valid & candidates[name][
+                        F.score_bins(torch.from_numpy(stored[name])).numpy()]
+                    mine[name].append((stored[name][keep], stored['gt'][keep] == 1))
+        every = all_gather_object(mine)
+        self._best_thresholds = {}
+        for i, name in enumerate(names):
+            parts = [part for rank in every for part in rank[name]]
+            values = np.concatenate([v for v, _ in parts] or [np.zeros(0, np.float32)])
+            anomaly = np.concatenate([a for _, a in parts] or [np.zeros(0, bool)])
+            self._best_thresholds[name] = A.best_f1_threshold(*pooled[i], values, anomaly)
+        rows: dict[str, np.ndarray] = {}
+        for path in self._maps:
+            with np.load(path) as stored:
+                gt = A.ground_truth_components(stored['gt'], self.min_gt_component_size,
+                                               self.void_index)
+                for name, t in self._best_thresholds.items():
+                    if math.isnan(t):  # no anomaly pixel in the run
+                        continue
+                    row = A.component_counts(A.component_scores(
+                        gt, stored[name] >= np.float32(t), self.min_pred_component_size))
+                    rows[name] = rows[name] + row if name in rows else row
+        for name, row in rows.items():
+            totals[f'components/{name}'] = torch.from_numpy(row)
+        self.start_run()  # the maps are used: delete them
 
     # -------------------------------------------------------------- reduction
     def compute_metrics(self, results: list) -> dict[str, float]:
@@ -327,9 +356,13 @@ class AnomalyMetric(SummedMetric):
             return metrics
         for name in self.scores:
             pos, neg = total[f'pixel/{name}']
+            if pos.sum() == 0:
+                print_log(f'AnomalyMetric: no anomaly pixel (gt_ood == 1) in the '
+                          f'run; the {p} metrics of {name!r} are NaN',
+                          logger='current', level=logging.WARNING)
             curve = F.binary_curve_metrics(pos, neg)
             if p == 'smiyc':
-                metrics[f'{p}/AUPRC/{name}'] = A.trapezoid_auprc(pos, neg)
+                metrics[f'{p}/AUPRC/{name}'] = curve['aupr']
             else:
                 metrics[f'{p}/AP/{name}'] = curve['aupr']
                 metrics[f'{p}/AUROC/{name}'] = curve['auroc']
@@ -342,17 +375,15 @@ class AnomalyMetric(SummedMetric):
     def _components(self, total: dict[str, Tensor], name: str, pos: Tensor,
                     neg: Tensor) -> dict[str, float]:
         """The component metrics at the fixed or best-F1 threshold."""
-        rows = total[f'components/{name}']
         if name in self.component_thresholds:
-            best, threshold = 0, self.component_thresholds[name]
-        else:
-            best = A.best_f1_candidate(A.pixel_f1(pos, neg, self.candidates))
-            if best < 0:
-                return dict(sIoU=math.nan, PPV=math.nan, mean_F1=math.nan,
-                            threshold=math.nan)
-            threshold = A.unit_to_score(
-                self.candidates[best].item() / self.num_score_bins,
-                self._range(name))
-        out = A.component_metrics(rows[best], total['num_gt_components'].item())
+            threshold = self.component_thresholds[name]
+        else:  # reported so that `score > δ` is `score >= t`
+            t = np.float32(self._best_thresholds.get(name, math.nan))
+            threshold = float(np.nextafter(t, np.float32(-np.inf)))
+        row = total.get(f'components/{name}')
+        if row is None:
+            return dict(sIoU=math.nan, PPV=math.nan, mean_F1=math.nan,
+                        threshold=threshold)
+        out = A.component_metrics(row, total['num_gt_components'].item())
         out['threshold'] = threshold
         return out

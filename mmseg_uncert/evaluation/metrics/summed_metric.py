@@ -30,7 +30,8 @@ class SummedMetric(BaseMetric):
     multi-process run gives the numbers of one process.
 
     A subclass gives :meth:`sample_sums` and ``compute_metrics`` over the
-    merged sums (``results`` holds one dict per rank).
+    merged sums (``results`` holds one dict per rank), and may add to this
+    rank's sums once its last sample is in (:meth:`finish_rank`).
     """
 
     def __init__(self, collect_device: str = 'cpu', prefix: str | None = None) -> None:
@@ -40,6 +41,14 @@ class SummedMetric(BaseMetric):
     @abstractmethod
     def sample_sums(self, sample: dict) -> dict[str, Tensor]:
         """The sums of one data sample, on the CPU."""
+
+    def start_run(self) -> None:
+        """Called before the first sample of a run: forget an earlier run."""
+        self._latest = None
+
+    def finish_rank(self) -> None:
+        """Called on every rank after its last sample is folded in, before
+        the ranks' sums are collected (a collective op may run here)."""
 
     def _fold_latest(self, keep: bool) -> None:
         """Add the latest sample's sums to this rank's totals (when
@@ -53,7 +62,7 @@ class SummedMetric(BaseMetric):
         sums of each new one."""
         if not self.results:  # a new run: nothing of an earlier one is kept
             self.results.append({})
-            self._latest = None
+            self.start_run()
         for sample in data_samples:
             self._fold_latest(keep=True)
             self._latest = self.sample_sums(sample)
@@ -65,6 +74,7 @@ class SummedMetric(BaseMetric):
             per_rank = -(-size // world_size)
             last_position = rank + (per_rank - 1) * world_size
             self._fold_latest(keep=last_position < size)
+        self.finish_rank()
         return super().evaluate(size)
 
     @staticmethod

@@ -16,7 +16,7 @@ from mmseg.registry import METRICS
 
 from .. import functional as F
 from ..functional import BUILTIN_SCORES
-from .summed_metric import SummedMetric, merge_sums
+from .summed_metric import SummedMetric
 from ...visualization import plot_reliability_diagram, plot_risk_coverage
 
 
@@ -74,14 +74,20 @@ class UncertaintyMetric(SummedMetric):
 
     Every valid pixel counts (no sampling). Per-pixel values are computed in
     float32, as the network's output (float64 when given it), and summed in
-    float64, so ECE, NLL and Brier are exact sums; ranking metrics come from
-    ``num_score_bins`` histogram bins per score (see
-    :mod:`mmseg_uncert.evaluation.functional`).
+    float64, so ECE, NLL and Brier are exact sums; ``max_prob`` and
+    ``entropy`` keep their relative precision however confident the model
+    (from the odds against the prediction, not as 1 − p). Ranking metrics
+    come from score histograms whose bins are 2**-10 wide *relative* to the
+    score from 9e-13 to 1.7e7 (2**-6 from float32's smallest normal number,
+    1.2e-38, to 9e-13), and below 0 alike (see
+    :func:`~mmseg_uncert.evaluation.functional.score_bins`); pixels in one
+    bin tie, as equal scores do in scikit-learn. PAvPU calls a pixel
+    uncertain when its score's bin lies above the threshold's bin.
 
     Any device: each sample is reduced where its tensors are (the GPU the
     model ran on, or the CPU), stripe by stripe
-    (:func:`~mmseg_uncert.evaluation.functional.stripe_sums`), and only its
-    sums and histograms (about 2.5 MiB with 19 classes and three scores)
+    (:func:`~mmseg_uncert.evaluation.functional.add_stripe_sums`), and only its
+    sums and histograms (1.1 MiB per score histogram row)
     move to the CPU, where the run's totals are kept, as mmseg's
     ``IoUMetric`` does with its per-sample histograms. Memory grows neither
     with the data set nor with the image size (see
@@ -96,9 +102,6 @@ class UncertaintyMetric(SummedMetric):
         scores: score names to evaluate.
         num_ece_bins: equal-width confidence bins for ECE/MCE/cwECE, and the
             number of equal-mass bins for aECE.
-        num_score_bins: histogram bins per score (at least 2**14).
-        score_ranges: known ``(low, high)`` range of a ``pred_uncertainty``
-            score; others are mapped by the unbounded transform.
         pavpu_thresholds: uncertainty threshold per score; a score without one
             uses its mean over all valid pixels.
         patch_size: patch side for the patch-level PAvPU.
@@ -119,8 +122,6 @@ class UncertaintyMetric(SummedMetric):
     def __init__(self,
                  scores: Sequence[str] = BUILTIN_SCORES,
                  num_ece_bins: int = 15,
-                 num_score_bins: int = 2**14,
-                 score_ranges: dict[str, tuple[float, float]] | None = None,
                  pavpu_thresholds: dict[str, float] | None = None,
                  patch_size: int = 4,
                  ignore_index: int = 255,
@@ -132,16 +133,11 @@ class UncertaintyMetric(SummedMetric):
             raise ValueError('UncertaintyMetric: scores is empty; give at least '
                              f'one of {BUILTIN_SCORES} or a pred_uncertainty '
                              'channel name')
-        if num_score_bins < 2**14:
-            raise ValueError(f'UncertaintyMetric: num_score_bins must be at '
-                             f'least 2**14, got {num_score_bins}')
         if num_ece_bins < 1 or patch_size < 1:
             raise ValueError('UncertaintyMetric: num_ece_bins and patch_size '
                              'must be positive')
         self.scores = tuple(scores)
         self.num_ece_bins = num_ece_bins
-        self.num_score_bins = num_score_bins
-        self.score_ranges = dict(score_ranges or {})
         self.pavpu_thresholds = dict(pavpu_thresholds or {})
         self.patch_size = patch_size
         self.ignore_index = ignore_index
@@ -165,13 +161,6 @@ class UncertaintyMetric(SummedMetric):
                 f'available: {sorted(set(BUILTIN_SCORES) | set(available))}')
         return checked_maps(available, [s for s in self.scores if s not in BUILTIN_SCORES],
                             shape, img, device, 'the prediction')
-
-    def _range(self, score: str, num_classes: int) -> tuple[float, float] | None:
-        if score == 'max_prob':
-            return (0.0, 1.0)
-        if score == 'entropy':
-            return (0.0, math.log(num_classes))
-        return self.score_ranges.get(score)
 
     def sample_sums(self, sample: dict) -> dict[str, Tensor]:
         """The sums and histograms of one data sample, on the CPU.
@@ -206,7 +195,6 @@ class UncertaintyMetric(SummedMetric):
         maps = self._score_maps(sample, shape, logits.device)
         extra = {key: sample[key]['data'].squeeze(0).to(logits.device)
                  for key in ('gt_ood', 'gt_aleatoric') if sample.get(key)}
-        ranges = {name: self._range(name, num_classes) for name in self.scores}
         rows = self.patch_size * max(
             1, self.stripe_pixels // (shape[1] * self.patch_size))
         total: dict[str, Tensor] = {}
@@ -216,13 +204,13 @@ class UncertaintyMetric(SummedMetric):
                 raise ValueError(f'image {img}: seg_logits has NaN or Inf '
                                  f'values; the model diverged or its output '
                                  f'is broken')
-            merge_sums(total, F.stripe_sums(
-                logits[:, part], label[part], {k: v[part] for k, v in maps.items()},
+            F.add_stripe_sums(
+                total, logits[:, part], label[part],
+                {k: v[part] for k, v in maps.items()},
                 extra['gt_ood'][part] if 'gt_ood' in extra else None,
                 extra['gt_aleatoric'][part] if 'gt_aleatoric' in extra else None,
-                scores=self.scores, score_ranges=ranges,
-                num_ece_bins=self.num_ece_bins, num_score_bins=self.num_score_bins,
-                patch_size=self.patch_size, ignore_index=self.ignore_index))
+                scores=self.scores, num_ece_bins=self.num_ece_bins,
+                patch_size=self.patch_size, ignore_index=self.ignore_index)
         return {key: value.cpu() for key, value in total.items()}
 
     # -------------------------------------------------------------- reduction
@@ -253,10 +241,7 @@ class UncertaintyMetric(SummedMetric):
                 metrics[f'{key}/{name}'] = value
             threshold = self.pavpu_thresholds.get(
                 name, (total[f'score_sum/{name}'] / n).item())
-            unit = F.score_to_unit(torch.tensor(threshold),
-                                   self._range(name, cw.shape[1]))
-            t_bin = int(min(unit.item() * self.num_score_bins,
-                            self.num_score_bins - 1))
+            t_bin = int(F.score_bins(torch.tensor([threshold]))[0])
             for key, value in F.pavpu(right, wrong, t_bin).items():
                 metrics[f'{key}/{name}'] = value
             bad, good = total[f'patch/{name}']
