@@ -147,8 +147,10 @@ def test_calibration_matches_torchmetrics():
     bins = F.equal_bins(conf, 15)
     sums = [F.counts(bins, 15), F.counts(bins, 15, conf), F.counts(bins, 15, correct)]
     ece, mce = F.calibration_errors(*sums)
-    ref_ece = MulticlassCalibrationError(7, n_bins=15, norm='l1')(prob, target)
-    ref_mce = MulticlassCalibrationError(7, n_bins=15, norm='max')(prob, target)
+    # torchmetrics sums each bin in its input's dtype: float64, so that the
+    # reference is not off by float32 summation over thousands of pixels
+    ref_ece = MulticlassCalibrationError(7, n_bins=15, norm='l1')(prob.double(), target)
+    ref_mce = MulticlassCalibrationError(7, n_bins=15, norm='max')(prob.double(), target)
     assert ece == pytest.approx(ref_ece.item(), abs=1e-6)
     assert mce == pytest.approx(ref_mce.item(), abs=1e-6)
 
@@ -193,7 +195,9 @@ def test_metric_against_independent_implementations():
     # calibration
     ref_ece = MulticlassCalibrationError(5, n_bins=15, norm='l1')(
         torch.from_numpy(p), torch.from_numpy(y))
-    assert out['ECE'] == pytest.approx(ref_ece.item(), abs=1e-6)
+    # the metric's float32 confidence may cross a bin edge that float64's does
+    # not: each such pixel moves ECE by at most 2 / N
+    assert out['ECE'] == pytest.approx(ref_ece.item(), abs=1e-6 + 10 * 2 / len(y))
     assert out['NLL'] == pytest.approx(-np.log(p[np.arange(len(y)), y]).mean())
     onehot = np.eye(5)[y]
     assert out['Brier'] == pytest.approx(((p - onehot) ** 2).sum(1).mean())
@@ -266,7 +270,7 @@ def test_large_image_over_stripes_and_threads_against_naive(ignored):
                                          abs=10 * 2 / (len(y) * c))
     ref_ece = MulticlassCalibrationError(c, n_bins=15, norm='l1')(
         torch.from_numpy(p64), torch.from_numpy(y))
-    assert out['ECE'] == pytest.approx(ref_ece.item(), abs=1e-6)
+    assert out['ECE'] == pytest.approx(ref_ece.item(), abs=1e-6 + 10 * 2 / len(y))
     onehot = np.eye(c)[y]
     assert out['Brier'] == pytest.approx(((p64 - onehot) ** 2).sum(1).mean(),
                                          rel=1e-6)
@@ -422,10 +426,16 @@ def test_logits_and_maps_of_other_precisions_give_the_float32_result(dtype, tole
             for s in samples]
     out = _evaluate(UncertaintyMetric(scores=scores), cast)
     assert out.keys() == ref.keys()
+    n = sum(int((s['gt_sem_seg']['data'] != 255).sum()) for s in samples)
     for key, value in ref.items():
         # MCE is the gap of one (here sparse) bin: a few pixels that cross a
         # bin edge by float16's rounding move it
         allowed = 10 * tolerance if key == 'MCE' else tolerance
+        if '/' in key and dtype == torch.float64:
+            # a ranking key: float32 and float64 scores of a few pixels fall in
+            # neighbouring score bins; each pixel that changes bin moves the
+            # key by about 1 / N at most
+            allowed = max(allowed, 20 / n)
         assert out[key] == pytest.approx(value, abs=allowed, nan_ok=True), key
 
 
@@ -466,7 +476,6 @@ def test_pixel_statistics_by_hand():
 
 # ------------------------------------------------ confident models, exact scores
 def test_score_bins_keep_the_order_and_a_relative_width_of_2_to_the_minus_10():
-    g = torch.Generator().manual_seed(12)
     magnitude = torch.logspace(-40, 9, 200_000, dtype=torch.float64)
     values = torch.sort(torch.cat([magnitude, -magnitude, torch.zeros(3)]))[0].float()
     bins = F.score_bins(values)
@@ -479,12 +488,11 @@ def test_score_bins_keep_the_order_and_a_relative_width_of_2_to_the_minus_10():
         v, b = values[inside].double(), bins[inside]
         ratio = (v[1:] / v[:-1])[b[1:] == b[:-1]]
         assert inside.sum() > 1000 and float((ratio - 1).abs().max()) < width
-    # value_below_bin(b) is the largest float32 of the bins below b
-    for index in torch.randint(1, F.NUM_SCORE_BINS, (300, ), generator=g).tolist():
-        delta = np.float32(F.value_below_bin(index))
-        above = np.nextafter(delta, np.float32(np.inf))
-        pair = F.score_bins(torch.tensor([delta, above]))
-        assert pair[0] < index <= pair[1]
+    # non-negative scores: the positive half alone
+    positive = values[values >= 0]
+    assert torch.equal(F.score_bins(positive, signed=False),
+                       F.score_bins(positive) - F.ZERO_BIN)
+    assert F.score_bins(positive, signed=False).max() < F.NUM_NONNEGATIVE_BINS
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])

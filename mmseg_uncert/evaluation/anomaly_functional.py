@@ -128,7 +128,7 @@ def f1_candidate_bins(pos: Tensor, neg: Tensor) -> Tensor:
 
 
 def best_f1_threshold(pos: Tensor, neg: Tensor, values: np.ndarray,
-                      anomaly: np.ndarray) -> float:
+                      anomaly: np.ndarray, signed: bool = True) -> float:
     """SegmentMeIfYouCan's threshold for the component metrics, exactly: the
     score t whose prediction ``score >= t`` has the best pixel F1 =
     2 TP / (2 TP + FP + FN) on the run's pooled curve, every distinct score a
@@ -138,7 +138,9 @@ def best_f1_threshold(pos: Tensor, neg: Tensor, values: np.ndarray,
     ``pos``/``neg``: the pooled score histograms; ``values``/``anomaly``: the
     score and label of every pixel in :func:`f1_candidate_bins`, the only
     bins where the best threshold can lie (the counts of the bins above come
-    from the histograms). NaN without anomaly pixels.
+    from the histograms; ``signed``: their layout, see
+    :func:`~mmseg_uncert.evaluation.functional.score_bins`). NaN without
+    anomaly pixels.
     """
     n_pos = float(pos.sum())
     if n_pos == 0:
@@ -149,7 +151,7 @@ def best_f1_threshold(pos: Tensor, neg: Tensor, values: np.ndarray,
                           neg.new_zeros(1)])[1:]
     order = np.argsort(-values, kind='stable')
     values, anomaly = values[order], anomaly[order]
-    bins = F.score_bins(torch.from_numpy(values)).numpy()
+    bins = F.score_bins(torch.from_numpy(values), signed).numpy()
     # counts within each bin so far, from its highest score down
     first = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
     start = np.repeat(first, np.diff(np.r_[first, bins.size]))

@@ -42,6 +42,13 @@ from torch import Tensor
 #: the scores computed from the probabilities themselves
 BUILTIN_SCORES = ('max_prob', 'entropy')
 
+
+def is_signed(score_name: str) -> bool:
+    """Whether a score's histograms need the negative bins: a model's own
+    map may take any real value; 1 − max p and the entropy are ≥ 0 by their
+    construction in :func:`pixel_statistics`."""
+    return score_name not in BUILTIN_SCORES
+
 # ------------------------------------------------------------ score bins
 #: mantissa bits a score bin keeps from 2**MIN_EXPONENT up: bins 2**-10
 #: (about 0.1%) wide relative to the score. Coarser bins move FPR95 and PAvPU
@@ -64,6 +71,14 @@ _LEVELS = _TAIL_LEVELS + ((MAX_EXPONENT - MIN_EXPONENT) << MANTISSA_BITS)
 NUM_SCORE_BINS = 2 * _LEVELS + 1
 #: the bin of 0 (and of every |s| < 2**-126)
 ZERO_BIN = _LEVELS
+#: bins of a non-negative score's histogram (1 − max p, the entropy): zero
+#: and the positive magnitudes, half the memory
+NUM_NONNEGATIVE_BINS = _LEVELS + 1
+
+
+def num_score_bins(signed: bool) -> int:
+    """Bins of a histogram of signed or of non-negative scores."""
+    return NUM_SCORE_BINS if signed else NUM_NONNEGATIVE_BINS
 #: float32 bit patterns (exponent field, then 23 mantissa bits) of 2**-126
 #: and 2**MIN_EXPONENT, shifted to the bits each range keeps
 _TAIL_LOW = 1 << TAIL_MANTISSA_BITS
@@ -71,47 +86,28 @@ _MAIN_LOW = (127 + MIN_EXPONENT) << MANTISSA_BITS
 _MAIN_START = (127 + MIN_EXPONENT) << 23
 
 
-def score_bins(score: Tensor) -> Tensor:
-    """The bin (int64, in [0, NUM_SCORE_BINS)) of every score, in the
+def score_bins(score: Tensor, signed: bool = True) -> Tensor:
+    """The bin (int64, in [0, num_score_bins(signed))) of every score, in the
     score's order: s < s' implies bin(s) <= bin(s').
 
     The bits of a non-negative float32 read as an integer grow with the value;
     dropping the low mantissa bits keeps the exponent and the leading
     :data:`MANTISSA_BITS` (:data:`TAIL_MANTISSA_BITS` below
     2**MIN_EXPONENT), so a bin spans [2^e (1 + k/2^10), 2^e (1 + (k+1)/2^10)).
-    Negative scores mirror the positive bins below :data:`ZERO_BIN`. Scores
-    in float64 are rounded to float32 first (order kept, ties only within
-    float32 precision).
+    Negative scores mirror the positive bins below :data:`ZERO_BIN`; with
+    ``signed=False`` (scores known to be ≥ 0, such as 1 − max p and the
+    entropy) the bin is the magnitude's level alone. Scores in float64 are
+    rounded to float32 first (order kept, ties only within float32
+    precision).
     """
     bits = score.to(torch.float32).view(torch.int32)
     magnitude = bits & 0x7FFFFFFF
     tail = (magnitude >> (23 - TAIL_MANTISSA_BITS)) - (_TAIL_LOW - 1)
     main = (magnitude >> (23 - MANTISSA_BITS)) - (_MAIN_LOW - 1 - _TAIL_LEVELS)
     level = torch.where(magnitude < _MAIN_START, tail, main).clamp_(0, _LEVELS).long()
+    if not signed:
+        return level
     return torch.where(bits < 0, -level, level).add_(ZERO_BIN)
-
-
-def _lowest_magnitude(level: int) -> np.float32:
-    """The smallest float32 magnitude of a level >= 1."""
-    if level <= _TAIL_LEVELS:
-        code, shift = level - 1 + _TAIL_LOW, 23 - TAIL_MANTISSA_BITS
-    else:
-        code, shift = level - 1 - _TAIL_LEVELS + _MAIN_LOW, 23 - MANTISSA_BITS
-    return np.array([code << shift], dtype=np.int32).view(np.float32)[0]
-
-
-def value_below_bin(index: int) -> float:
-    """The largest float32 in a bin below ``index`` (−inf for bin 0): a
-    float32 score lies in bin ``index`` or above exactly when it is greater
-    than this value."""
-    if index <= 0:
-        return -math.inf
-    level = index - ZERO_BIN
-    if level > 0:  # just below the smallest value of the bin
-        return float(np.nextafter(_lowest_magnitude(level), np.float32(-np.inf)))
-    # the bin below holds negatives of level 1 − level; its largest value is
-    # the smallest magnitude of that level, negated
-    return -float(_lowest_magnitude(1 - level))
 
 
 def counts(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
@@ -129,11 +125,12 @@ def add_counts(out: Tensor, index: Tensor, weights: Tensor | None = None) -> Ten
     return out.index_add_(0, index.reshape(-1), values)
 
 
-def two_class_histogram(score: Tensor, positive: Tensor) -> Tensor:
-    """Histograms (2, NUM_SCORE_BINS) of scores: row 0 of the positive
-    pixels, row 1 of the others."""
-    index = score_bins(score).add_((~positive).long(), alpha=NUM_SCORE_BINS)
-    return counts(index, 2 * NUM_SCORE_BINS).view(2, NUM_SCORE_BINS)
+def two_class_histogram(score: Tensor, positive: Tensor, signed: bool = True) -> Tensor:
+    """Histograms (2, bins) of scores: row 0 of the positive pixels, row 1
+    of the others."""
+    size = num_score_bins(signed)
+    index = score_bins(score, signed).add_((~positive).long(), alpha=size)
+    return counts(index, 2 * size).view(2, size)
 
 
 def equal_bins(value: Tensor, num_bins: int) -> Tensor:
@@ -237,11 +234,11 @@ def _histogram(into: dict[str, Tensor], key: str, shape: tuple[int, int],
 
 
 def _add_two_class(into: dict[str, Tensor], key: str, score: Tensor,
-                   positive: Tensor) -> None:
+                   positive: Tensor, signed: bool) -> None:
     """Add a two-row score histogram (positives first) to ``into[key]``."""
-    out = _histogram(into, key, (2, NUM_SCORE_BINS), score)
-    index = score_bins(score).add_((~positive).long(), alpha=NUM_SCORE_BINS)
-    add_counts(out.view(-1), index)
+    size = num_score_bins(signed)
+    out = _histogram(into, key, (2, size), score)
+    add_counts(out.view(-1), score_bins(score, signed).add_((~positive).long(), alpha=size))
 
 
 def _add(into: dict[str, Tensor], key: str, value: Tensor) -> None:
@@ -300,8 +297,8 @@ def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
         _histogram(into, 'ece', (3, num_ece_bins), confidence),
         equal_bins(confidence, num_ece_bins), confidence, correct)
     add_calibration_histogram(
-        _histogram(into, 'ece_fine', (3, NUM_SCORE_BINS), confidence),
-        score_bins(kept(px.max_prob)), confidence, correct)
+        _histogram(into, 'ece_fine', (3, NUM_NONNEGATIVE_BINS), confidence),
+        score_bins(kept(px.max_prob), signed=False), confidence, correct)
     prob = px.prob if all_valid else px.prob[:, flat_valid]
     _add(into, 'classwise', classwise_histogram(prob, kept(y), num_ece_bins))
 
@@ -313,17 +310,18 @@ def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
                    entropy=lambda: px.entropy.view(h, w))
     for name in scores:
         score = maps[name] if name in maps else builtin[name]()
+        signed = is_signed(name)
         _add(into, f'score_sum/{name}', kept(score).sum(dtype=torch.float64))
-        _add_two_class(into, f'mis/{name}', kept(score), ~correct)
+        _add_two_class(into, f'mis/{name}', kept(score), ~correct, signed)
         patch_score, _ = patch_means(score, valid, patch_size)
         _add_two_class(into, f'patch/{name}', patch_score[patch_valid],
-                       ~accurate_patch)
+                       ~accurate_patch, signed)
         if ood is not None:
             scored = ood | in_distribution
-            _add_two_class(into, f'ood/{name}', score[scored], ood[scored])
+            _add_two_class(into, f'ood/{name}', score[scored], ood[scored], signed)
         if aleatoric is not None:
             _add_two_class(into, f'aleatoric/{name}', score[in_distribution],
-                           ~(aleatoric[in_distribution] <= 0))
+                           ~(aleatoric[in_distribution] <= 0), signed)
 
 
 def binary_curve_metrics(pos: Tensor, neg: Tensor,

@@ -236,7 +236,8 @@ class AnomalyMetric(SummedMetric):
                                                      dtype=torch.float64)
         both = bool(anomaly.any()) and bool((valid & ~anomaly).any())
         for name in self.scores:
-            histogram = F.two_class_histogram(scores[name][valid], anomaly[valid])
+            histogram = F.two_class_histogram(scores[name][valid], anomaly[valid],
+                                              F.is_signed(name))
             if self.protocol == 'streethazards':
                 if both:
                     pos, neg = histogram
@@ -292,30 +293,32 @@ class AnomalyMetric(SummedMetric):
             return
         names = self._curve_chosen
         totals = self.results[0] if self.results else {}
-        zero = torch.zeros(2, F.NUM_SCORE_BINS, dtype=torch.float64)
-        # a copy: this rank's own histograms are collected as they are
-        pooled = torch.stack([totals.get(f'pixel/{name}', zero) for name in names])
-        all_reduce(pooled, op='sum')
-        # the pixels of the bins where the best threshold can lie, every rank's
-        candidates = {}
-        for i, name in enumerate(names):
-            candidates[name] = np.zeros(F.NUM_SCORE_BINS, dtype=bool)
-            candidates[name][A.f1_candidate_bins(*pooled[i]).numpy()] = True
+        pooled, candidates = {}, {}
+        for name in names:
+            size = F.num_score_bins(F.is_signed(name))
+            # a copy: this rank's own histograms are collected as they are
+            pooled[name] = totals.get(f'pixel/{name}',
+                                      torch.zeros(2, size, dtype=torch.float64)).clone()
+            all_reduce(pooled[name], op='sum')
+            # the pixels of the bins where the best threshold can lie
+            candidates[name] = np.zeros(size, dtype=bool)
+            candidates[name][A.f1_candidate_bins(*pooled[name]).numpy()] = True
         mine: dict[str, list] = {name: [] for name in names}
         for path in self._maps:
             with np.load(path) as stored:
                 valid = stored['gt'] != self.void_index
                 for name in names:
-                    keep = valid & candidates[name][
-                        F.score_bins(torch.from_numpy(stored[name])).numpy()]
+                    bins = F.score_bins(torch.from_numpy(stored[name]), F.is_signed(name))
+                    keep = valid & candidates[name][bins.numpy()]
                     mine[name].append((stored[name][keep], stored['gt'][keep] == 1))
         every = all_gather_object(mine)
         self._best_thresholds = {}
-        for i, name in enumerate(names):
+        for name in names:
             parts = [part for rank in every for part in rank[name]]
             values = np.concatenate([v for v, _ in parts] or [np.zeros(0, np.float32)])
             anomaly = np.concatenate([a for _, a in parts] or [np.zeros(0, bool)])
-            self._best_thresholds[name] = A.best_f1_threshold(*pooled[i], values, anomaly)
+            self._best_thresholds[name] = A.best_f1_threshold(
+                *pooled[name], values, anomaly, F.is_signed(name))
         rows: dict[str, np.ndarray] = {}
         for path in self._maps:
             with np.load(path) as stored:

@@ -241,7 +241,7 @@ class UncertaintyMetric(SummedMetric):
                 metrics[f'{key}/{name}'] = value
             threshold = self.pavpu_thresholds.get(
                 name, (total[f'score_sum/{name}'] / n).item())
-            t_bin = int(F.score_bins(torch.tensor([threshold]))[0])
+            t_bin = int(F.score_bins(torch.tensor([threshold]), F.is_signed(name))[0])
             for key, value in F.pavpu(right, wrong, t_bin).items():
                 metrics[f'{key}/{name}'] = value
             bad, good = total[f'patch/{name}']
