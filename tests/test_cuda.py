@@ -91,6 +91,26 @@ def test_metric_on_cuda_equals_the_cpu_result():
     assert half['auroc/entropy'] == pytest.approx(cpu['auroc/entropy'], abs=2e-3)
 
 
+def test_anomaly_metric_of_logits_on_cuda_equals_the_cpu_result():
+    """max_prob and entropy computed on the GPU, every protocol, the component
+    metrics at the run's best-F1 threshold included (the stored maps on the
+    CPU)."""
+    from mmseg_uncert.evaluation import AnomalyMetric
+
+    def run(samples, protocol):
+        metric = AnomalyMetric(protocol=protocol, scores=('max_prob', 'entropy', 'std'),
+                               min_gt_component_size=0, min_pred_component_size=4)
+        for sample in samples:
+            metric.process({}, [sample])
+        return metric.evaluate(len(samples))
+
+    samples = _to(random_samples(5, n=3, c=19, h=96, w=200), 'cpu', torch.float64)
+    for protocol in ('smiyc', 'fishyscapes', 'streethazards'):
+        cpu = run(samples, protocol)
+        assert run(_to(samples, CUDA), protocol) == pytest.approx(
+            cpu, rel=1e-9, abs=1e-12, nan_ok=True), protocol
+
+
 def test_distiller_teacher_under_autocast_on_cuda(tmp_path):
     """teacher_autocast: the teacher runs in float16 while the student trains
     in float32; the KD and uncertainty targets stay close to float32's."""

@@ -49,6 +49,7 @@ def is_signed(score_name: str) -> bool:
     construction in :func:`pixel_statistics`."""
     return score_name not in BUILTIN_SCORES
 
+
 # ------------------------------------------------------------ score bins
 #: mantissa bits a score bin keeps from 2**MIN_EXPONENT up: bins 2**-10
 #: (about 0.1%) wide relative to the score. Coarser bins move FPR95 and PAvPU
@@ -74,16 +75,16 @@ ZERO_BIN = _LEVELS
 #: bins of a non-negative score's histogram (1 − max p, the entropy): zero
 #: and the positive magnitudes, half the memory
 NUM_NONNEGATIVE_BINS = _LEVELS + 1
-
-
-def num_score_bins(signed: bool) -> int:
-    """Bins of a histogram of signed or of non-negative scores."""
-    return NUM_SCORE_BINS if signed else NUM_NONNEGATIVE_BINS
 #: float32 bit patterns (exponent field, then 23 mantissa bits) of 2**-126
 #: and 2**MIN_EXPONENT, shifted to the bits each range keeps
 _TAIL_LOW = 1 << TAIL_MANTISSA_BITS
 _MAIN_LOW = (127 + MIN_EXPONENT) << MANTISSA_BITS
 _MAIN_START = (127 + MIN_EXPONENT) << 23
+
+
+def num_score_bins(signed: bool) -> int:
+    """Bins of a histogram of signed or of non-negative scores."""
+    return NUM_SCORE_BINS if signed else NUM_NONNEGATIVE_BINS
 
 
 def score_bins(score: Tensor, signed: bool = True) -> Tensor:

@@ -291,34 +291,8 @@ class AnomalyMetric(SummedMetric):
         threshold of the run's pooled curve (every rank's pixels)."""
         if not (self.component_metrics and self._curve_chosen):
             return
-        names = self._curve_chosen
         totals = self.results[0] if self.results else {}
-        pooled, candidates = {}, {}
-        for name in names:
-            size = F.num_score_bins(F.is_signed(name))
-            # a copy: this rank's own histograms are collected as they are
-            pooled[name] = totals.get(f'pixel/{name}',
-                                      torch.zeros(2, size, dtype=torch.float64)).clone()
-            all_reduce(pooled[name], op='sum')
-            # the pixels of the bins where the best threshold can lie
-            candidates[name] = np.zeros(size, dtype=bool)
-            candidates[name][A.f1_candidate_bins(*pooled[name]).numpy()] = True
-        mine: dict[str, list] = {name: [] for name in names}
-        for path in self._maps:
-            with np.load(path) as stored:
-                valid = stored['gt'] != self.void_index
-                for name in names:
-                    bins = F.score_bins(torch.from_numpy(stored[name]), F.is_signed(name))
-                    keep = valid & candidates[name][bins.numpy()]
-                    mine[name].append((stored[name][keep], stored['gt'][keep] == 1))
-        every = all_gather_object(mine)
-        self._best_thresholds = {}
-        for name in names:
-            parts = [part for rank in every for part in rank[name]]
-            values = np.concatenate([v for v, _ in parts] or [np.zeros(0, np.float32)])
-            anomaly = np.concatenate([a for _, a in parts] or [np.zeros(0, bool)])
-            self._best_thresholds[name] = A.best_f1_threshold(
-                *pooled[name], values, anomaly, F.is_signed(name))
+        self._best_thresholds = self._run_best_f1_thresholds(totals)
         rows: dict[str, np.ndarray] = {}
         for path in self._maps:
             with np.load(path) as stored:
@@ -333,6 +307,37 @@ class AnomalyMetric(SummedMetric):
         for name, row in rows.items():
             totals[f'components/{name}'] = torch.from_numpy(row)
         self.start_run()  # the maps are used: delete them
+
+    def _run_best_f1_thresholds(self, totals: dict[str, Tensor]) -> dict[str, float]:
+        """Per score, the exact best-F1 threshold of the run: every rank's
+        pixel histograms summed name the bins where it can lie, and every
+        rank's stored pixels of those bins give it (a collective op)."""
+        pooled, candidates = {}, {}
+        for name in self._curve_chosen:
+            size = F.num_score_bins(F.is_signed(name))
+            # a copy: this rank's own histograms are collected as they are
+            pooled[name] = totals.get(f'pixel/{name}',
+                                      torch.zeros(2, size, dtype=torch.float64)).clone()
+            all_reduce(pooled[name], op='sum')
+            candidates[name] = np.zeros(size, dtype=bool)
+            candidates[name][A.f1_candidate_bins(*pooled[name]).numpy()] = True
+        mine: dict[str, list] = {name: [] for name in self._curve_chosen}
+        for path in self._maps:
+            with np.load(path) as stored:
+                valid = stored['gt'] != self.void_index
+                for name in self._curve_chosen:
+                    bins = F.score_bins(torch.from_numpy(stored[name]), F.is_signed(name))
+                    keep = valid & candidates[name][bins.numpy()]
+                    mine[name].append((stored[name][keep], stored['gt'][keep] == 1))
+        every = all_gather_object(mine)
+        thresholds = {}
+        for name in self._curve_chosen:
+            parts = [part for rank in every for part in rank[name]]
+            values = np.concatenate([v for v, _ in parts] or [np.zeros(0, np.float32)])
+            anomaly = np.concatenate([a for _, a in parts] or [np.zeros(0, bool)])
+            thresholds[name] = A.best_f1_threshold(*pooled[name], values, anomaly,
+                                                   F.is_signed(name))
+        return thresholds
 
     # -------------------------------------------------------------- reduction
     def compute_metrics(self, results: list) -> dict[str, float]:
