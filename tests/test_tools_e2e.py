@@ -257,3 +257,46 @@ def test_evaluate_uncertainty_timing_flags_are_checked(trained, tmp_path, flags,
     proc = run_tool(['tools/evaluate_uncertainty.py', '--out-dir', str(tmp_path),
                      '--model', 'm', trained['cfg'], *flags], check=False)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_anomaly_metric_in_the_test_tool_equals_the_metric_on_the_models_logits(
+        trained, tmp_path):
+    """SegmentMeIfYouCan's keys from tools/test.py, where mmengine's evaluator
+    drives the metric and the component metrics wait for the run's best-F1
+    threshold, equal the metric fed the same model's logits one image at a
+    time. (This 4-iteration model's max_prob are all 0.94 to a few 1e-5, so
+    they tie in the score bins: the definitions are checked on models that
+    rank their pixels, in tests/test_anomaly_metric.py.)"""
+    from mmseg.apis import inference_model, init_model
+
+    from mmseg_uncert.evaluation import AnomalyMetric
+    evaluator = dict(type='AnomalyMetric', protocol='smiyc', scores=['max_prob', 'entropy'],
+                     min_gt_component_size=0, min_pred_component_size=0)
+    cfg = write_tiny_config(
+        str(tmp_path / 'anomaly.py'), trained['data_root'], max_iters=4,
+        extra=f"""
+        test_dataloader = dict(
+            num_workers=0, persistent_workers=False,
+            dataset=dict(data_root=data_root, pipeline=test_pipeline,
+                         data_prefix=dict(img_path='leftImg8bit/ood',
+                                          seg_map_path='gtFine/ood')))
+        test_evaluator = [{evaluator!r}]
+        """)
+    checkpoint = osp.join(trained['run_dir'], 'iter_4.pth')
+    work_dir = str(tmp_path / 'test')
+    run_tool(['tools/test.py', cfg, checkpoint, '--work-dir', work_dir])
+    metrics = _latest_metrics(work_dir)
+    model = init_model(cfg, checkpoint, device='cpu')
+    metric = AnomalyMetric(**{k: v for k, v in evaluator.items() if k != 'type'})
+    images = sorted(glob.glob(osp.join(trained['data_root'], 'leftImg8bit', 'ood', '*',
+                                       '*_leftImg8bit.png')))
+    for image in images:
+        mask = image.replace('leftImg8bit', 'gtFine', 1).replace(
+            '_leftImg8bit.png', '_gtFine_ood.png')
+        gt = torch.from_numpy((cv2.imread(mask, cv2.IMREAD_UNCHANGED) > 0).astype(np.uint8))
+        metric.process({}, [dict(img_path=image, gt_ood=dict(data=gt[None]), seg_logits=dict(
+            data=inference_model(model, image).seg_logits.data))])
+    expected = metric.evaluate(len(images))
+    assert len(images) == 4 and set(expected) <= set(metrics)
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
