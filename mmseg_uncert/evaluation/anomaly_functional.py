@@ -12,8 +12,9 @@ differently:
   ``fpr95``);
 * :func:`best_f1_threshold`: SegmentMeIfYouCan's choice of the threshold
   that binarises the scores for its component metrics, the best pixel F1 of
-  the run's pooled curve, exact: from the histograms, then from the pixels
-  of the few bins where it can lie (:func:`f1_candidate_bins`);
+  the run's pooled curve, exact: from the histograms, then from the
+  distinct scores of the few bins where it can lie (:func:`f1_candidate_bins`,
+  :func:`count_distinct`);
 * the component-level metrics of SegmentMeIfYouCan (sIoU, PPV, F1 over
   sIoU/PPV thresholds) on connected components, with scipy.
 
@@ -128,41 +129,53 @@ def f1_candidate_bins(pos: Tensor, neg: Tensor) -> Tensor:
 
 
 def best_f1_threshold(pos: Tensor, neg: Tensor, values: np.ndarray,
-                      anomaly: np.ndarray, signed: bool = True) -> float:
+                      num_anomaly: np.ndarray, num_other: np.ndarray,
+                      signed: bool = True) -> float:
     """SegmentMeIfYouCan's threshold for the component metrics, exactly: the
     score t whose prediction ``score >= t`` has the best pixel F1 =
     2 TP / (2 TP + FP + FN) on the run's pooled curve, every distinct score a
     threshold, the highest t among equal F1 (the benchmark's ``nanargmax``
     over thresholds from high to low).
 
-    ``pos``/``neg``: the pooled score histograms; ``values``/``anomaly``: the
-    score and label of every pixel in :func:`f1_candidate_bins`, the only
-    bins where the best threshold can lie (the counts of the bins above come
-    from the histograms; ``signed``: their layout, see
-    :func:`~mmseg_uncert.evaluation.functional.score_bins`). NaN without
-    anomaly pixels.
+    ``pos``/``neg``: the pooled score histograms; ``values``: every distinct
+    score in :func:`f1_candidate_bins`, the only bins where the best
+    threshold can lie, with ``num_anomaly``/``num_other`` pixels each (the
+    counts of the bins above come from the histograms; ``signed``: their
+    layout, see :func:`~mmseg_uncert.evaluation.functional.score_bins`). A
+    float32 bin holds at most 2**17 distinct values, so this stays small
+    whatever the data set. NaN without anomaly pixels.
     """
     n_pos = float(pos.sum())
     if n_pos == 0:
         return math.nan
     tp_above = torch.cat([torch.flip(torch.cumsum(pos.flip(0), 0), (0, )),
-                          pos.new_zeros(1)])[1:]  # TP of the bins above b
+                          pos.new_zeros(1)])[1:].numpy()  # TP of the bins above b
     fp_above = torch.cat([torch.flip(torch.cumsum(neg.flip(0), 0), (0, )),
-                          neg.new_zeros(1)])[1:]
+                          neg.new_zeros(1)])[1:].numpy()
     order = np.argsort(-values, kind='stable')
-    values, anomaly = values[order], anomaly[order]
+    values, num_anomaly, num_other = values[order], num_anomaly[order], num_other[order]
     bins = F.score_bins(torch.from_numpy(values), signed).numpy()
-    # counts within each bin so far, from its highest score down
+    # counts within each bin down to each score, from the bin's highest
     first = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
     start = np.repeat(first, np.diff(np.r_[first, bins.size]))
-    cum_pos, cum_neg = np.cumsum(anomaly), np.cumsum(~anomaly)
-    in_bin_pos = cum_pos - cum_pos[start] + anomaly[start]
-    in_bin_neg = cum_neg - cum_neg[start] + ~anomaly[start]
-    last = np.r_[values[1:] != values[:-1], True]  # each distinct score once
-    tp = tp_above.numpy()[bins] + in_bin_pos
-    fp = fp_above.numpy()[bins] + in_bin_neg
-    f1 = np.where(last, 2 * tp / (tp + fp + n_pos), -1.0)
+    cum_pos, cum_neg = np.cumsum(num_anomaly), np.cumsum(num_other)
+    tp = tp_above[bins] + cum_pos - cum_pos[start] + num_anomaly[start]
+    fp = fp_above[bins] + cum_neg - cum_neg[start] + num_other[start]
+    f1 = 2 * tp / (tp + fp + n_pos)
     return float(values[int(np.argmax(f1))])  # the first best: the highest t
+
+
+def count_distinct(values: np.ndarray, anomaly: np.ndarray,
+                   *more: tuple[np.ndarray, np.ndarray, np.ndarray]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct ``values`` with how many anomaly and other pixels have
+    each, merged with earlier such triples ``more``."""
+    every = np.concatenate([values] + [m[0] for m in more])
+    weights_anomaly = np.concatenate([anomaly.astype(np.float64)] + [m[1] for m in more])
+    weights_other = np.concatenate([(~anomaly).astype(np.float64)] + [m[2] for m in more])
+    distinct, index = np.unique(every, return_inverse=True)
+    return (distinct, np.bincount(index, weights_anomaly, distinct.size),
+            np.bincount(index, weights_other, distinct.size))
 
 
 # ------------------------------------------------------- component level

@@ -78,9 +78,9 @@ class AnomalyMetric(SummedMetric):
     image's ground truth and float32 scores wait in a temporary directory
     (``TMPDIR``; 1 byte per pixel for the ground truth and 4 per score,
     deleted after the evaluation). When the run ends, the pooled histograms
-    name the few bins where the best threshold can lie, the pixels of those
-    bins (every rank's) give it exactly, and each rank segments its own
-    images at it. ``component_thresholds`` fixes δ instead (``score > δ``,
+    name the few bins where the best threshold can lie, the distinct scores
+    of those bins with their pixel counts (every rank's) give it exactly, and
+    each rank segments its own images at it. ``component_thresholds`` fixes δ instead (``score > δ``,
     e.g. one chosen on a validation set), and then nothing is stored. As in
     the benchmark, predicted components under ``min_pred_component_size``
     pixels are dropped and ground-truth components under
@@ -310,8 +310,9 @@ class AnomalyMetric(SummedMetric):
 
     def _run_best_f1_thresholds(self, totals: dict[str, Tensor]) -> dict[str, float]:
         """Per score, the exact best-F1 threshold of the run: every rank's
-        pixel histograms summed name the bins where it can lie, and every
-        rank's stored pixels of those bins give it (a collective op)."""
+        pixel histograms summed name the bins where it can lie, and the
+        distinct scores of every rank's stored pixels in those bins, with
+        their counts, give it (a collective op)."""
         pooled, candidates = {}, {}
         for name in self._curve_chosen:
             size = F.num_score_bins(F.is_signed(name))
@@ -321,22 +322,23 @@ class AnomalyMetric(SummedMetric):
             all_reduce(pooled[name], op='sum')
             candidates[name] = np.zeros(size, dtype=bool)
             candidates[name][A.f1_candidate_bins(*pooled[name]).numpy()] = True
-        mine: dict[str, list] = {name: [] for name in self._curve_chosen}
+        empty = (np.zeros(0, np.float32), np.zeros(0), np.zeros(0))
+        mine = {name: empty for name in self._curve_chosen}
         for path in self._maps:
             with np.load(path) as stored:
                 valid = stored['gt'] != self.void_index
                 for name in self._curve_chosen:
                     bins = F.score_bins(torch.from_numpy(stored[name]), F.is_signed(name))
                     keep = valid & candidates[name][bins.numpy()]
-                    mine[name].append((stored[name][keep], stored['gt'][keep] == 1))
+                    mine[name] = A.count_distinct(stored[name][keep], stored['gt'][keep] == 1,
+                                                  mine[name])
         every = all_gather_object(mine)
         thresholds = {}
         for name in self._curve_chosen:
-            parts = [part for rank in every for part in rank[name]]
-            values = np.concatenate([v for v, _ in parts] or [np.zeros(0, np.float32)])
-            anomaly = np.concatenate([a for _, a in parts] or [np.zeros(0, bool)])
-            thresholds[name] = A.best_f1_threshold(*pooled[name], values, anomaly,
-                                                   F.is_signed(name))
+            values, num_anomaly, num_other = A.count_distinct(
+                empty[0], np.zeros(0, bool), *(rank[name] for rank in every))
+            thresholds[name] = A.best_f1_threshold(*pooled[name], values, num_anomaly,
+                                                   num_other, F.is_signed(name))
         return thresholds
 
     # -------------------------------------------------------------- reduction
