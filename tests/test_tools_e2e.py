@@ -231,15 +231,8 @@ def test_amp_without_gpu_stops_with_a_message(trained, tmp_path):
 
 
 def test_uncertainty_metric_on_the_ood_split(trained, tmp_path):
-    cfg = write_tiny_config(
-        str(tmp_path / 'ood.py'), trained['data_root'], max_iters=4,
-        extra="""
-        test_dataloader = dict(
-            num_workers=0, persistent_workers=False,
-            dataset=dict(data_root=data_root, pipeline=test_pipeline,
-                         data_prefix=dict(img_path='leftImg8bit/ood',
-                                          seg_map_path='gtFine/ood')))
-        """)
+    cfg = write_tiny_config(str(tmp_path / 'ood.py'), trained['data_root'], max_iters=4,
+                            test_split='ood')
     work_dir = str(tmp_path / 'test')
     run_tool(['tools/test.py', cfg, osp.join(trained['run_dir'], 'iter_4.pth'),
               '--work-dir', work_dir])
@@ -272,16 +265,8 @@ def test_anomaly_metric_in_the_test_tool_equals_the_metric_on_the_models_logits(
     from mmseg_uncert.evaluation import AnomalyMetric
     evaluator = dict(type='AnomalyMetric', protocol='smiyc', scores=['max_prob', 'entropy'],
                      min_gt_component_size=0, min_pred_component_size=0)
-    cfg = write_tiny_config(
-        str(tmp_path / 'anomaly.py'), trained['data_root'], max_iters=4,
-        extra=f"""
-        test_dataloader = dict(
-            num_workers=0, persistent_workers=False,
-            dataset=dict(data_root=data_root, pipeline=test_pipeline,
-                         data_prefix=dict(img_path='leftImg8bit/ood',
-                                          seg_map_path='gtFine/ood')))
-        test_evaluator = [{evaluator!r}]
-        """)
+    cfg = write_tiny_config(str(tmp_path / 'anomaly.py'), trained['data_root'], max_iters=4,
+                            test_split='ood', extra=f'test_evaluator = [{evaluator!r}]')
     checkpoint = osp.join(trained['run_dir'], 'iter_4.pth')
     work_dir = str(tmp_path / 'test')
     run_tool(['tools/test.py', cfg, checkpoint, '--work-dir', work_dir])

@@ -340,12 +340,7 @@ def test_test_tool_tta_scores_the_views_uncertainty(tiny, tmp_path):
     torch.save(dict(state_dict=state, meta={}), checkpoint)
     scores = ['max_prob', 'entropy', *UNCERTAINTY_NAMES]
     cfg = write_tiny_config(str(tmp_path / 'ood.py'), tiny['cfg'].data_root, max_iters=1,
-                            extra=f"""
-        test_dataloader = dict(
-            num_workers=0, persistent_workers=False,
-            dataset=dict(data_root=data_root, pipeline=test_pipeline,
-                         data_prefix=dict(img_path='leftImg8bit/ood',
-                                          seg_map_path='gtFine/ood')))
+                            test_split='ood', extra=f"""
         test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']),
                           dict(type='UncertaintyMetric', scores={scores!r})]
         """)

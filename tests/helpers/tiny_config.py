@@ -11,11 +11,12 @@ PROJECT_CONFIG = osp.join(ROOT, 'configs',
 
 def write_tiny_config(path: str, data_root: str, max_iters: int,
                       base: str = PROJECT_CONFIG, extra: str = '',
-                      uncertainty_gt: bool = True) -> str:
+                      uncertainty_gt: bool = True, test_split: str = 'val') -> str:
     """A derived config: 64x128 images, batch 2, no worker processes.
 
     ``uncertainty_gt``: val/test samples carry gt_aleatoric and gt_ood (needs
-    this package's dataset and transforms).
+    this package's dataset and transforms). ``test_split``: the split
+    ``tools/test.py`` evaluates (e.g. ``'ood'``).
     """
     test_tail = (['LoadUncertaintyAnnotations', 'PackSegUncertaintyInputs']
                  if uncertainty_gt else ['PackSegInputs'])
@@ -47,6 +48,14 @@ def write_tiny_config(path: str, data_root: str, max_iters: int,
             checkpoint=dict(interval=2, max_keep_ckpts=10),
             visualization=dict(type='SegVisualizationHook'))
         ''') + textwrap.dedent(extra)
+    if test_split != 'val':  # otherwise the base config's val split
+        text += textwrap.dedent(f'''
+            test_dataloader = dict(
+                num_workers=0, persistent_workers=False,
+                dataset=dict(data_root=data_root, pipeline=test_pipeline,
+                             data_prefix=dict(img_path='leftImg8bit/{test_split}',
+                                              seg_map_path='gtFine/{test_split}')))
+            ''')
     with open(path, 'w') as f:
         f.write(text)
     return path
