@@ -63,7 +63,7 @@ def calibration_metrics(data: CalibrationSet, calibrator: nn.Module | None = Non
     the cached logits, or of their calibration by ``calibrator``: the
     functions :class:`~mmseg_uncert.evaluation.UncertaintyMetric` uses."""
     device = next(calibrator.parameters()).device if calibrator is not None else 'cpu'
-    hist = torch.zeros(3, ECE_BINS, dtype=torch.float64)
+    hist = torch.zeros(3, ECE_BINS, dtype=torch.float64, device=device)
     nll = brier = 0.0
     for item in data:
         logits = item.logits[None].to(device)
@@ -73,12 +73,11 @@ def calibration_metrics(data: CalibrationSet, calibrator: nn.Module | None = Non
         px = F.pixel_statistics(logits[0].reshape(logits.shape[1], -1)[:, valid],
                                 item.label.reshape(-1).to(device)[valid],
                                 with_entropy=False)
-        hist += F.add_calibration_histogram(
-            torch.zeros_like(hist, device=device), F.equal_bins(px.confidence, ECE_BINS),
-            px.confidence, px.correct).cpu()
+        F.add_calibration_histogram(hist, F.equal_bins(px.confidence, ECE_BINS),
+                                    px.confidence, px.correct)
         nll -= px.log_p_true.double().sum().item()
         brier += px.brier.double().sum().item()
-    wrong, right, conf_sum = hist
+    wrong, right, conf_sum = hist.cpu()
     ece, _ = F.calibration_errors(wrong + right, conf_sum, right)
     return dict(ECE=ece, NLL=nll / data.num_valid, Brier=brier / data.num_valid)
 

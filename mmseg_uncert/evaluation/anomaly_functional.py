@@ -1,8 +1,8 @@
 """Pure maths of the anomaly-segmentation benchmarks' own protocols.
 
 :class:`~mmseg_uncert.evaluation.AnomalyMetric` reduces every image to the
-small statistics below and adds them up over a run. Pixel-level curves come from the score histograms of
-:mod:`mmseg_uncert.evaluation.functional` (``two_class_histogram``,
+small statistics below and adds them up over a run. Pixel-level curves come
+from the score histograms of :mod:`mmseg_uncert.evaluation.functional` (``two_class_histogram``,
 ``binary_curve_metrics``); what is new here is what the benchmarks define
 differently:
 
@@ -14,7 +14,7 @@ differently:
   that binarises the scores for its component metrics, the best pixel F1 of
   the run's pooled curve, exact: from the histograms, then from the
   distinct scores of the few bins where it can lie (:func:`f1_candidate_bins`,
-  :func:`count_distinct`);
+  :func:`merge_counts`);
 * the component-level metrics of SegmentMeIfYouCan (sIoU, PPV, F1 over
   sIoU/PPV thresholds) on connected components, with scipy.
 
@@ -83,6 +83,11 @@ def builtin_scores(logits: Tensor, names: Sequence[str],
 
 
 # ------------------------------------------------------------ pixel level
+def _at_or_above(histogram: Tensor) -> Tensor:
+    """Per bin b, the count of bin b and every bin above it."""
+    return torch.flip(torch.cumsum(histogram.flip(0), 0), (0, ))
+
+
 def _curve(pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
     """Cumulative (tp, fp) from the highest non-empty bin down."""
     tp = torch.cumsum(pos.flip(0), 0)
@@ -119,8 +124,7 @@ def f1_candidate_bins(pos: Tensor, neg: Tensor) -> Tensor:
     n_pos = pos.sum()
     if n_pos == 0:
         return torch.zeros(0, dtype=torch.long)
-    tp = torch.flip(torch.cumsum(pos.flip(0), 0), (0, ))  # TP with bin b and above
-    fp = torch.flip(torch.cumsum(neg.flip(0), 0), (0, ))
+    tp, fp = _at_or_above(pos), _at_or_above(neg)  # with bin b and above
     filled = (pos + neg) > 0
     f1_edges = torch.where(filled, 2 * tp / (tp + fp + n_pos), -1.0)
     fp_above = torch.cat([fp[1:], fp.new_zeros(1)])
@@ -148,10 +152,9 @@ def best_f1_threshold(pos: Tensor, neg: Tensor, values: np.ndarray,
     n_pos = float(pos.sum())
     if n_pos == 0:
         return math.nan
-    tp_above = torch.cat([torch.flip(torch.cumsum(pos.flip(0), 0), (0, )),
-                          pos.new_zeros(1)])[1:].numpy()  # TP of the bins above b
-    fp_above = torch.cat([torch.flip(torch.cumsum(neg.flip(0), 0), (0, )),
-                          neg.new_zeros(1)])[1:].numpy()
+    # TP and FP of the bins above b
+    tp_above = torch.cat([_at_or_above(pos)[1:], pos.new_zeros(1)]).numpy()
+    fp_above = torch.cat([_at_or_above(neg)[1:], neg.new_zeros(1)]).numpy()
     order = np.argsort(-values, kind='stable')
     values, num_anomaly, num_other = values[order], num_anomaly[order], num_other[order]
     bins = F.score_bins(torch.from_numpy(values), signed).numpy()
@@ -165,17 +168,15 @@ def best_f1_threshold(pos: Tensor, neg: Tensor, values: np.ndarray,
     return float(values[int(np.argmax(f1))])  # the first best: the highest t
 
 
-def count_distinct(values: np.ndarray, anomaly: np.ndarray,
-                   *more: tuple[np.ndarray, np.ndarray, np.ndarray]
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct ``values`` with how many anomaly and other pixels have
-    each, merged with earlier such triples ``more``."""
-    every = np.concatenate([values] + [m[0] for m in more])
-    weights_anomaly = np.concatenate([anomaly.astype(np.float64)] + [m[1] for m in more])
-    weights_other = np.concatenate([(~anomaly).astype(np.float64)] + [m[2] for m in more])
-    distinct, index = np.unique(every, return_inverse=True)
-    return (distinct, np.bincount(index, weights_anomaly, distinct.size),
-            np.bincount(index, weights_other, distinct.size))
+def merge_counts(*parts: tuple[np.ndarray, np.ndarray, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge ``(values, anomaly counts, other counts)`` triples into one of
+    distinct values (a triple of pixels counts 1 or 0 per pixel)."""
+    values = np.concatenate([p[0] for p in parts])
+    distinct, index = np.unique(values, return_inverse=True)
+    return (distinct,
+            np.bincount(index, np.concatenate([p[1] for p in parts]), distinct.size),
+            np.bincount(index, np.concatenate([p[2] for p in parts]), distinct.size))
 
 
 # ------------------------------------------------------- component level

@@ -11,9 +11,8 @@ bins whose width is *relative* to the score (:func:`score_bins`): the bins
 follow the bit pattern of the float32 value, its exponent and its leading
 :data:`MANTISSA_BITS` mantissa bits, so two scores share a bin only when they
 agree to about 1 part in 2**10, at 1e-9 as at 0.5 (1 part in 2**6 below
-9e-13). Pixels whose scores fall in
-one bin count as tied, exactly as tied scores count in scikit-learn's
-``roc_curve``/``average_precision_score``. Equal-width bins on [0, 1] cannot
+9e-13). Pixels whose scores fall in one bin count as tied, exactly as tied
+scores count in scikit-learn's ``roc_curve``/``average_precision_score``. Equal-width bins on [0, 1] cannot
 do this: a confident model puts most pixels' 1 − max p below 1e-4, all in
 the first bin.
 
@@ -35,7 +34,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -129,9 +127,16 @@ def add_counts(out: Tensor, index: Tensor, weights: Tensor | None = None) -> Ten
 def two_class_histogram(score: Tensor, positive: Tensor, signed: bool = True) -> Tensor:
     """Histograms (2, bins) of scores: row 0 of the positive pixels, row 1
     of the others."""
-    size = num_score_bins(signed)
-    index = score_bins(score, signed).add_((~positive).long(), alpha=size)
-    return counts(index, 2 * size).view(2, size)
+    out = score.new_zeros((2, num_score_bins(signed)), dtype=torch.float64)
+    return add_two_class_histogram(out, score, positive, signed)
+
+
+def add_two_class_histogram(out: Tensor, score: Tensor, positive: Tensor,
+                            signed: bool) -> Tensor:
+    """Add the scores to ``out`` (2, bins), positives to row 0; returns it."""
+    size = out.shape[1]
+    add_counts(out.view(-1), score_bins(score, signed).add_((~positive).long(), alpha=size))
+    return out
 
 
 def equal_bins(value: Tensor, num_bins: int) -> Tensor:
@@ -237,9 +242,8 @@ def _histogram(into: dict[str, Tensor], key: str, shape: tuple[int, int],
 def _add_two_class(into: dict[str, Tensor], key: str, score: Tensor,
                    positive: Tensor, signed: bool) -> None:
     """Add a two-row score histogram (positives first) to ``into[key]``."""
-    size = num_score_bins(signed)
-    out = _histogram(into, key, (2, size), score)
-    add_counts(out.view(-1), score_bins(score, signed).add_((~positive).long(), alpha=size))
+    add_two_class_histogram(_histogram(into, key, (2, num_score_bins(signed)), score),
+                            score, positive, signed)
 
 
 def _add(into: dict[str, Tensor], key: str, value: Tensor) -> None:

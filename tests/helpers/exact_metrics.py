@@ -72,7 +72,6 @@ def pavpu(accurate: np.ndarray, score: np.ndarray,
     means score > threshold."""
     uncertain = score > threshold
     n_ac = np.sum(accurate & ~uncertain)
-    n_au = np.sum(accurate & uncertain)
     n_ic = np.sum(~accurate & ~uncertain)
     n_iu = np.sum(~accurate & uncertain)
     return dict(pavpu=(n_ac + n_iu) / accurate.size,

@@ -28,8 +28,8 @@ class LoadUncertaintyAnnotations(BaseTransform):
       (stored as a uint16 PNG of ``round(10000 x nats)``).
     * ``gt_ood``: uint8 (H, W), 1 where the object never occurs in training,
       0 elsewhere (any nonzero mask value is OOD). A palette (P mode) PNG is
-      read as its palette indices, as PIL and the benchmarks read it. A data set whose masks code
-      more than that (an anomaly benchmark's void pixels, or a semantic label
+      read as its palette indices, as PIL and the benchmarks read it. A data
+      set whose masks code more than that (an anomaly benchmark's void pixels, or a semantic label
       with an anomaly class) gives each sample an ``ood_label_map``
       {mask value: gt_ood value}; values it does not list become
       ``OOD_VOID`` (255, not evaluated by

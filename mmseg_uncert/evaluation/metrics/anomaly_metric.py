@@ -80,8 +80,9 @@ class AnomalyMetric(SummedMetric):
     deleted after the evaluation). When the run ends, the pooled histograms
     name the few bins where the best threshold can lie, the distinct scores
     of those bins with their pixel counts (every rank's) give it exactly, and
-    each rank segments its own images at it. ``component_thresholds`` fixes δ instead (``score > δ``,
-    e.g. one chosen on a validation set), and then nothing is stored. As in
+    each rank segments its own images at it. ``component_thresholds`` fixes
+    δ instead (``score > δ``, e.g. one chosen on a validation set), and then
+    nothing is stored. As in
     the benchmark, predicted components under ``min_pred_component_size``
     pixels are dropped and ground-truth components under
     ``min_gt_component_size`` pixels are void: 500 and 100 in its anomaly
@@ -227,9 +228,9 @@ class AnomalyMetric(SummedMetric):
         valid = gt != self.void_index
         anomaly = gt == 1
         sums: dict[str, Tensor] = {}
-        gt_numpy = gt.to(torch.uint8).cpu().numpy()
         gt_components = None
         if self.component_metrics:
+            gt_numpy = gt.to(torch.uint8).cpu().numpy()
             gt_components = A.ground_truth_components(
                 gt_numpy, self.min_gt_component_size, self.void_index)
             sums['num_gt_components'] = torch.tensor(float(gt_components.count),
@@ -322,21 +323,21 @@ class AnomalyMetric(SummedMetric):
             all_reduce(pooled[name], op='sum')
             candidates[name] = np.zeros(size, dtype=bool)
             candidates[name][A.f1_candidate_bins(*pooled[name]).numpy()] = True
-        empty = (np.zeros(0, np.float32), np.zeros(0), np.zeros(0))
-        mine = {name: empty for name in self._curve_chosen}
+        mine = {name: (np.zeros(0, np.float32), np.zeros(0), np.zeros(0))
+                for name in self._curve_chosen}
         for path in self._maps:
             with np.load(path) as stored:
                 valid = stored['gt'] != self.void_index
                 for name in self._curve_chosen:
                     bins = F.score_bins(torch.from_numpy(stored[name]), F.is_signed(name))
                     keep = valid & candidates[name][bins.numpy()]
-                    mine[name] = A.count_distinct(stored[name][keep], stored['gt'][keep] == 1,
-                                                  mine[name])
+                    anomaly = (stored['gt'][keep] == 1).astype(np.float64)
+                    mine[name] = A.merge_counts(
+                        mine[name], (stored[name][keep], anomaly, 1.0 - anomaly))
         every = all_gather_object(mine)
         thresholds = {}
         for name in self._curve_chosen:
-            values, num_anomaly, num_other = A.count_distinct(
-                empty[0], np.zeros(0, bool), *(rank[name] for rank in every))
+            values, num_anomaly, num_other = A.merge_counts(*(rank[name] for rank in every))
             thresholds[name] = A.best_f1_threshold(*pooled[name], values, num_anomaly,
                                                    num_other, F.is_signed(name))
         return thresholds
