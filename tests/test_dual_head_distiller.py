@@ -188,6 +188,27 @@ def test_teachers_stay_frozen_through_training_steps(tmp_path):
     assert not any(k.startswith('teacher') for k in model.state_dict())
 
 
+def test_a_teacher_call_outside_a_step_leaves_the_next_step_unchanged(tmp_path):
+    """Running the teacher on its own (as a benchmark or a user inspecting it
+    does) leaves features in its taps; the next distillation step starts
+    clean: the same losses as without that call (it used to stop with
+    'called its classifier conv_seg 2 times'), and nothing kept after it."""
+    model = _distiller(tmp_path, pairwise_loss=dict(type='PairwiseKDLoss'),
+                       mimic_loss=dict(type='FeatureMimicLoss')).eval()  # no dropout
+    inputs, samples = _batch(0)
+    with torch.no_grad():
+        expected = {k: v.clone() for k, v in model.loss(inputs, samples).items()}
+        metas = [s.metainfo for s in samples]
+        for _ in model.teacher.member_probabilities(inputs, metas):
+            pass
+        got = model.loss(inputs, samples)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
+    for tap in model._teacher_taps:
+        assert 'tapped_input' not in tap.classifier.__dict__
+
+
 def test_student_checkpoint_loads_into_a_plain_config(tmp_path):
     model = _distiller(tmp_path)
     model.eval()

@@ -377,6 +377,8 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         # the student does not; without it, it inherits the caller's autocast
         half = (torch.autocast(inputs.device.type) if self.teacher_autocast
                 else contextlib.nullcontext())
+        for tap in self._teacher_taps:  # a call of the teacher outside a step leaves its features
+            tap.clear()
         with torch.no_grad(), half:
             for prob in teacher.member_probabilities(inputs, metas):
                 prob = at_least_float32(prob)
