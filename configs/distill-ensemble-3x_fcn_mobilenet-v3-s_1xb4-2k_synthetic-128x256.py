@@ -31,7 +31,7 @@ model = dict(
         loss_uncertainty=dict(type='UncertaintyRegressionLoss',
                               form='distribution', value_range=(0.0, 0.5))),
     kd_loss=dict(type='PixelKDLoss', temperature=1.0),
-    pairwise_loss=dict(type='PairwiseKDLoss', pool_ratio=0.5))
+    pairwise_loss=dict(type='PairwiseKDLoss', node_scale=0.5))
 val_evaluator = [
     dict(type='IoUMetric', iou_metrics=['mIoU']),
     dict(type='UncertaintyMetric', scores=['max_prob', 'entropy', 'std']),

@@ -74,7 +74,7 @@ model = dict(
         # on training crops the teacher sees the whole crop
         test_cfg=dict(mode='whole')),
     kd_loss=dict(type='PixelKDLoss', temperature=1.0),
-    pairwise_loss=dict(type='PairwiseKDLoss', pool_ratio=0.5),
+    pairwise_loss=dict(type='PairwiseKDLoss', node_scale=0.5),
     teacher_autocast=True,
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))

@@ -1,6 +1,8 @@
 """Pair-wise (structured) distillation of feature affinities."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,33 +28,41 @@ class PairwiseKDLoss(NamedLoss):
     """Liu et al., "Structured Knowledge Distillation for Semantic
     Segmentation", CVPR 2019 (pair-wise term).
 
-    Both feature maps are max-pooled to the same grid of N nodes, each
+    Both feature maps are max-pooled into the same grid of N nodes, each
     node's feature vector is L2-normalised, and the node-by-node
     cosine-similarity matrices are compared:
 
         L = (1/N²) Σ_ij (a^s_ij − a^t_ij)²,
 
-    averaged over the batch. Normalising makes it invariant to the scale of
-    either feature map; student and teacher may have different channels.
-    For an ensemble the teacher's matrix is the mean of the members'.
+    averaged over the batch. A node covers ``node_scale`` of the student's
+    feature map in height and width (a patch of ⌊s·h⌋ × ⌊s·w⌋ cells, at
+    least one), so the grid is ⌈h / ⌊s·h⌋⌉ × ⌈w / ⌊s·w⌋⌉: the official
+    code's ``pool_scale`` (its max-pool kernel is that fraction of the
+    feature map; 0.5, its default, gives 2 × 2 nodes). Smaller values give
+    finer nodes; memory and time grow with N² (every cell a node at 1/8 of a
+    512x1024 crop: N = 8192, 256 MiB per image and matrix). Normalising makes
+    it invariant to the scale of either feature map; student and teacher may
+    have different channels. For an ensemble the teacher's matrix is the
+    mean of the members'.
 
     Args:
-        pool_ratio: the grid is the student's feature size times this
-            (at least 1x1); Liu et al. pool to about 1/2 of the feature map.
+        node_scale: the fraction of the feature map's height and width a
+            node covers, in (0, 1].
         loss_weight: multiplies the loss.
         loss_name: key in the loss dict.
     """
 
-    def __init__(self, pool_ratio: float = 0.5, loss_weight: float = 1.0,
+    def __init__(self, node_scale: float = 0.5, loss_weight: float = 1.0,
                  loss_name: str = 'loss_pairwise') -> None:
         super().__init__(loss_weight, loss_name)
-        if not 0 < pool_ratio <= 1:
-            raise ValueError(f'pool_ratio must be in (0, 1], got {pool_ratio}')
-        self.pool_ratio = pool_ratio
+        if not 0 < node_scale <= 1:
+            raise ValueError(f'PairwiseKDLoss: node_scale must be in (0, 1], got {node_scale}')
+        self.node_scale = node_scale
 
     def grid(self, student_feature: Tensor) -> tuple[int, int]:
-        h, w = student_feature.shape[2:]
-        return (max(1, round(h * self.pool_ratio)), max(1, round(w * self.pool_ratio)))
+        """Rows and columns of nodes on the student's feature map."""
+        return tuple(math.ceil(n / max(1, int(n * self.node_scale)))
+                     for n in student_feature.shape[2:])
 
     def forward(self, student_feature: Tensor, teacher_affinity: Tensor) -> Tensor:
         """``teacher_affinity``: (B, N, N), from :func:`affinity` on the
