@@ -4,12 +4,15 @@ from __future__ import annotations
 import copy
 import os.path as osp
 
+import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmseg.registry import RUNNERS
 
 from ..compat import setup_cpu_distributed
+from .cpu_memory import keep_freed_memory
 
 
 @RUNNERS.register_module()
@@ -19,13 +22,18 @@ class CompatRunner(Runner):
     Select it with ``runner_type = 'CompatRunner'`` (mmseg's ``tools/train.py``
     and ``mim train`` honour the key). Under ``torchrun`` without a GPU it
     starts a gloo process group and wraps the model in DDP without device ids;
-    on GPUs it is exactly mmengine's Runner.
+    without a GPU it also keeps freed memory in the process
+    (:func:`~.cpu_memory.keep_freed_memory`: steps up to twice as fast); on
+    GPUs it is exactly mmengine's Runner.
     """
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> Runner:
         cfg = copy.deepcopy(cfg)
         setup_cpu_distributed(cfg)
+        if not torch.cuda.is_available() and keep_freed_memory():
+            print_log('CPU run: freed memory is kept in the process (glibc mallopt), '
+                      'so steps do not fault it in again', logger='current')
         return super().from_cfg(cfg)
 
 
