@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from mmseg.registry import MODELS
 
-from mmseg_uncert.models.segmentors import mmseg_scope
+from mmseg_uncert.models.segmentors import load_config, mmseg_scope
 
 from helpers.tiny_config import PROJECT_CONFIG
 
@@ -49,11 +49,20 @@ def member_specs(tmp_path, count: int, num_classes: int = 5) -> list[dict]:
 
 
 def save_config_model(config: str, path: str, seed: int) -> str:
-    """The model of ``config`` randomly initialised (seeded), saved as an
-    mmengine checkpoint."""
+    """The model of ``config`` (a file or a ``package::path`` such as
+    ``mmseg::deeplabv3plus/...py``) randomly initialised (seeded), saved as
+    an mmengine checkpoint. Its pretrained-weight initialisers (mmseg's
+    ``pretrained='open-mmlab://...'``) are removed: they would download."""
     torch.manual_seed(seed)
+    model_cfg = load_config(config).model
+    model_cfg.pop('pretrained', None)
+    for part in ('backbone', 'neck', 'decode_head', 'auxiliary_head'):
+        sub = model_cfg.get(part)
+        init_cfg = sub.get('init_cfg') if isinstance(sub, dict) else None
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            sub.pop('init_cfg')
     with mmseg_scope():
-        model = MODELS.build(Config.fromfile(config).model)
+        model = MODELS.build(model_cfg)
     model.init_weights()
     torch.save(dict(state_dict=model.state_dict(), meta={}), path)
     return path
