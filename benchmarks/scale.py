@@ -71,6 +71,7 @@ import json
 import os
 import os.path as osp
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -328,7 +329,7 @@ def main() -> None:
     from mmengine.config import Config
     from mmseg_uncert.datasets.synthetic_streets import SceneSpec, generate
     from mmseg_uncert.evaluation import UncertaintyMetric
-    from mmseg_uncert.apis.onnx_export import DeployedSegmentor, export_onnx, onnx_session
+    from mmseg_uncert.apis.onnx_export import export_onnx, onnx_session
     import mmseg_uncert
 
     from mmseg_uncert.engine.cpu_memory import keep_freed_memory
@@ -516,7 +517,7 @@ def main() -> None:
         flops[name] = {f'{s[0]}x{s[1]}': macs(model, s) for s in (crop, full)}
         print(f'  {name}: {flops[name]}', flush=True)
 
-    result = report(args, load, full, crop, stride, training, inference, growth, students,
+    result = report(args, load, full, crop, stride, training, inference, growth,
                     onnx_rows, metric_parts, compute_seconds, flops, mc_passes, tta)
     result['cpu_freed_memory_kept'] = kept
     result['versions'] = dict(python=platform.python_version(), torch=torch.__version__,
@@ -525,11 +526,14 @@ def main() -> None:
     with open(args.out, 'w') as f:
         json.dump(result, f, indent=2)
     plot(result, args.out[:-len('.json')] + '.png')
+    shutil.rmtree(work)  # the generated images, checkpoints and graphs
     print(f'wrote {args.out}')
 
 
-def report(args, load, full, crop, stride, training, inference, growth, students, onnx_rows,
-           metric_parts, compute_seconds, flops, mc_passes, tta) -> dict:
+def report(args: argparse.Namespace, load: float, full: tuple[int, int], crop: tuple[int, int],
+           stride: tuple[int, int], training: dict, inference: list[Part], growth: list[Part],
+           onnx_rows: dict, metric_parts: list[Part], compute_seconds: dict, flops: dict,
+           mc_passes: int, tta: dict) -> dict:
     """The results and the goals, from the measured parts."""
     inf = {p.name: p.row() for p in [*inference]}
     grow = {p.name: p.row() for p in growth}
