@@ -716,7 +716,7 @@ def plot(result: dict, path: str) -> None:
                              + result['training'][f'teacher forward M={m}']['seconds']
                              for m in (1, 2, 3)], 'k:', label='plain step + teacher forwards')
     axes[2].set(xlabel='members M (R-50, R-101 cycled)', ylabel='seconds',
-                title=f'cost vs M ({F} inference, batch-2 crops training)')
+                title=f'cost vs M ({F} inference; training: batch 2)')
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which='both')
