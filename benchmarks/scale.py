@@ -165,10 +165,11 @@ class Part:
             seconds, dynamic = peak_allocation(self.call)
             self.profiled_seconds, self.peak_bytes = seconds, static + dynamic
             self.info['static_bytes'] = static
+            print(f'  {self.name}: {seconds:.2f} s, peak {self.peak_bytes / MIB:.0f} MiB',
+                  flush=True)
         else:
             self.seconds.append(timed(self.call))
-        print(f'  {self.name}: {self.seconds[-1] if not memory else seconds:.2f} s'
-              + (f', peak {self.peak_bytes / MIB:.0f} MiB' if memory else ''), flush=True)
+            print(f'  {self.name}: {self.seconds[-1]:.2f} s', flush=True)
 
     @property
     def time(self) -> float:
@@ -200,12 +201,11 @@ def take_turns(parts: list[Part], timed_rounds: int) -> None:
 def member_checkpoints(work: str) -> dict[str, str]:
     """Random-initialised teachers saved as checkpoints (nothing downloaded)."""
     from mmseg.registry import MODELS
-    from mmseg_uncert.models.segmentors.members import load_config, mmseg_scope
+    from mmseg_uncert.models.segmentors import drop_pretrained, load_config, mmseg_scope
     paths = {}
     for seed, (name, config) in enumerate(MEMBER_CONFIGS.items()):
         cfg = load_config(config).model
-        cfg.pretrained = None
-        cfg.backbone.pop('init_cfg', None)
+        drop_pretrained(cfg)
         torch.manual_seed(seed)
         with mmseg_scope():
             model = MODELS.build(cfg)
@@ -443,9 +443,11 @@ def main() -> None:
                                   (ensembles[mode, m],), mode=mode, members=m))
     member_one = ensembles['whole', 1]
     for size in sizes[:-1]:
-        growth.append(Part(f'R-50 member {size[0]}x{size[1]}', test_call(member_one, test_data[size]),
-                           (member_one,), size=list(size)))
-    mc = build(dict(type='MCDropoutSegmentor', model=members(1, ckpt)[0], num_samples=mc_passes)).eval()
+        growth.append(Part(f'R-50 member {size[0]}x{size[1]}',
+                           test_call(member_one, test_data[size]), (member_one,),
+                           size=list(size)))
+    mc = build(dict(type='MCDropoutSegmentor', model=members(1, ckpt)[0],
+                    num_samples=mc_passes)).eval()
     inference.append(Part(f'MC dropout R-50 ({mc_passes} passes)', test_call(mc, test_data[full]),
                           (mc,), passes=mc_passes))
     tta_model = build(dict(type='TTASegmentor', model=members(1, ckpt)[0], **tta)).eval()
@@ -486,7 +488,8 @@ def main() -> None:
     # --------------------------------------------------------------- metric
     print('metric', flush=True)
     metric_parts: list[Part] = []
-    metric_models = {19: dual, 150: build(student_cfg(distill, plain=False, num_classes=150), initialise=True)}
+    metric_models = {19: dual, 150: build(student_cfg(distill, plain=False, num_classes=150),
+                                          initialise=True)}
     metric_models[150].eval()
     metric_results = {}
     for classes, model in metric_models.items():
@@ -673,8 +676,9 @@ def tables(result: dict) -> str:
             '| --- | ---: | ---: |']
     for mode in ('whole', 'slide'):
         five, one = inf[f'ensemble M=5 {mode}'], inf[f'ensemble M=1 {mode}']
-        out.append(f"| {mode} | {five['peak_mib'] / one['peak_mib']:.2f} | "
-                   f"{(five['peak_mib'] - five['static_mib']) / (one['peak_mib'] - one['static_mib']):.2f} |")
+        activations = ((five['peak_mib'] - five['static_mib'])
+                       / (one['peak_mib'] - one['static_mib']))
+        out.append(f"| {mode} | {five['peak_mib'] / one['peak_mib']:.2f} | {activations:.2f} |")
     out += ['', '| goal | measured | limit | met |', '| --- | ---: | ---: | :---: |']
     for g in result['goals']:
         limit = g['limit'] if not isinstance(g['limit'], list) else '–'.join(map(str, g['limit']))

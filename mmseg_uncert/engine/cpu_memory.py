@@ -23,7 +23,8 @@ def keep_freed_memory() -> bool:
     Cityscapes size (batch 2 of 512x1024 crops, 2 cores) a distillation step
     took 6.9 million page faults and 20 s of kernel time, 35 s in all, and
     a plain student step 17 s; with the memory kept, no fault after the
-    first step, 24 s and 11 s (``benchmarks/scale.py``). On GPUs PyTorch's
+    first step, 24 s and 11 s (one comparison with and without this
+    setting, on the models and batch of ``benchmarks/scale.py``). On GPUs PyTorch's
     caching allocator keeps memory the same way. The cost: the process's
     resident memory stays near its peak.
 

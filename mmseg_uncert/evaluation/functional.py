@@ -12,9 +12,9 @@ follow the bit pattern of the float32 value, its exponent and its leading
 :data:`MANTISSA_BITS` mantissa bits, so two scores share a bin only when they
 agree to about 1 part in 2**10, at 1e-9 as at 0.5 (1 part in 2**6 below
 9e-13). Pixels whose scores fall in one bin count as tied, exactly as tied
-scores count in scikit-learn's ``roc_curve``/``average_precision_score``. Equal-width bins on [0, 1] cannot
-do this: a confident model puts most pixels' 1 − max p below 1e-4, all in
-the first bin.
+scores count in scikit-learn's ``roc_curve``/``average_precision_score``.
+Equal-width bins on [0, 1] cannot do this: a confident model puts most
+pixels' 1 − max p below 1e-4, all in the first bin.
 
 The scores of the probabilities themselves are computed where they are
 exact (:func:`pixel_statistics`): 1 − max p and the entropy from the odds

@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from mmseg.registry import MODELS
 
-from mmseg_uncert.models.segmentors import load_config, mmseg_scope
+from mmseg_uncert.models.segmentors import drop_pretrained, load_config, mmseg_scope
 
 from helpers.tiny_config import PROJECT_CONFIG
 
@@ -55,12 +55,7 @@ def save_config_model(config: str, path: str, seed: int) -> str:
     ``pretrained='open-mmlab://...'``) are removed: they would download."""
     torch.manual_seed(seed)
     model_cfg = load_config(config).model
-    model_cfg.pop('pretrained', None)
-    for part in ('backbone', 'neck', 'decode_head', 'auxiliary_head'):
-        sub = model_cfg.get(part)
-        init_cfg = sub.get('init_cfg') if isinstance(sub, dict) else None
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            sub.pop('init_cfg')
+    drop_pretrained(model_cfg)
     with mmseg_scope():
         model = MODELS.build(model_cfg)
     model.init_weights()

@@ -1,7 +1,7 @@
 from .ensemble_distiller import EnsembleDistiller, build_teacher
 from .ensemble_segmentor import EnsembleSegmentor
 from .mc_dropout_segmentor import MCDropoutSegmentor, dropout_layers
-from .members import build_member, load_config, mmseg_scope
+from .members import build_member, drop_pretrained, load_config, mmseg_scope
 from .predictive_segmentor import PredictiveSegmentor
 from .proda_segmentor import ProDASegmentor
 from .uncertainty_cascade_encoder_decoder import UncertaintyCascadeEncoderDecoder
@@ -10,7 +10,7 @@ from .uncertainty_encoder_decoder import UncertaintyEncoderDecoder, final_head
 __all__ = ['EnsembleDistiller', 'build_teacher', 'EnsembleSegmentor', 'MCDropoutSegmentor',
            'PredictiveSegmentor', 'ProDASegmentor', 'UncertaintyCascadeEncoderDecoder',
            'UncertaintyEncoderDecoder', 'build_member', 'dropout_layers', 'final_head',
-           'load_config', 'mmseg_scope']
+           'drop_pretrained', 'load_config', 'mmseg_scope']
 from .tta_segmentor import TTASegmentor
 from .uncertainty_tta_model import UncertaintyTTAModel
 

@@ -33,9 +33,11 @@ def load_config(path: str) -> Config:
     return Config.fromfile(path)
 
 
-def _drop_pretrained(model_cfg: ConfigDict) -> None:
-    """A checkpoint replaces every weight: pretrained-weight initialisers
-    (which would download) are removed."""
+def drop_pretrained(model_cfg: ConfigDict) -> None:
+    """Remove a model config's pretrained-weight initialisers (mmseg's
+    ``pretrained='open-mmlab://...'`` and the parts' ``init_cfg``), which
+    would download: a checkpoint replaces every weight, or the model is
+    meant to start from random initialisation."""
     model_cfg.pop('pretrained', None)
     for part in ('backbone', 'decode_head', 'neck'):
         if isinstance(model_cfg.get(part), dict):
@@ -77,7 +79,7 @@ def build_member(spec: dict[str, Any] | str, role: str) -> tuple[nn.Module, dict
             f'{role}: checkpoint {checkpoint} does not exist; train it (for an '
             f'ensemble: tools/train_ensemble.py) or fix the path')
     if checkpoint is not None:
-        _drop_pretrained(model_cfg)
+        drop_pretrained(model_cfg)
     if spec.get('test_cfg') is not None:
         model_cfg['test_cfg'] = spec['test_cfg']
     data_preprocessor = model_cfg.get('data_preprocessor')
