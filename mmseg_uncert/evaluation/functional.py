@@ -146,6 +146,40 @@ def equal_bins(value: Tensor, num_bins: int) -> Tensor:
 
 
 # ------------------------------------------------------- per-pixel values
+def all_finite(values: Tensor) -> bool:
+    """Whether every value is finite (no NaN, no ±Inf).
+
+    ``aminmax`` propagates NaN, so the smallest and largest values are both
+    finite exactly when all are. It is one reduction; ``isfinite(v).all()``
+    first writes a bool tensor as large as ``v`` and took 20x longer on the
+    metric's stripes (2 CPU cores).
+    """
+    if values.numel() == 0:
+        return True
+    low, high = torch.aminmax(values)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def first_argmax(values: Tensor, top: Tensor) -> Tensor:
+    """The index over dim 0 of ``top`` = ``values.amax(0)``, the first among
+    ties, as ``values.max(0)`` and ``argmax`` give it.
+
+    Every position equal to the maximum gets the weight C − c, largest for
+    the first class, and the largest weight is kept: two elementwise passes
+    and an ``amax``, where ``max(0)`` with indices reduces across the
+    contiguous pixel dimension one pixel at a time (3.5x slower on the
+    metric's (C, pixels) stripes, 2 CPU cores). A pixel whose values are NaN
+    equals no maximum and gets the last class; its probabilities stay NaN.
+    """
+    C = values.shape[0]
+    dtype = torch.uint8 if C < 256 else torch.int32
+    weight = torch.arange(C, 0, -1, dtype=dtype, device=values.device)
+    weight = weight.view(C, *([1] * (values.dim() - 1)))
+    at_top = values == top
+    first = (at_top.view(torch.uint8) if C < 256 else at_top.to(dtype)).mul(weight).amax(0)
+    return first.long().neg_().add_(C).clamp_(max=C - 1)
+
+
 class PixelStatistics(NamedTuple):
     """Per-pixel quantities of p = softmax(z) against labels y (each (N,))."""
     prob: Tensor        #: (C, N) the probabilities
@@ -175,7 +209,8 @@ def pixel_statistics(logits: Tensor, label: Tensor,
     difference, or H from p log p, round to 0 below about 1e-7.
     """
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    top, prediction = logits.max(0)
+    top = logits.amax(0)
+    prediction = first_argmax(logits, top)
     at_prediction = prediction[None]
     gap = logits - top                                   # z_c − z_ĉ ≤ 0
     odds = gap.exp().scatter_(0, at_prediction, 0.0)     # r_c, 0 at ĉ
@@ -211,19 +246,23 @@ def classwise_histogram(prob: Tensor, label: Tensor, num_bins: int) -> Tensor:
     and count of pixels labelled c (the last binned by p_y).
 
     Most p_c lie in bin 0 (below 1/num_bins); only the others, a few per
-    pixel, are binned one by one, and bin 0 gets each class's totals minus
-    theirs (exact: integer counts, float64 sums). Binning all C x N values
-    would cost several times the rest of the metric.
+    pixel, are binned one by one. Bin 0 gets the rest: each class's pixel
+    count minus theirs (exact), and the sum of its values below 1/num_bins,
+    summed in float32 (within the relative error n·2**-24 of a float32 sum
+    of n ≤ 2**16 values, the stripe; float64 from there on). Binning all
+    C x N values would cost several times the rest of the metric; a float64
+    copy of ``prob`` for the sum cost 15 % of it (2 CPU cores).
     """
     C, n = prob.shape
-    upper = torch.nonzero(prob.reshape(-1) >= 1.0 / num_bins).squeeze(1)
+    upper_mask = prob >= 1.0 / num_bins
+    upper = torch.nonzero(upper_mask.view(-1)).squeeze(1)
     upper_prob = prob.reshape(-1)[upper]
-    cls = upper.div_(n, rounding_mode='floor')
-    index = equal_bins(upper_prob, num_bins).add_(cls, alpha=num_bins)
-    number = counts(index, C * num_bins, None).view(C, num_bins)
+    index = equal_bins(upper_prob, num_bins).add_(
+        upper.div_(n, rounding_mode='floor'), alpha=num_bins)
+    number = counts(index, C * num_bins).view(C, num_bins)
     prob_sum = counts(index, C * num_bins, upper_prob).view(C, num_bins)
-    number[:, 0] += n - counts(cls, C)
-    prob_sum[:, 0] += prob.sum(1, dtype=torch.float64) - counts(cls, C, upper_prob)
+    number[:, 0] += n - number.sum(1)
+    prob_sum[:, 0] += prob.masked_fill(upper_mask, 0.0).sum(1).double()
     p_true = prob.gather(0, label.long()[None])[0]
     labelled = counts(equal_bins(p_true, num_bins).add_(label.long(), alpha=num_bins),
                       C * num_bins).view(C, num_bins)
@@ -307,9 +346,18 @@ def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
     prob = px.prob if all_valid else px.prob[:, flat_valid]
     _add(into, 'classwise', classwise_histogram(prob, kept(y), num_ece_bins))
 
-    accurate = px.correct.view(h, w) | ~valid
-    patch_accuracy, patch_valid = patch_means(accurate.double(), valid, patch_size)
-    accurate_patch = patch_accuracy[patch_valid] >= 0.5
+    # patches: counts of valid pixels once, then the sums of each quantity
+    patch_count = patch_sums(valid, patch_size)
+    all_patches = all_valid or bool((patch_count > 0).all())
+    patch_valid = patch_count > 0
+
+    def kept_patches(value: Tensor) -> Tensor:  # the patches with a valid pixel
+        return value.reshape(-1) if all_patches else value[patch_valid]
+
+    # accurate: at least half the valid pixels right (sums of 0/1: exact)
+    right = px.correct.view(h, w) if all_valid else px.correct.view(h, w) & valid
+    inaccurate_patch = kept_patches(2 * patch_sums(right, patch_size) < patch_count)
+    patch_count = kept_patches(patch_count)
     in_distribution = valid if ood is None else valid & ~ood
     builtin = dict(max_prob=lambda: px.max_prob.view(h, w),
                    entropy=lambda: px.entropy.view(h, w))
@@ -318,9 +366,9 @@ def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
         signed = is_signed(name)
         _add(into, f'score_sum/{name}', kept(score).sum(dtype=torch.float64))
         _add_two_class(into, f'mis/{name}', kept(score), ~correct, signed)
-        patch_score, _ = patch_means(score, valid, patch_size)
-        _add_two_class(into, f'patch/{name}', patch_score[patch_valid],
-                       ~accurate_patch, signed)
+        patch_score = kept_patches(patch_sums(score if all_valid else score * valid,
+                                              patch_size)) / patch_count
+        _add_two_class(into, f'patch/{name}', patch_score, inaccurate_patch, signed)
         if ood is not None:
             scored = ood | in_distribution
             _add_two_class(into, f'ood/{name}', score[scored], ood[scored], signed)
@@ -455,18 +503,14 @@ def adaptive_calibration_error(count: Tensor, conf_sum: Tensor,
     return calibration_errors(n, c, a)[0]
 
 
-def patch_means(values: Tensor, valid: Tensor, patch: int) -> tuple[Tensor, Tensor]:
-    """Means of ``values`` over the valid pixels of each patch×patch patch.
-
-    Returns ``(means, has_valid)`` for every patch (the last row/column of
-    patches may be partial).
-    """
+def patch_sums(values: Tensor, patch: int) -> Tensor:
+    """Float64 sums of ``values`` (h, w) over each patch×patch patch; the
+    last row and column of patches may be partial (zero padding)."""
     h, w = values.shape
     ph, pw = -(-h // patch), -(-w // patch)
-    pad = (0, pw * patch - w, 0, ph * patch - h)
-    v = torch.nn.functional.pad((values * valid).double(), pad)
-    m = torch.nn.functional.pad(valid.double(), pad)
-    sums = v.reshape(ph, patch, pw, patch).sum((1, 3))
-    counts = m.reshape(ph, patch, pw, patch).sum((1, 3))
-    has_valid = counts > 0
-    return sums / counts.clamp(min=1), has_valid
+    values = values.double()
+    if (ph * patch, pw * patch) != (h, w):
+        values = torch.nn.functional.pad(values, (0, pw * patch - w, 0, ph * patch - h))
+    # the row within a patch, then the patch rows: 1.7x faster than one
+    # reduction over both strided dimensions
+    return values.view(ph, patch, pw, patch).sum(3).sum(1)

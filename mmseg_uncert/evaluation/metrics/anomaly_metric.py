@@ -207,7 +207,7 @@ class AnomalyMetric(SummedMetric):
             if tuple(logits.shape[1:]) != shape:
                 raise ValueError(f'image {img}: seg_logits has shape '
                                  f'{tuple(logits.shape[1:])}, gt_ood has {shape}')
-            if not torch.isfinite(logits).all():
+            if not F.all_finite(logits):
                 raise ValueError(f'image {img}: seg_logits has NaN or Inf '
                                  f'values; the model diverged or its output '
                                  f'is broken')

@@ -33,7 +33,7 @@ def checked_maps(maps: dict[str, Tensor], names: Sequence[str], shape: tuple[int
             raise ValueError(
                 f'image {img}: pred_uncertainty[{name!r}] has shape '
                 f'{tuple(value.shape)}, {against} has {shape}')
-        if not torch.isfinite(value).all():
+        if not F.all_finite(value):
             raise ValueError(f'image {img}: pred_uncertainty[{name!r}] '
                              f'has NaN or Inf values')
         out[name] = value.to(device)
@@ -201,7 +201,7 @@ class UncertaintyMetric(SummedMetric):
         total: dict[str, Tensor] = {}
         for y0 in range(0, shape[0], rows):
             part = slice(y0, y0 + rows)
-            if not torch.isfinite(logits[:, part]).all():
+            if not F.all_finite(logits[:, part]):
                 raise ValueError(f'image {img}: seg_logits has NaN or Inf '
                                  f'values; the model diverged or its output '
                                  f'is broken')
