@@ -93,6 +93,27 @@ def test_pairwise_nodes_as_the_official_code_pools(node_scale, size, grid):
         assert ours.item() == pytest.approx(official.item(), rel=1e-5)
 
 
+def test_pairwise_student_pooled_to_the_teachers_grid():
+    """The distiller takes the grid from the teacher's features (they exist
+    before the student runs): a student map of another size is max-pooled
+    to that grid, each node the max over its adaptive-pooling cells (for 8
+    cells into 3 nodes: [0, 3), [2, 6), [5, 8))."""
+    g = torch.Generator().manual_seed(4)
+    s = torch.randn(1, 3, 8, 8, generator=g)
+    t = torch.randn(1, 5, 12, 12, generator=g)
+    loss = PairwiseKDLoss(node_scale=1 / 3)
+    grid = loss.grid(t)
+    assert grid == (3, 3) and loss.grid(s) == (4, 4)  # the student's own grid differs
+    cells = [(0, 3), (2, 6), (5, 8)]
+    nodes = torch.stack([s[0, :, a:b, c:d].amax((1, 2)) for a, b in cells for c, d in cells], 1)
+    nodes = nodes / nodes.norm(dim=0, keepdim=True)
+    teacher = affinity(t, grid)
+    expected = ((nodes.T @ nodes - teacher[0]) ** 2).sum() / 9 ** 2
+    assert loss(s, teacher, grid).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match='differ'):
+        loss(s, teacher)  # its own 4x4 grid against the teacher's 3x3
+
+
 def test_feature_mimic_adapts_channels_and_size():
     loss = FeatureMimicLoss(student_channels=4, teacher_channels=6)
     s, t = torch.randn(1, 4, 8, 8), torch.randn(1, 6, 16, 16)

@@ -188,6 +188,23 @@ def test_teachers_stay_frozen_through_training_steps(tmp_path):
     assert not any(k.startswith('teacher') for k in model.state_dict())
 
 
+def test_the_teacher_runs_before_the_student_builds_its_graph(tmp_path):
+    """The teacher's members run first, without grad, so that no activation
+    of the student is alive meanwhile (peak memory: the larger of the
+    teacher's inference and the student's step, not their sum)."""
+    model = _distiller(tmp_path, pairwise_loss=dict(type='PairwiseKDLoss'))
+    model.train()
+    order = []
+    for i, member in enumerate(model.teacher.members):
+        member.backbone.register_forward_pre_hook(
+            lambda *_, i=i: order.append((f'teacher {i}', torch.is_grad_enabled())))
+    model.backbone.register_forward_pre_hook(
+        lambda *_: order.append(('student', torch.is_grad_enabled())))
+    model.loss(*_batch(0))
+    assert order[-1] == ('student', True)
+    assert sorted(order[:-1]) == [('teacher 0', False), ('teacher 1', False)]
+
+
 def test_a_teacher_call_outside_a_step_leaves_the_next_step_unchanged(tmp_path):
     """Running the teacher on its own (as a benchmark or a user inspecting it
     does) leaves features in its taps; the next distillation step starts
@@ -279,7 +296,7 @@ def test_kd_and_uncertainty_cover_ignored_pixels_and_leave_padding_out(tmp_path)
         # KD at the label's size, the student's logits upsampled
         logits = torch.nn.functional.interpolate(logits, size=(64, 128), mode='bilinear',
                                                  align_corners=False)
-        teacher = model._teacher_outputs(inputs, [s.metainfo for s in samples], None)
+        teacher = model._teacher_outputs(inputs, [s.metainfo for s in samples])
         crop = (slice(None), slice(None), slice(0, 48), slice(0, 100))
         log_p = logits[crop].log_softmax(1)
         q = teacher['prob'][crop]

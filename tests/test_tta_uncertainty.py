@@ -296,7 +296,7 @@ def test_distiller_with_a_tta_teacher_trains_on_the_naive_views(tmp_path):
     inputs, samples = _batch()
     metas = [s.metainfo for s in samples]
     with torch.no_grad():
-        got = model._teacher_outputs(inputs, metas, None)
+        got = model._teacher_outputs(inputs, metas)
         probs = []
         for size in ((24, 48), (32, 64)):
             x = F.interpolate(inputs, size=size, mode='bilinear', align_corners=False)

@@ -34,9 +34,11 @@ class PairwiseKDLoss(NamedLoss):
 
         L = (1/N²) Σ_ij (a^s_ij − a^t_ij)²,
 
-    averaged over the batch. A node covers ``node_scale`` of the student's
-    feature map in height and width (a patch of ⌊s·h⌋ × ⌊s·w⌋ cells, at
-    least one), so the grid is ⌈h / ⌊s·h⌋⌉ × ⌈w / ⌊s·w⌋⌉: the official
+    averaged over the batch. A node covers ``node_scale`` of a feature map
+    in height and width (a patch of ⌊s·h⌋ × ⌊s·w⌋ cells, at least one), so
+    the grid is ⌈h / ⌊s·h⌋⌉ × ⌈w / ⌊s·w⌋⌉ (:meth:`grid`; the distiller takes
+    it from its teacher's first member, whose features exist before the
+    student runs, and pools the student's map to the same grid): the official
     code's ``pool_scale`` (its max-pool kernel is that fraction of the
     feature map; 0.5, its default, gives 2 × 2 nodes). Smaller values give
     finer nodes; memory and time grow with N² (every cell a node at 1/8 of a
@@ -64,10 +66,11 @@ class PairwiseKDLoss(NamedLoss):
         return tuple(math.ceil(n / max(1, int(n * self.node_scale)))
                      for n in student_feature.shape[2:])
 
-    def forward(self, student_feature: Tensor, teacher_affinity: Tensor) -> Tensor:
+    def forward(self, student_feature: Tensor, teacher_affinity: Tensor,
+                grid: tuple[int, int] | None = None) -> Tensor:
         """``teacher_affinity``: (B, N, N), from :func:`affinity` on the
-        teacher's features with ``grid(student_feature)``."""
-        student = affinity(student_feature, self.grid(student_feature))
+        teacher's features with ``grid`` (by default ``grid(student_feature)``)."""
+        student = affinity(student_feature, grid or self.grid(student_feature))
         if student.shape != teacher_affinity.shape:
             raise ValueError(f'student affinity {tuple(student.shape)} and teacher '
                              f'affinity {tuple(teacher_affinity.shape)} differ')

@@ -63,10 +63,10 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
     """A student EncoderDecoder with a :class:`DualHead`, trained from frozen
     teachers that know their uncertainty.
 
-    Per batch the teacher (an ensemble or MC-dropout model) runs member by
-    member under ``no_grad`` (and autocast when ``teacher_autocast``); its
-    mean probabilities, uncertainty maps and, when asked, feature affinities
-    are accumulated streaming. The student's loss is
+    Per batch the teacher (an ensemble or MC-dropout model) runs first, one
+    member at a time under ``no_grad`` (autocast with ``teacher_autocast``):
+    no student graph is alive meanwhile. Its mean probabilities, uncertainty
+    maps and feature affinities (when asked) accumulate streaming. The student's loss is
 
         CE(labels) [the head's own loss_decode]
         + pixel KD  T²·KL(q̄_T ‖ softmax(z_s/T))          (``kd_loss``)
@@ -364,14 +364,13 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                            f'or of another shape, e.g. {missing[:3]}')
         self.load_state_dict(loaded, strict=False)
 
-    def _teacher_outputs(self, inputs: Tensor, metas: list[dict],
-                         grid: tuple[int, int] | None) -> dict[str, Any]:
-        """Mean probabilities (at the KD temperature), the uncertainty maps,
-        and the mean affinity / features of the teacher's members."""
+    def _teacher_outputs(self, inputs: Tensor, metas: list[dict]) -> dict[str, Any]:
+        """Mean probabilities (at the KD temperature), uncertainty maps, and
+        mean affinity (on the first member's grid) / features of the members."""
         teacher = self.teacher
         temperature = self.kd_loss.temperature if self.kd_loss else 1.0
         stats = PredictiveStatistics()
-        tempered = affinity_sum = feature_sum = log_prob_sum = None
+        tempered = affinity_sum = feature_sum = log_prob_sum = grid = None
         count = 0
         # with teacher_autocast the teacher runs in half precision even when
         # the student does not; without it, it inherits the caller's autocast
@@ -400,6 +399,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                         image_size=inputs.shape[2:])
                     feature = at_least_float32(feature)
                     if self.pairwise_loss is not None:
+                        grid = grid or self.pairwise_loss.grid(feature)
                         a = affinity(feature, grid)
                         affinity_sum = a if affinity_sum is None else affinity_sum.add_(a)
                     if self.mimic_loss is not None:
@@ -413,9 +413,11 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
         if any(t.startswith(CLASS_STD) for t in self.uncertainty_targets.values()):
             for c, spread in enumerate(stats.class_std().unbind(1)):
                 maps[f'{CLASS_STD}/{c}'] = spread
+        prob = stats.mean() if tempered is None else tempered / count
+        _check_finite(dict(prob=prob, **{
+            t: maps[t] for t in set(self.uncertainty_targets.values())}), metas)
         return dict(
-            prob=stats.mean() if tempered is None else tempered / count,
-            maps=maps,
+            prob=prob, maps=maps, grid=grid,
             mean_log_prob=None if log_prob_sum is None else log_prob_sum / count,
             affinity=None if affinity_sum is None else affinity_sum / count,
             feature=None if feature_sum is None else feature_sum / count)
@@ -498,15 +500,15 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 'from; train with the config\'s own model (train_cfg left out)')
         if not isinstance(inputs, dict):
             return self._distill(inputs, data_samples, pseudo_labels=False)
+        teacher = self._teacher_outputs(  # first: see _distill
+            inputs['target'], [s.metainfo for s in data_samples['target']])
         x = self.extract_feat(inputs['source'])
         losses = self._student_forward(x, data_samples['source'], with_loss=True)[0]
-        target = self._distill(inputs['target'], data_samples['target'], pseudo_labels=True)
-        losses.update(add_prefix(target, 'target'))
-        return losses
+        return {**losses, **add_prefix(self._distill(
+            inputs['target'], data_samples['target'], True, teacher), 'target')}
 
-    def _distill(self, inputs: Tensor, data_samples: SampleList,
-                 pseudo_labels: bool) -> dict[str, Tensor]:
-        x = self.extract_feat(inputs)
+    def _distill(self, inputs: Tensor, data_samples: SampleList, pseudo_labels: bool,
+                 teacher: dict[str, Any] | None = None) -> dict[str, Tensor]:
         metas = [s.metainfo for s in data_samples]
         # CE needs labels; the teacher's targets are defined on every pixel
         # of the image, labelled or not (only batch padding is left out), so
@@ -519,12 +521,10 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
                 f'(e.g. {metas[labelled.index(False)].get("img_path", "?")} has no '
                 f'gt_sem_seg); load labels for all of them or for none')
         labelled = all(labelled) and not pseudo_labels
+        teacher = teacher or self._teacher_outputs(inputs, metas)  # first
+        x = self.extract_feat(inputs)
         losses, logits, raw, feature, output = self._student_forward(
             x, data_samples, with_loss=labelled)
-        grid = self.pairwise_loss.grid(feature) if self.pairwise_loss else None
-        teacher = self._teacher_outputs(inputs, metas, grid)
-        _check_finite(dict(prob=teacher['prob'], **{
-            t: teacher['maps'][t] for t in set(self.uncertainty_targets.values())}), metas)
         kd_where = None  # the image's pixels, unless pseudo-labels narrow it
         if pseudo_labels:
             # the teacher's prediction is the label; batch padding is ignored
@@ -577,7 +577,7 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             losses[f'distill.{loss_u.loss_name}'] = loss_u(raw, target, inside > 0.5)
         if self.pairwise_loss is not None:
             losses[f'distill.{self.pairwise_loss.loss_name}'] = self.pairwise_loss(
-                feature, teacher['affinity'])
+                feature, teacher['affinity'], teacher['grid'])
         if self.mimic_loss is not None:
             losses[f'distill.{self.mimic_loss.loss_name}'] = self.mimic_loss(
                 feature, teacher['feature'])
