@@ -110,12 +110,15 @@ class UncertaintyRegressionLoss(NamedLoss):
         if self.form == 'rmsle':
             return F.softplus(raw)
         B, _, H, W = raw.shape
-        prob = raw.view(B, -1, self.num_bins, H, W).softmax(2)
-        K = prob.shape[1]
-        low, high = self._range(K)
+        logits = raw.view(B, -1, self.num_bins, H, W)
+        # Σ_b softmax(z)_b c_b as Σ_b e_b c_b / Σ_b e_b, e_b = exp(z_b − max z): the
+        # same value, but ONNX Runtime runs a Softmax over a middle axis through
+        # transposes (0.5 s of a 4.5 s forward at 1024x2048, 64 bins, 2 CPU cores)
+        weight = (logits - logits.amax(2, keepdim=True)).exp()
+        low, high = self._range(weight.shape[1])
         centres = (torch.arange(self.num_bins, device=raw.device) + 0.5) / self.num_bins
         centres = low.unsqueeze(2) + (high - low).unsqueeze(2) * centres.view(1, 1, -1, 1, 1)
-        return (prob * centres).sum(2)
+        return (weight * centres).sum(2) / weight.sum(2)
 
     def _bin_targets(self, target: Tensor) -> tuple[Tensor, Tensor]:
         """Gaussian-smoothed bin probabilities (B, K, NB, H, W) and each
