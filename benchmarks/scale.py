@@ -708,8 +708,12 @@ def plot(result: dict, path: str) -> None:
         axes[1].loglog(pixels, [rows[n]['peak_mib'] for n in names], 'o-', label=label)
     ref = rows['ensemble M=1 whole']['seconds']
     axes[0].loglog(pixels, [ref * p / pixels[-1] for p in pixels], 'k:', label='linear')
-    axes[0].set(xlabel='pixels per image', ylabel='seconds per image', title='time vs size')
-    axes[1].set(xlabel='pixels per image', ylabel='peak tensor MiB', title='memory vs size')
+    axes[0].set(ylabel='seconds per image', title='time vs size')
+    axes[1].set(ylabel='peak tensor MiB', title='memory vs size')
+    for ax in axes[:2]:  # one tick per measured size (log scale of pixels)
+        ax.set_xticks(pixels, [f'{h}x{w}' for h, w in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel('image size (pixels, log scale)')
     ms = (1, 2, 3, 5)
     for mode in ('whole', 'slide'):
         axes[2].plot(ms, [result['inference'][f'ensemble M={m} {mode}']['seconds'] for m in ms],
