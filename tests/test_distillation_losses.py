@@ -105,10 +105,11 @@ def test_pairwise_student_pooled_to_the_teachers_grid():
     grid = loss.grid(t)
     assert grid == (3, 3) and loss.grid(s) == (4, 4)  # the student's own grid differs
     cells = [(0, 3), (2, 6), (5, 8)]
-    nodes = torch.stack([s[0, :, a:b, c:d].amax((1, 2)) for a, b in cells for c, d in cells], 1)
+    nodes = torch.stack([s[0, :, a:b, c:d].amax((1, 2)) for a, b in cells for c, d in cells],
+                        1).double()  # float64: only the loss's own float32 rounding remains
     nodes = nodes / nodes.norm(dim=0, keepdim=True)
     teacher = affinity(t, grid)
-    expected = ((nodes.T @ nodes - teacher[0]) ** 2).sum() / 9 ** 2
+    expected = ((nodes.T @ nodes - teacher[0].double()) ** 2).sum() / 9 ** 2
     assert loss(s, teacher, grid).item() == pytest.approx(expected.item(), rel=1e-5)
     with pytest.raises(ValueError, match='differ'):
         loss(s, teacher)  # its own 4x4 grid against the teacher's 3x3
