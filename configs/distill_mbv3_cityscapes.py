@@ -55,7 +55,9 @@ model = dict(
         uncertainty_names=('std', 'epistemic', 'aleatoric'),
         branch_channels=128,
         # as the student's own head: a dense 3x3 at 1/4 of 1024x2048 is 41.5 GMAC
-        # (a fifth of the plain student's 201), this 4.9 (benchmarks/scale.py)
+        # (a fifth of the plain student's 201), this 4.9 (benchmarks/scale.py).
+        # Checkpoints trained before 2026-12-07 have the dense branch: load them
+        # with branch_conv='conv'.
         branch_conv='depthwise_separable',
         # std of probabilities in [0, 0.5]; entropies in [0, log 19 < 3]
         loss_uncertainty=dict(

@@ -487,6 +487,30 @@ def test_all_finite_finds_one_bad_value(bad, dtype):
     assert F.all_finite(torch.arange(5))  # integers are always finite
 
 
+def test_channels_last_logits_give_the_contiguous_result():
+    """A model run in channels_last gives strided (C, H, W) logits; with every
+    pixel valid no copy makes them contiguous before the metric's stripes."""
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(1, 5, 12, 16, generator=g) * 3
+    label = torch.randint(0, 5, (12, 16), generator=g)
+    strided = logits.contiguous(memory_format=torch.channels_last)[0]
+    assert not strided.is_contiguous()
+    got = _evaluate(UncertaintyMetric(), [make_sample(strided, label)])
+    expected = _evaluate(UncertaintyMetric(), [make_sample(logits[0].contiguous(), label)])
+    assert got.keys() == expected.keys()
+    # the strided layout may sum the classes in another order: each pixel's
+    # float32 values then differ by at most about C·2**-24 (3e-7 here)
+    for key in ('ECE', 'MCE', 'cwECE', 'aECE', 'NLL', 'Brier'):
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+    prob = torch.softmax(logits[0].reshape(5, -1), 0)
+    strided_prob = prob.T.contiguous().T
+    assert not strided_prob.is_contiguous()
+    a = F.classwise_histogram(strided_prob, label.reshape(-1), 15)
+    b = F.classwise_histogram(prob, label.reshape(-1), 15)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
+    assert torch.allclose(a[1], b[1], rtol=prob.shape[1] * 2**-24, atol=0)
+
+
 def test_pixel_statistics_by_hand():
     logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # (C=2, N=3)
     label = torch.tensor([0, 1, 1])

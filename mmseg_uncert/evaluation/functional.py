@@ -249,13 +249,14 @@ def classwise_histogram(prob: Tensor, label: Tensor, num_bins: int) -> Tensor:
     pixel, are binned one by one. Bin 0 gets the rest: each class's pixel
     count minus theirs (exact), and the sum of its values below 1/num_bins,
     summed in float32 (within the relative error n·2**-24 of a float32 sum
-    of n ≤ 2**16 values, the stripe; float64 from there on). Binning all
+    of the stripe's n values, 2**16 for images up to 16384 wide; float64
+    from there on). Binning all
     C x N values would cost several times the rest of the metric; a float64
     copy of ``prob`` for the sum cost 15 % of it (2 CPU cores).
     """
     C, n = prob.shape
     upper_mask = prob >= 1.0 / num_bins
-    upper = torch.nonzero(upper_mask.view(-1)).squeeze(1)
+    upper = torch.nonzero(upper_mask.reshape(-1)).squeeze(1)  # prob may be strided
     upper_prob = prob.reshape(-1)[upper]
     index = equal_bins(upper_prob, num_bins).add_(
         upper.div_(n, rounding_mode='floor'), alpha=num_bins)
