@@ -172,11 +172,11 @@ def first_argmax(values: Tensor, top: Tensor) -> Tensor:
     equals no maximum and gets the last class; its probabilities stay NaN.
     """
     C = values.shape[0]
-    dtype = torch.uint8 if C < 256 else torch.int32
-    weight = torch.arange(C, 0, -1, dtype=dtype, device=values.device)
-    weight = weight.view(C, *([1] * (values.dim() - 1)))
     at_top = values == top
-    first = (at_top.view(torch.uint8) if C < 256 else at_top.to(dtype)).mul(weight).amax(0)
+    # uint8 holds the weights of up to 255 classes, and views the bools for free
+    marks = at_top.view(torch.uint8) if C < 256 else at_top.int()
+    weight = torch.arange(C, 0, -1, dtype=marks.dtype, device=values.device)
+    first = marks.mul(weight.view(C, *([1] * (values.dim() - 1)))).amax(0)
     return first.long().neg_().add_(C).clamp_(max=C - 1)
 
 
@@ -250,9 +250,9 @@ def classwise_histogram(prob: Tensor, label: Tensor, num_bins: int) -> Tensor:
     count minus theirs (exact), and the sum of its values below 1/num_bins,
     summed in float32 (within the relative error n·2**-24 of a float32 sum
     of the stripe's n values, 2**16 for images up to 16384 wide; float64
-    from there on). Binning all
-    C x N values would cost several times the rest of the metric; a float64
-    copy of ``prob`` for the sum cost 15 % of it (2 CPU cores).
+    from there on). Binning all C x N values would cost several times the
+    rest of the metric; a float64 copy of ``prob`` for the sum cost 15 % of
+    it (2 CPU cores).
     """
     C, n = prob.shape
     upper_mask = prob >= 1.0 / num_bins

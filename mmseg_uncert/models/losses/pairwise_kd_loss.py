@@ -61,10 +61,10 @@ class PairwiseKDLoss(NamedLoss):
             raise ValueError(f'PairwiseKDLoss: node_scale must be in (0, 1], got {node_scale}')
         self.node_scale = node_scale
 
-    def grid(self, student_feature: Tensor) -> tuple[int, int]:
-        """Rows and columns of nodes on the student's feature map."""
+    def grid(self, feature: Tensor) -> tuple[int, int]:
+        """Rows and columns of nodes on a (B, F, h, w) feature map."""
         return tuple(math.ceil(n / max(1, int(n * self.node_scale)))
-                     for n in student_feature.shape[2:])
+                     for n in feature.shape[2:])
 
     def forward(self, student_feature: Tensor, teacher_affinity: Tensor,
                 grid: tuple[int, int] | None = None) -> Tensor:

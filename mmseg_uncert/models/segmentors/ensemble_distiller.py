@@ -502,10 +502,11 @@ class EnsembleDistiller(FrozenChildren, UncertaintyEncoderDecoder):
             return self._distill(inputs, data_samples, pseudo_labels=False)
         teacher = self._teacher_outputs(  # first: see _distill
             inputs['target'], [s.metainfo for s in data_samples['target']])
-        x = self.extract_feat(inputs['source'])
-        losses = self._student_forward(x, data_samples['source'], with_loss=True)[0]
-        return {**losses, **add_prefix(self._distill(
-            inputs['target'], data_samples['target'], True, teacher), 'target')}
+        source = self._student_forward(self.extract_feat(inputs['source']),
+                                       data_samples['source'], with_loss=True)[0]
+        target = self._distill(inputs['target'], data_samples['target'],
+                               pseudo_labels=True, teacher=teacher)
+        return {**source, **add_prefix(target, 'target')}
 
     def _distill(self, inputs: Tensor, data_samples: SampleList, pseudo_labels: bool,
                  teacher: dict[str, Any] | None = None) -> dict[str, Tensor]:
