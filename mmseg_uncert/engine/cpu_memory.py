@@ -26,7 +26,10 @@ def keep_freed_memory() -> bool:
     first step, 24 s and 11 s (one comparison with and without this
     setting, on the models and batch of ``benchmarks/scale.py``). On GPUs PyTorch's
     caching allocator keeps memory the same way. The cost: the process's
-    resident memory stays near its peak.
+    resident memory stays near its peak. What this guarantees is glibc's side
+    (the tensors stay in its heap, ``tests/test_cpu_memory.py``); whether the
+    kernel keeps their pages mapped is the kernel's: one run of the suite on
+    a machine of the same kind faulted all of them in again.
 
     Returns whether it applied (False where the C library has no
     ``mallopt``, e.g. macOS or musl).
