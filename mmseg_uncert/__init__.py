@@ -7,9 +7,17 @@ allow-lists the types that mmengine checkpoints carry, so ``--resume`` and
 
     custom_imports = dict(imports=['mmseg_uncert'], allow_failed_imports=False)
 """
+import warnings
+
 from .utils.dependencies import check_dependencies
 
 check_dependencies()
+# mmseg's Mask2Former head imports mmdet, which imports imagecorruptions,
+# which imports pkg_resources, which warns that it is deprecated: on every
+# run, and none of it ours to fix (setup_env.sh pins setuptools < 81, where
+# pkg_resources still exists). Only that warning is silenced.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API',
+                        category=UserWarning)
 
 from . import compat  # noqa: E402
 from .datasets import *  # noqa: E402,F401,F403

@@ -19,7 +19,7 @@ from mmseg.registry import MODELS
 from conftest import run_tool
 from helpers.members import save_member
 from helpers.tiny_config import write_tiny_config
-from mmseg_uncert.apis.calibration import calibrate, calibration_metrics
+from mmseg_uncert.workflows.post_hoc_calibration import calibrate, calibration_metrics
 from mmseg_uncert.models.calibration import (CalibrationSet, LocalTemperatureScaling,
                                              TemperatureScaling, VectorScaling)
 from mmseg_uncert.models.segmentors import mmseg_scope
@@ -208,7 +208,7 @@ def test_a_diverging_temperature_names_its_value_and_the_nll(tmp_path):
 
 
 def test_unknown_method_and_calibrator_are_named():
-    from mmseg_uncert.apis.calibration import calibrator_config
+    from mmseg_uncert.workflows.post_hoc_calibration import calibrator_config
     with pytest.raises(ValueError, match=r"unknown calibration method 'platt'; choose "
                                          r"from \['local', 'temperature', 'vector'\]"):
         calibrator_config('platt')
@@ -238,7 +238,7 @@ def informative_member(tmp_path_factory, tiny_data_root):
 def test_calibrated_segmentor_divides_the_models_logits(informative_member, tmp_path):
     from mmengine.dataset import pseudo_collate
     from mmseg_uncert.apis import init_uncertainty_model
-    from mmseg_uncert.apis.evaluation import build_split
+    from mmseg_uncert.workflows.split_evaluation import build_split
     m = informative_member
     with mmseg_scope():
         model = MODELS.build(dict(type='CalibratedSegmentor',
@@ -283,8 +283,8 @@ def test_written_config_rebuilds_the_fitted_calibrator(informative_member, metho
     cfg = Config.fromfile(result.config_path)
     with mmseg_scope():
         rebuilt = MODELS.build(cfg.model)
-    from mmseg_uncert.apis.calibration import collect_calibration_set
-    from mmseg_uncert.apis.evaluation import build_split
+    from mmseg_uncert.workflows.post_hoc_calibration import collect_calibration_set
+    from mmseg_uncert.workflows.split_evaluation import build_split
     data = collect_calibration_set(rebuilt, build_split(cfg, split='val'),
                                    str(m['work'] / f'{method}_cache'), 'val')
     after = calibration_metrics(data, rebuilt.calibrator)

@@ -22,7 +22,7 @@ from test_tools_e2e import _latest_metrics
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA GPU')
 CUDA = torch.device('cuda', 0)
-DISTILL = osp.join(ROOT, 'configs',
+DISTILL = osp.join(ROOT, 'configs', 'distill',
                    'distill-ensemble-3x_fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
 AMP = [None, torch.float16, torch.bfloat16]
 
@@ -252,7 +252,7 @@ def test_calibration_fits_and_applies_on_cuda(tmp_path, tiny_data_root):
     predicts the CPU's calibrated logits."""
     from mmengine.dataset import pseudo_collate
     from mmseg.registry import MODELS
-    from mmseg_uncert.apis.evaluation import build_split
+    from mmseg_uncert.workflows.split_evaluation import build_split
     from mmseg_uncert.models.calibration import LocalTemperatureScaling, TemperatureScaling
     from mmseg_uncert.models.segmentors import mmseg_scope
     from test_calibration import _cache, _overconfident

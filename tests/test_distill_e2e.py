@@ -10,7 +10,7 @@ from helpers.members import save_member
 from helpers.tiny_config import PROJECT_CONFIG, write_tiny_config
 from test_tools_e2e import _latest_metrics
 
-DISTILL = osp.join(ROOT, 'configs',
+DISTILL = osp.join(ROOT, 'configs', 'distill',
                    'distill-ensemble-3x_fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
 
 
@@ -68,7 +68,7 @@ def test_deployed_student_predicts_as_the_distiller(distilled, tiny_data_root, t
 
     from mmseg.registry import MODELS
     from mmseg_uncert.apis import init_uncertainty_model
-    from mmseg_uncert.apis.evaluation import build_split
+    from mmseg_uncert.workflows.split_evaluation import build_split
     from mmseg_uncert.models.segmentors import mmseg_scope
 
     cfg = distilled['cfg']

@@ -1,7 +1,7 @@
 """The main job's goals and tables, from hand-made metric dicts."""
 import pytest
 
-from mmseg_uncert.apis.distillation_report import (check_goals, decomposition_table,
+from mmseg_uncert.workflows.distillation_report import (check_goals, decomposition_table,
                                                    summarise)
 
 
@@ -66,7 +66,7 @@ def test_decomposition_table_puts_each_task_in_its_column():
            '0.02 of the ensemble.'),
 ])
 def test_demo_sentences_place_the_student_against_member_and_ensemble(student_ood, expected):
-    from mmseg_uncert.apis.demo_report import ROWS, observations
+    from mmseg_uncert.workflows.demo_report import ROWS, observations
     student = _model('student', 77.5, 0.045, 0.11, dict(max_prob=0.915),
                      dict(epistemic=student_ood), dict(aleatoric=0.7))
     (_, e), (_, m), (_, s) = ROWS
@@ -80,7 +80,7 @@ def test_demo_sentences_place_the_student_against_member_and_ensemble(student_oo
 
 
 def test_time_test_steps_takes_the_median_round_with_models_taking_turns():
-    from mmseg_uncert.apis.evaluation import time_test_steps
+    from mmseg_uncert.workflows.split_evaluation import time_test_steps
     calls = []
 
     class Clock:
@@ -111,7 +111,7 @@ def test_time_test_steps_takes_the_median_round_with_models_taking_turns():
 
 
 def test_benchmark_tables_from_a_results_file():
-    from mmseg_uncert.apis.distillation_report import benchmark_tables
+    from mmseg_uncert.workflows.distillation_report import benchmark_tables
 
     def row(miou, ece, seconds, misc, ood, amb, pearson=None):
         r = dict(mIoU=miou, ECE=ece, seconds_per_image=seconds,
@@ -153,7 +153,7 @@ def test_readme_holds_the_benchmark_tables_of_the_committed_results():
     import json
     import os.path as osp
 
-    from mmseg_uncert.apis.distillation_report import benchmark_tables
+    from mmseg_uncert.workflows.distillation_report import benchmark_tables
     root = osp.dirname(osp.dirname(osp.abspath(__file__)))
     with open(osp.join(root, 'benchmarks', 'results', 'distillation.json')) as f:
         tables = '\n'.join(benchmark_tables(json.load(f)))

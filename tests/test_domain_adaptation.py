@@ -23,10 +23,10 @@ from mmseg_uncert.models.data_preprocessors import image_mask
 from mmseg_uncert.models.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
 from mmseg_uncert.models.segmentors import mmseg_scope
 
-WARMUP = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
-PRODA = osp.join(ROOT, 'configs',
+WARMUP = osp.join(ROOT, 'configs', 'fastscnn', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
+PRODA = osp.join(ROOT, 'configs', 'proda',
                  'proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
-PRODA_DISTILL = osp.join(ROOT, 'configs',
+PRODA_DISTILL = osp.join(ROOT, 'configs', 'proda',
                          'proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
 
 
@@ -246,7 +246,9 @@ def test_prototype_features_are_taken_before_dropout(tmp_path):
     with torch.no_grad():
         expected = model.decode_head._forward_feature(model.extract_feat(x))
     assert torch.allclose(feature, expected, atol=1e-5)
-    assert model.decode_head.conv_seg.__dict__.get('tapped_input') is None
+    # no hook stays on the head after the tap
+    assert not model.decode_head.conv_seg._forward_pre_hooks
+    assert not model.decode_head.dropout._forward_pre_hooks
 
 
 def test_rectification_without_hook_is_an_error(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from scipy import stats  # installed with scikit-learn, a test dependency
 
 from mmseg_uncert.apis import deploy_model_config, student_state_dict
-from mmseg_uncert.apis.evaluation import (SplitEvaluation, load_maps,
+from mmseg_uncert.workflows.split_evaluation import (SplitEvaluation, load_maps,
                                           map_correlations, save_maps)
 from mmseg_uncert.visualization import Panel, colorize_labels, colour_limits
 

@@ -19,12 +19,13 @@ from torch import nn
 from mmseg.models.decode_heads import PSPHead
 from mmseg.registry import MODELS
 
-from mmseg_uncert.apis.head_coverage import (RESULTS, bare_model_cfg, build_model,
+from mmseg_uncert.workflows.head_coverage import (RESULTS, bare_model_cfg, build_model,
                                              check_head, coverage_table,
                                              shipped_head_configs, synthetic_batch,
                                              table_in)
 from mmseg_uncert.models.decode_heads import UnsupportedHeadError
 from mmseg_uncert.models.segmentors import mmseg_scope
+from mmseg_uncert.models.segmentors.student_init import load_student_state
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 HEADS = shipped_head_configs()
@@ -271,7 +272,7 @@ def test_a_cascade_student_deploys_alone():
     UncertaintyCascadeEncoderDecoder: its checkpoint loads strictly and the
     predictions (logits and maps) are the distiller's."""
     from mmseg_uncert.apis import deploy_model_config, student_state_dict
-    from mmseg_uncert.apis.head_coverage import distiller_model_cfg, student_model_cfg
+    from mmseg_uncert.workflows.head_coverage import distiller_model_cfg, student_model_cfg
     model = bare_model_cfg('ocrnet/ocrnet_hr18s_4xb2-40k_cityscapes-512x1024.py')
     distiller_cfg = distiller_model_cfg(student_model_cfg(model), 19)
     distiller = build_model(distiller_cfg)
@@ -294,7 +295,7 @@ def test_pseudo_labelled_targets_train_every_output_of_a_multi_output_head():
     unlabelled target the head's own loss_by_feat sees all three outputs
     (pam_cam, pam, cam), against the teacher's argmax labels; by hand with
     the bare model and the same weights."""
-    from mmseg_uncert.apis.head_coverage import tiny_teacher
+    from mmseg_uncert.workflows.head_coverage import tiny_teacher
     head = dict(type='DAHead', in_channels=512, in_index=0, channels=16, pam_channels=8,
                 num_classes=5, dropout_ratio=0.0, norm_cfg=dict(type='BN'))
     bare_cfg = ConfigDict(type='EncoderDecoder',
@@ -305,7 +306,7 @@ def test_pseudo_labelled_targets_train_every_output_of_a_multi_output_head():
     cfg['decode_head'] = dict(type='DualHead', head=head, uncertainty_names=('std', ))
     distiller = build_model(cfg)
     bare = build_model(bare_cfg, seed=1)
-    distiller.load_student_state(bare.state_dict(), 'the bare DANet')
+    load_student_state(distiller, bare.state_dict(), 'the bare DANet')
     source, source_samples = synthetic_batch(5, (64, 64), seed=1)
     target, target_samples = synthetic_batch(5, (64, 64), seed=2)
     for s in target_samples:

@@ -85,8 +85,8 @@ def test_bad_names_severities_and_images_are_refused():
 
 def test_in_a_test_pipeline_the_image_changes_and_the_labels_do_not(tiny_data_root):
     import os.path as osp
-    from mmseg_uncert.apis.evaluation import build_split
-    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
+    from mmseg_uncert.workflows.split_evaluation import build_split
+    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'fcn',
                       'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
     clean = build_split(config, tiny_data_root, 'val', indices=2)
     foggy = build_split(config, tiny_data_root, 'val', indices=2,

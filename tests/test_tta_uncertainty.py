@@ -17,10 +17,10 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from mmseg_uncert.apis.evaluation import build_split
+from mmseg_uncert.workflows.split_evaluation import build_split
 from mmseg_uncert.models import UNCERTAINTY_NAMES
 from mmseg_uncert.models.segmentors import TTASegmentor, UncertaintyTTAModel, mmseg_scope
-from mmseg_uncert.models.segmentors.ensemble_distiller import _teacher_models
+from mmseg_uncert.models.segmentors.distillation_teacher import feature_taps
 
 from conftest import run_tool
 from helpers.members import member_model_cfg
@@ -306,9 +306,9 @@ def test_distiller_with_a_tta_teacher_trains_on_the_naive_views(tmp_path):
                 probs.append(F.interpolate(logits, size=(32, 64), mode='bilinear',
                                            align_corners=False).softmax(1))
     naive = _naive_maps(probs)
-    assert torch.allclose(got['prob'].double(), naive['mean'], atol=1e-5)
+    assert torch.allclose(got.prob.double(), naive['mean'], atol=1e-5)
     for name in UNCERTAINTY_NAMES:
-        assert torch.allclose(got['maps'][name].double(), naive[name], atol=1e-5), name
+        assert torch.allclose(got.maps[name].double(), naive[name], atol=1e-5), name
     # one training step: every term finite, the student moves, the teacher not
     teacher_before = copy.deepcopy(model.teacher.state_dict())
     student_before = model.decode_head.head.conv_seg.weight.detach().clone()
@@ -323,9 +323,10 @@ def test_distiller_with_a_tta_teacher_trains_on_the_naive_views(tmp_path):
         assert torch.equal(value, teacher_before[key]), key
     # feature terms: a flipped view's features are mirrored
     with pytest.raises(ValueError, match='flipped views give mirrored'):
-        _teacher_models(model.teacher)
+        feature_taps(model.teacher)
     model.teacher.flips = (False, )
-    assert _teacher_models(model.teacher) == [model.teacher.model]
+    taps = feature_taps(model.teacher)
+    assert [t.classifier for t in taps] == [model.teacher.model.decode_head.conv_seg]
 
 
 # ---------------------------------------------------------------- end to end

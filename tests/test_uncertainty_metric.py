@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from mmseg_uncert.evaluation import UncertaintyMetric
 from mmseg_uncert.evaluation import functional as F
+from mmseg_uncert.visualization import plot_metric_curves
 
 from conftest import run_tool
 from helpers import exact_metrics as X
@@ -379,7 +380,7 @@ def test_bad_inputs_are_named():
                                                      'road_9.png')])
 
 
-def test_output_dir_gets_plots_and_diagram_data(tmp_path):
+def test_output_dir_gets_the_curves_data_and_their_plots(tmp_path):
     samples = random_samples(3)
     out = _evaluate(UncertaintyMetric(scores=('entropy', 'std'),
                                       output_dir=str(tmp_path)), samples)
@@ -390,8 +391,12 @@ def test_output_dir_gets_plots_and_diagram_data(tmp_path):
     ece = sum(data['count'][i] / sum(data['count'])
               * abs(data['accuracy'][i] - data['confidence'][i]) for i in filled)
     assert ece == pytest.approx(out['ECE'])
-    for name in ('reliability_diagram.png', 'risk_coverage_entropy.png',
-                 'risk_coverage_std.png'):
+    # the metric writes data; the visualization draws it
+    assert not list(tmp_path.glob('*.png'))
+    written = plot_metric_curves(str(tmp_path))
+    names = ('reliability_diagram.png', 'risk_coverage_entropy.png', 'risk_coverage_std.png')
+    assert sorted(osp.basename(p) for p in written) == sorted(names)
+    for name in names:
         assert osp.getsize(tmp_path / name) > 1000
     # the risk-coverage curve's data: the naive curve of the pixels sorted by
     # std (most certain first), at the points the histogram resolves

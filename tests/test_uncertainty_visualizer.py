@@ -213,13 +213,14 @@ CHECK_MATPLOTLIB = textwrap.dedent('''
     builtins.__import__ = real_import
     import matplotlib
     import numpy as np, torch
+    from mmseg_uncert.evaluation.curves import reliability_diagram
     from mmseg_uncert.visualization import (Panel, draw_panels,
                                             plot_reliability_diagram)
 
     def draw(folder):
         draw_panels([Panel('m', np.ones((4, 8)), 'map')], folder + '/p.png')
-        plot_reliability_diagram(torch.ones(3), torch.ones(3), torch.ones(3),
-                                 folder + '/r.png')
+        plot_reliability_diagram(reliability_diagram(torch.ones(3), torch.ones(3),
+                                                     torch.ones(3)), folder + '/r.png')
         return matplotlib.get_backend()
 
     from_env = draw(sys.argv[1])  # MPLBACKEND=svg

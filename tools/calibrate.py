@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 
 import mmseg_uncert  # noqa: F401  (registers the components)
-from mmseg_uncert.apis.calibration import METHODS, calibrate
+from mmseg_uncert.workflows.post_hoc_calibration import METHODS, calibrate
 
 
 def parse_args() -> argparse.Namespace:

@@ -3,7 +3,7 @@ the correlation of their uncertainty maps with a reference model's.
 
     python tools/evaluate_uncertainty.py --out-dir DIR \\
         --model ensemble work_dirs/ens/ensemble.py \\
-        --model student configs/distill_....py work_dirs/student/iter_2000.pth \\
+        --model student configs/distill/....py work_dirs/student/iter_2000.pth \\
         [--split val] [--data-root DIR] [--limit N] \\
         [--reference ensemble] [--save-maps std] [--reference-maps FILE.npz] \\
         [--time 20 [--time-only]]
@@ -34,7 +34,7 @@ machine did meanwhile (the metrics' own work included). To compare models'
 speed, ``--time N`` times every model's ``test_step`` on the first N images
 (at most ``--limit``),
 the models taking turns, median of 3 rounds
-(:func:`mmseg_uncert.apis.evaluation.time_test_steps`), into
+(:func:`mmseg_uncert.workflows.split_evaluation.time_test_steps`), into
 ``DIR/timing.json``; ``--time-only`` skips the metrics.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ import torch
 
 import mmseg_uncert  # noqa: F401  (registers the components)
 from mmseg_uncert.apis import init_uncertainty_model
-from mmseg_uncert.apis.evaluation import (build_split, evaluate_model, load_maps,
+from mmseg_uncert.workflows.split_evaluation import (build_split, evaluate_model, load_maps,
                                           map_correlations, save_maps, time_test_steps)
 
 #: rounds of --time; the median counts

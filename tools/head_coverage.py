@@ -20,7 +20,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mmseg_uncert.apis.head_coverage import (RESULTS, check_head,  # noqa: E402
+from mmseg_uncert.workflows.head_coverage import (RESULTS, check_head,  # noqa: E402
                                              coverage_summary, coverage_table,
                                              shipped_head_configs, write_table)
 

@@ -15,6 +15,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 import mmseg_uncert  # noqa: F401  (registers components, checkpoint allow-list)
 from mmseg.registry import METRICS, MODELS
 from mmseg_uncert.engine import build_runner, load_run_config
+from mmseg_uncert.visualization import plot_metric_curves
 
 
 def parse_args() -> argparse.Namespace:
@@ -117,6 +118,8 @@ def main() -> None:
 
     runner = build_runner(cfg)
     runner.test()
+    if args.out is not None:
+        plot_metric_curves(args.out)  # the uncertainty metric's curves, drawn
 
 
 if __name__ == '__main__':

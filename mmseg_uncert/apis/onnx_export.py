@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..models.decode_heads.uncertainty_head import split_outputs, uncertainty_names
 from ..models.segmentors import (PredictiveSegmentor, final_head, load_config,
                                  mmseg_scope)
 from ..version import __version__
@@ -109,8 +110,7 @@ class DeployedSegmentor(nn.Module):
             raise ValueError(f'input_channel_order must be one of {CHANNEL_ORDERS}, '
                              f'got {input_channel_order!r}')
         self.segmentor = segmentor.eval()
-        self.uncertainty_names = tuple(
-            getattr(final_head(segmentor), 'uncertainty_names', None) or ())
+        self.uncertainty_names = uncertainty_names(final_head(segmentor))
         self.logit_channels = _output_channels(segmentor) - len(self.uncertainty_names)
         self.normalize_in_graph = normalize_in_graph
         self.input_channel_order = input_channel_order
@@ -169,8 +169,8 @@ class DeployedSegmentor(nn.Module):
         size = tuple(x.shape[2:])
         out = self.segmentor.encode_decode(x, [dict(img_shape=size, pad_shape=size,
                                                     ori_shape=size)])
-        C = self.logit_channels
-        return (out[:, :C], *(out[:, C + k] for k in range(len(self.uncertainty_names))))
+        logits, maps = split_outputs(out, self.uncertainty_names)
+        return (logits, *maps.unbind(1))
 
 
 def adaptive_avg_pool2d(x: Tensor, output_size: Sequence[int]) -> Tensor:
@@ -301,7 +301,8 @@ def _many_passes_message(kind: str) -> str:
     return (f'{kind} runs many forward passes (one per ensemble member or MC-dropout '
             f'sample) and combines their softmaxes: it is not one network to put in '
             f'an ONNX graph. Distil it into a one-pass student first (e.g. '
-            f'configs/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py, '
+            f'configs/distill/'
+            f'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py, '
             f'trained with tools/train.py) and export the student\'s config and '
             f'checkpoint')
 
@@ -402,7 +403,8 @@ def export_onnx(model: nn.Module, out: str, shape: Sequence[int] = (256, 512),
             f'seeded noise, which an ONNX graph cannot reproduce (and torch.export '
             f'cannot size with a dynamic image). Export a student whose maps are '
             f'one deterministic pass (a DualHead, e.g. '
-            f'configs/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py)')
+            f'configs/distill/'
+            f'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py)')
     axes: dict[int, Any] = {0: Dim('batch', min=1)}
     if dynamic_size:
         axes.update({2: Dim('height', min=1), 3: Dim('width', min=1)})
@@ -510,7 +512,7 @@ def reference_outputs(model: nn.Module, image: Tensor, normalize_in_graph: bool 
     """PyTorch's outputs for ``image`` the way mmseg computes them: the
     model's own data preprocessor (``normalize_in_graph``), then
     ``encode_decode``, split into ``seg_logits`` and the named maps."""
-    names = tuple(getattr(final_head(model), 'uncertainty_names', None) or ())
+    names = uncertainty_names(final_head(model))
     x = image
     with torch.no_grad():
         if normalize_in_graph:
@@ -520,8 +522,8 @@ def reference_outputs(model: nn.Module, image: Tensor, normalize_in_graph: bool 
         size = tuple(x.shape[2:])
         out = model.encode_decode(x, [dict(img_shape=size, pad_shape=size,
                                            ori_shape=size)] * x.shape[0])
-    C = out.shape[1] - len(names)
-    return {SEG_LOGITS: out[:, :C], **{n: out[:, C + k] for k, n in enumerate(names)}}
+    logits, maps = split_outputs(out, names)
+    return {SEG_LOGITS: logits, **dict(zip(names, maps.unbind(1)))}
 
 
 def verify_onnx(model: nn.Module, path: str, batch: int = 2,

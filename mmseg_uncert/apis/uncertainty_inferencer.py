@@ -4,13 +4,14 @@ from __future__ import annotations
 import copy
 import os.path as osp
 import warnings
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import mmcv
 import mmengine
 import numpy as np
 from mmcv.transforms import Compose
 from mmengine.config import Config, ConfigDict
+from mmengine.registry import FUNCTIONS
 from mmengine.visualization import Visualizer
 from PIL import Image
 from rich.progress import track
@@ -21,8 +22,9 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from ..models.segmentors import load_config, mmseg_scope
+from ..models.segmentors.deployment import is_training_wrapper
 from ..visualization.uncertainty_visualizer import map_names
-from .inference import TRAINING_WRAPPERS, init_uncertainty_model
+from .inference import init_uncertainty_model
 from .inference_inputs import ImageInput, check_out_dir, named_inputs, read_image
 
 #: transforms that read annotation files, which inference does not have
@@ -113,10 +115,21 @@ class UncertaintyInferencer(MMSegInferencer):
         with mmseg_scope():
             return Compose(kept)
 
+    def _init_collate(self, cfg: Config | ConfigDict) -> Callable:
+        """The test dataloader's ``collate_fn`` (default ``pseudo_collate``),
+        looked up in mmengine's function registry, where collate functions
+        are: mmengine's own lookup switches to the inferencer's scope, mmseg,
+        which has no function registry, and warns so on every run."""
+        collate = cfg.test_dataloader.get('collate_fn') or dict(type='pseudo_collate')
+        return FUNCTIONS.get(collate['type'] if isinstance(collate, dict) else collate)
+
     def _init_visualizer(self, cfg: Config | ConfigDict) -> Visualizer | None:
-        if 'visualizer' in cfg and cfg.visualizer.get('type') in (
-                'SegLocalVisualizer', 'mmseg.SegLocalVisualizer'):
-            cfg.visualizer = ConfigDict(cfg.visualizer, type='UncertaintyVisualizer')
+        if 'visualizer' in cfg:
+            # the inferencer writes its pictures itself (out_dir): storage
+            # backends are not used, and without a save_dir they warn
+            cfg.visualizer = ConfigDict(cfg.visualizer, vis_backends=None)
+            if cfg.visualizer.get('type') in ('SegLocalVisualizer', 'mmseg.SegLocalVisualizer'):
+                cfg.visualizer.type = 'UncertaintyVisualizer'
         return super()._init_visualizer(cfg)
 
     def __call__(self,
@@ -306,7 +319,7 @@ def default_palette(num_classes: int) -> list[list[int]]:
 def _carries_weights(model_cfg: dict) -> bool:
     """Whether the model's parts name their own checkpoints (ensembles, MC
     dropout), so that it needs no weights of its own."""
-    if model_cfg.get('type') in TRAINING_WRAPPERS:
+    if is_training_wrapper(model_cfg.get('type')):
         return False
     with mmseg_scope():
         cls = MODELS.get(model_cfg.get('type', ''))

@@ -17,7 +17,7 @@ from mmseg.registry import METRICS
 from .. import functional as F
 from ..functional import BUILTIN_SCORES
 from .summed_metric import SummedMetric
-from ...visualization import plot_reliability_diagram, plot_risk_coverage
+from ..curves import reliability_diagram, risk_coverage_curve
 
 
 def checked_maps(maps: dict[str, Tensor], names: Sequence[str], shape: tuple[int, int],
@@ -107,8 +107,10 @@ class UncertaintyMetric(SummedMetric):
             uses its mean over all valid pixels.
         patch_size: patch side for the patch-level PAvPU.
         ignore_index: label to leave out.
-        output_dir: where to write the reliability diagram (PNG + JSON) and
-            the risk–coverage curves (PNG + JSON) of every score.
+        output_dir: where to write the reliability diagram's and every
+            score's risk–coverage curve's data (JSON;
+            :func:`mmseg_uncert.visualization.plot_metric_curves` draws them,
+            as this package's ``tools/test.py --out`` does).
         collect_device, prefix: as in :class:`mmengine.evaluator.BaseMetric`.
     """
 
@@ -258,7 +260,7 @@ class UncertaintyMetric(SummedMetric):
                 metrics[f'aleatoric_auroc/{name}'] = F.binary_curve_metrics(
                     pos, neg)['auroc']
         if self.output_dir:
-            self._write_plots(total)
+            self._write_curves(total)
         return metrics
 
     @staticmethod
@@ -268,18 +270,14 @@ class UncertaintyMetric(SummedMetric):
         wrong, right, conf_sum = rows
         return wrong + right, conf_sum, right
 
-    def _write_plots(self, total: dict[str, Tensor]) -> None:
+    def _write_curves(self, total: dict[str, Tensor]) -> None:
+        """The reliability diagram's and each score's risk–coverage data, as
+        JSON in ``output_dir`` (drawn by
+        :func:`mmseg_uncert.visualization.plot_metric_curves`)."""
         os.makedirs(self.output_dir, exist_ok=True)
-        count, conf_sum, correct_sum = self._ece_sums(total['ece'])
-        diagram = plot_reliability_diagram(
-            count, conf_sum, correct_sum,
-            osp.join(self.output_dir, 'reliability_diagram.png'))
-        with open(osp.join(self.output_dir, 'reliability_diagram.json'), 'w') as f:
-            json.dump(diagram, f, indent=2)
+        curves = {'reliability_diagram': reliability_diagram(*self._ece_sums(total['ece']))}
         for name in self.scores:
-            wrong, right = total[f'mis/{name}']
-            curve = plot_risk_coverage(wrong, right, name, osp.join(
-                self.output_dir, f'risk_coverage_{name}.png'))
-            with open(osp.join(self.output_dir, f'risk_coverage_{name}.json'),
-                      'w') as f:
-                json.dump(curve, f)
+            curves[f'risk_coverage_{name}'] = risk_coverage_curve(*total[f'mis/{name}'])
+        for file, data in curves.items():
+            with open(osp.join(self.output_dir, f'{file}.json'), 'w') as f:
+                json.dump(data, f, indent=2 if file == 'reliability_diagram' else None)

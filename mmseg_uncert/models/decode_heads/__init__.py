@@ -1,9 +1,9 @@
-from .classifier_tap import pop_tapped, take_tapped, tap_classifier
 from .dirichlet_head import DirichletHead
 from .dual_head import DualHead
-from .head_taps import HeadTap, UnsupportedHeadError, tap_head
+from .head_taps import ClassifierTap, HeadTap, UnsupportedHeadError, tap_head
 from .heteroscedastic_head import HeteroscedasticHead
+from .uncertainty_head import UncertaintyHead, split_outputs, uncertainty_names
 
-__all__ = ['DirichletHead', 'DualHead', 'HeadTap', 'HeteroscedasticHead',
-           'UnsupportedHeadError', 'pop_tapped', 'take_tapped', 'tap_classifier',
-           'tap_head']
+__all__ = ['ClassifierTap', 'DirichletHead', 'DualHead', 'HeadTap', 'HeteroscedasticHead',
+           'UncertaintyHead', 'UnsupportedHeadError', 'split_outputs', 'tap_head',
+           'uncertainty_names']

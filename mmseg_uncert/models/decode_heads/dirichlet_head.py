@@ -4,17 +4,17 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 
 from ..uncertainty import dirichlet_uncertainty
+from .uncertainty_head import UncertaintyHead
 
 
 @MODELS.register_module()
-class DirichletHead(BaseModule):
+class DirichletHead(UncertaintyHead):
     """Any mmseg decode head read as a Prior Network: its C logits z are the
     log-concentrations of a Dirichlet over the class probabilities,
     α_c = exp(z_c) (Malinin et al., "Ensemble Distribution Distillation",
@@ -52,11 +52,7 @@ class DirichletHead(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.head = MODELS.build(head)
         self.loss_distribution = MODELS.build(loss_distribution)
-        self.num_classes = self.head.num_classes
-        self.align_corners = self.head.align_corners
-        self.ignore_index = self.head.ignore_index
-        self.threshold = getattr(self.head, 'threshold', None)
-        self.out_channels = self.num_classes + len(self.uncertainty_names)
+        self._share_head_attributes()
 
     def forward_logits(self, inputs: Sequence[Tensor]) -> Tensor:
         """The wrapped head's logits z = ln α, (B, C, h, w)."""

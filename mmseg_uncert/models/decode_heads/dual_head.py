@@ -5,7 +5,6 @@ from typing import Any, Sequence
 
 import torch
 from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
@@ -15,13 +14,14 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType
 
 from .head_taps import ClassifierTap, HeadTap, MaskQueryTap, tap_head
+from .uncertainty_head import UncertaintyHead
 
 #: the branch's hidden 3x3 layer
 BRANCH_CONVS = {'conv': ConvModule, 'depthwise_separable': DepthwiseSeparableConvModule}
 
 
 @MODELS.register_module()
-class DualHead(BaseModule):
+class DualHead(UncertaintyHead):
     """Any mmseg decode head plus an uncertainty branch.
 
     The branch (3x3 conv-BN-ReLU, then 1x1 conv) reads the very per-pixel
@@ -115,11 +115,7 @@ class DualHead(BaseModule):
                 norm_cfg=getattr(self.head, 'norm_cfg', None) or dict(type='BN'),
                 act_cfg=dict(type='ReLU')),
             nn.Conv2d(branch_channels, outputs, 1))
-        self.num_classes = self.head.num_classes
-        self.align_corners = self.head.align_corners
-        self.ignore_index = self.head.ignore_index
-        self.threshold = getattr(self.head, 'threshold', None)
-        self.out_channels = self.num_classes + len(self.uncertainty_names)
+        self._share_head_attributes()
 
     @property
     def feature_channels(self) -> int:
@@ -129,7 +125,7 @@ class DualHead(BaseModule):
     def _tapped(self, inputs: Sequence[Tensor], output: object = None
                 ) -> tuple[Tensor, Tensor, Tensor]:
         """Class scores (B, C, h, w), raw uncertainty outputs and features
-        (B, F, h, w) of the head's forward just run."""
+        (B, F, h, w) of the head's forward just run (inside ``with self.tap``)."""
         feature, scores = self.tap.take(inputs)
         if output is not None and isinstance(self.tap, ClassifierTap):
             self.tap.check_output(output, scores)
@@ -150,17 +146,17 @@ class DualHead(BaseModule):
         """As :meth:`forward_with_uncertainty`, with the wrapped head's whole
         forward output first (auxiliary outputs included), which its
         ``loss_by_feat`` takes."""
-        self.tap.clear()
-        if isinstance(self.tap, MaskQueryTap):
-            if batch_img_metas is None:
-                raise ValueError(f'DualHead: {type(self.head).__name__} needs the '
-                                 f'image metas (batch_img_metas) for its forward')
-            samples = [SegDataSample(metainfo=dict(m, batch_input_shape=m['img_shape']))
-                       for m in batch_img_metas]
-            output = self.head(inputs, samples)
-        else:
-            output = self.head(inputs, *prev)
-        return (output, *self._tapped(inputs, output))
+        with self.tap:
+            if isinstance(self.tap, MaskQueryTap):
+                if batch_img_metas is None:
+                    raise ValueError(f'DualHead: {type(self.head).__name__} needs the '
+                                     f'image metas (batch_img_metas) for its forward')
+                samples = [SegDataSample(metainfo=dict(m, batch_input_shape=m['img_shape']))
+                           for m in batch_img_metas]
+                output = self.head(inputs, samples)
+            else:
+                output = self.head(inputs, *prev)
+            return (output, *self._tapped(inputs, output))
 
     def _branch_input(self, scores: Tensor, feature: Tensor) -> Tensor:
         scale = self.feature_grad_scale
@@ -195,9 +191,9 @@ class DualHead(BaseModule):
         """The wrapped head's own ``loss(inputs, [prev_output,]
         batch_data_samples, train_cfg)``, and the class scores, raw
         uncertainty outputs and features of that same forward."""
-        self.tap.clear()
-        losses = self.head.loss(inputs, *args)
-        scores, raw, feature = self._tapped(inputs)
+        with self.tap:
+            losses = self.head.loss(inputs, *args)
+            scores, raw, feature = self._tapped(inputs)
         return losses, scores, raw, feature
 
     def loss(self, inputs: Sequence[Tensor], *args: Any) -> dict[str, Tensor]:
@@ -213,9 +209,9 @@ class DualHead(BaseModule):
         """The wrapped head's own ``predict(inputs, [prev_output,]
         batch_img_metas, test_cfg)`` (B, C, H, W), then the K decoded maps
         resized to the same size: (B, C + K, H, W)."""
-        self.tap.clear()
-        seg_logits = self.head.predict(inputs, *args)
-        _, raw, _ = self._tapped(inputs)
+        with self.tap:
+            seg_logits = self.head.predict(inputs, *args)
+            _, raw, _ = self._tapped(inputs)
         maps = resize(self.loss_uncertainty.decode(raw), seg_logits.shape[2:],
                       mode='bilinear', align_corners=self.align_corners)
         return torch.cat([seg_logits, maps.to(seg_logits.dtype)], 1)

@@ -1,16 +1,17 @@
 """Where an mmseg decode head's per-pixel features and class scores are.
 
-A :class:`~.dual_head.DualHead` (and distillation's feature terms) must read
-the features from which a head's prediction is made, for any head, without
-changing what the head computes. Heads differ in where those are, not in
-their type names, so a tap is chosen by what the head *has* and *does*
-(:func:`tap_head`):
+A :class:`~.dual_head.DualHead`, a :class:`~.heteroscedastic_head.HeteroscedasticHead`,
+ProDA's prototypes and distillation's feature terms must read the features
+from which a head's prediction is made, for any head, without changing what
+the head computes. Heads differ in where those are, not in their type names,
+so a tap is chosen by what the head *has* and *does* (:func:`tap_head`):
 
 * :class:`ClassifierTap`: the head classifies a dense feature map with a 1x1
   ``conv_seg`` convolution (every ``BaseDecodeHead`` that calls ``cls_seg``:
   FCN, PSP, ASPP, UPer, SegFormer, DA, OCR, DDR, PID, SETR, DPT, ...). The
-  features are its input, the class scores its output, and the head's
-  forward must return that output (alone, or among auxiliary outputs).
+  features are its input (or its ``dropout`` layer's input, ``before_dropout``),
+  the class scores its output, and the head's forward must return that output
+  (alone, or among auxiliary outputs).
 * :class:`IterativeKernelTap`: K-Net's iterative head. A kernel-generating
   head gives the features and the first masks; each kernel-update stage
   refines the masks from the same features; the last stage is the prediction.
@@ -29,8 +30,16 @@ A head none of them fits (PointRend's point head, which re-classifies a few
 sampled points with an MLP; heads without class scores) is refused with
 :class:`UnsupportedHeadError`, naming the head and the reason.
 
-Hooks are module-level functions writing to the module they are on, so a
-deep copy of a tapped head (an EMA model) keeps working taps.
+A tap is a context manager, as mmrazor's recorders are used: entering it
+hooks the head's parts, the forward run inside records what they see, and
+:meth:`HeadTap.take` hands it over; leaving removes the hooks and forgets the
+records. Nothing stays on the modules between forwards, so a deep copy of a
+head (an EMA model) copies no tap, and a call of the head outside a tap
+records nothing::
+
+    with tap:
+        output = head(inputs)
+        feature, scores = tap.take(inputs)
 """
 from __future__ import annotations
 
@@ -44,38 +53,63 @@ class UnsupportedHeadError(TypeError):
     """A decode head whose prediction no tap can follow."""
 
 
-def _keep_input(module: nn.Module, args: tuple) -> None:
-    module.tapped_input = args[0]
-
-
-def _keep_output(module: nn.Module, args: tuple, output: Any) -> None:
-    module.tapped_output = output
-    module.tapped_calls = module.__dict__.get('tapped_calls', 0) + 1
-
-
-def _pop(module: nn.Module, name: str) -> Any:
-    return module.__dict__.pop(name, None)
-
-
-def _clear(*modules: nn.Module) -> None:
-    for module in modules:
-        for name in ('tapped_input', 'tapped_output', 'tapped_calls'):
-            module.__dict__.pop(name, None)
-
-
 class HeadTap:
-    """Base of the taps: after one forward of the head (``forward``, ``loss``
-    or ``predict``), :meth:`take` gives the per-pixel features (B, F, h, w)
-    and the dense class scores (B, C, h, w) that the prediction is made of,
-    at the features' resolution. ``feature_channels`` is F."""
+    """Base of the taps: inside ``with tap:``, after one forward of the head
+    (``forward``, ``loss`` or ``predict``), :meth:`take` gives the per-pixel
+    features (B, F, h, w) and the dense class scores (B, C, h, w) that the
+    prediction is made of, at the features' resolution. ``feature_channels``
+    is F. Subclasses name what to record in :meth:`watched`."""
 
     feature_channels: int
 
     def __init__(self, head: nn.Module) -> None:
         self.head_name = type(head).__name__
+        self._records: dict[str, list[Any]] = {}
+        self._handles: list[Any] = []
 
-    def clear(self) -> None:
-        """Forget what an earlier forward left (call before each forward)."""
+    def watched(self) -> list[tuple[str, nn.Module, str]]:
+        """(record name, module, ``'input'`` or ``'output'``): what to record."""
+        raise NotImplementedError
+
+    def __enter__(self) -> 'HeadTap':
+        if self._handles:
+            raise RuntimeError(f'the {self.head_name} tap is already entered')
+        for name, module, what in self.watched():
+            record = self._records.setdefault(name, [])
+            if what == 'input':
+                handle = module.register_forward_pre_hook(
+                    lambda _, args, record=record: record.append(args[0]))
+            else:
+                handle = module.register_forward_hook(
+                    lambda _, args, out, record=record: record.append(out))
+            self._handles.append(handle)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._records = {}
+
+    def _pop(self, name: str) -> list[Any]:
+        """What ``name`` recorded since the last take, forgotten here (an
+        MC-dropout teacher's next pass records afresh)."""
+        if not self._handles:
+            raise RuntimeError(f'the {self.head_name} tap is read outside its '
+                               f'"with" block')
+        recorded, self._records[name][:] = list(self._records[name]), []
+        return recorded
+
+    def _last(self, *names: str) -> list[Any]:
+        """The latest record of each name; an error naming a part that did
+        not run."""
+        values = [self._pop(name) for name in names]
+        missing = [name for name, value in zip(names, values) if not value]
+        if missing:
+            raise RuntimeError(f'{self.head_name}: {" and ".join(missing)} did not '
+                               f'run in the forward just run, so its features cannot '
+                               f'be read')
+        return [value[-1] for value in values]
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -84,42 +118,49 @@ class HeadTap:
         grid; other heads ignore them."""
         raise NotImplementedError
 
-    def _missing(self, what: str) -> RuntimeError:
-        return RuntimeError(f'{self.head_name}: {what} was not called in the '
-                            f'forward just run, so its features cannot be read')
-
 
 class ClassifierTap(HeadTap):
-    """A head that ends in one 1x1 ``conv_seg`` classifier (see module doc)."""
+    """A head that ends in one 1x1 ``conv_seg`` classifier (see module doc).
+
+    ``before_dropout`` reads the features before the head's ``dropout`` layer
+    (when it has one): models that compare features across train and eval
+    mode (ProDA's prototypes: a momentum copy in eval against the model in
+    training) need them without dropout's zeros and 1/(1 − p) scaling."""
 
     @staticmethod
     def fits(head: nn.Module) -> bool:
         return isinstance(getattr(head, 'conv_seg', None), nn.Conv2d)
 
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, head: nn.Module, wrapper: str = 'this model',
+                 before_dropout: bool = False) -> None:
+        if not self.fits(head):
+            raise UnsupportedHeadError(
+                f'{wrapper} needs a decode head whose classifier is a conv_seg '
+                f'Conv2d (mmseg BaseDecodeHead subclasses); {type(head).__name__} '
+                f'has none')
         super().__init__(head)
         self.classifier = head.conv_seg
-        self.classifier.register_forward_pre_hook(_keep_input)
-        self.classifier.register_forward_hook(_keep_output)
+        dropout = getattr(head, 'dropout', None)
+        self.feature_source = (dropout if before_dropout and isinstance(dropout, nn.Module)
+                               else self.classifier)
         self.feature_channels = self.classifier.in_channels
 
-    def clear(self) -> None:
-        _clear(self.classifier)
+    def watched(self) -> list[tuple[str, nn.Module, str]]:
+        return [('feature', self.feature_source, 'input'),
+                ('scores', self.classifier, 'output')]
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
-        calls = _pop(self.classifier, 'tapped_calls')
-        feature = _pop(self.classifier, 'tapped_input')
-        scores = _pop(self.classifier, 'tapped_output')
-        if feature is None:
+        features, scores = self._pop('feature'), self._pop('scores')
+        if not scores:
             raise UnsupportedHeadError(
                 f'{self.head_name} did not call its classifier conv_seg in forward: '
-                f'its prediction is made some other way, which DualHead cannot follow')
-        if calls > 1:
+                f'its prediction is made some other way, which cannot be followed')
+        if len(scores) > 1:
             raise UnsupportedHeadError(
-                f'{self.head_name} called its classifier conv_seg {calls} times in '
-                f'one forward; DualHead cannot tell which call is the prediction')
-        return feature, scores
+                f'{self.head_name} called its classifier conv_seg {len(scores)} times '
+                f'in one forward; which call is the prediction cannot be told')
+        return features[-1], scores[-1]
 
     def check_output(self, output: Any, scores: Tensor) -> None:
         """The head's forward must return the classifier's output, alone or
@@ -147,21 +188,16 @@ class IterativeKernelTap(HeadTap):
         super().__init__(head)
         self.classifier = head.kernel_generate_head.conv_seg
         self.last_stage = head.kernel_update_head[-1]
-        self.classifier.register_forward_pre_hook(_keep_input)
-        self.last_stage.register_forward_hook(_keep_output)
         self.feature_channels = self.classifier.in_channels
 
-    def clear(self) -> None:
-        _clear(self.classifier, self.last_stage)
+    def watched(self) -> list[tuple[str, nn.Module, str]]:
+        return [('the kernel-generating classifier', self.classifier, 'input'),
+                ('the last kernel-update stage', self.last_stage, 'output')]
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
-        feature = _pop(self.classifier, 'tapped_input')
-        output = _pop(self.last_stage, 'tapped_output')
-        _clear(self.classifier, self.last_stage)
-        if feature is None or output is None:
-            raise self._missing('the kernel-generating classifier or the last '
-                                'kernel-update stage')
+        feature, output = self._last('the kernel-generating classifier',
+                                     'the last kernel-update stage')
         return feature, output[0]  # a stage returns (masks, kernels)
 
 
@@ -180,21 +216,16 @@ class MaskQueryTap(HeadTap):
         super().__init__(head)
         self.embedding = head.pixel_decoder.mask_feature
         self.head = [head]  # a list: not registered as a submodule twice
-        self.embedding.register_forward_hook(_keep_output)
-        head.register_forward_hook(_keep_output)
         self.feature_channels = self.embedding.out_channels
 
-    def clear(self) -> None:
-        _clear(self.embedding, self.head[0])
+    def watched(self) -> list[tuple[str, nn.Module, str]]:
+        return [('the pixel decoder', self.embedding, 'output'),
+                ('the head itself', self.head[0], 'output')]
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
-        feature = _pop(self.embedding, 'tapped_output')
-        output = _pop(self.head[0], 'tapped_output')
-        _clear(self.embedding, self.head[0])
-        if feature is None or output is None:
-            raise self._missing('the pixel decoder or the head itself')
-        cls_scores, mask_preds = output
+        feature, (cls_scores, mask_preds) = self._last('the pixel decoder',
+                                                       'the head itself')
         # as logits: log s, so that softmax gives s / Σ_c s_c
         scores = semantic_scores(cls_scores[-1], mask_preds[-1])
         return feature, scores.clamp_min(torch.finfo(scores.dtype).tiny).log()
@@ -222,20 +253,15 @@ class PatchClassTap(HeadTap):
         self.head = [head]
         self.patches = head.patch_proj
         self.masks = head.mask_norm
-        self.patches.register_forward_hook(_keep_output)
-        self.masks.register_forward_hook(_keep_output)
         self.feature_channels = self.patches.out_features
 
-    def clear(self) -> None:
-        _clear(self.patches, self.masks)
+    def watched(self) -> list[tuple[str, nn.Module, str]]:
+        return [('patch_proj', self.patches, 'output'),
+                ('mask_norm', self.masks, 'output')]
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
-        patches = _pop(self.patches, 'tapped_output')
-        masks = _pop(self.masks, 'tapped_output')
-        _clear(self.patches, self.masks)
-        if patches is None or masks is None:
-            raise self._missing('patch_proj or mask_norm')
+        patches, masks = self._last('patch_proj', 'mask_norm')
         h, w = self._grid(patches.shape[1], inputs, image_size)
         return (patches.transpose(1, 2).reshape(patches.shape[0], -1, h, w),
                 masks.transpose(1, 2).reshape(masks.shape[0], -1, h, w))
@@ -275,7 +301,7 @@ def tap_head(head: nn.Module, wrapper: str) -> HeadTap:
             f'per-pixel feature map gives its scores')
     for tap in TAPS:
         if tap.fits(head):
-            return tap(head)
+            return tap(head, wrapper) if tap is ClassifierTap else tap(head)
     if getattr(head, 'num_classes', None) == 1 and not hasattr(head, 'conv_seg'):
         raise UnsupportedHeadError(f'{wrapper} cannot follow {name}: it predicts one '
                                    f'value per pixel (depth), not class scores')

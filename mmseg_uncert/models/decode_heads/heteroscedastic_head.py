@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmseg.models.losses import accuracy
@@ -13,11 +12,12 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
 
 from ..uncertainty import entropy
-from .classifier_tap import take_tapped, tap_classifier
+from .head_taps import ClassifierTap
+from .uncertainty_head import UncertaintyHead
 
 
 @MODELS.register_module()
-class HeteroscedasticHead(BaseModule):
+class HeteroscedasticHead(UncertaintyHead):
     """Any mmseg decode head plus a log-variance of its logits (Kendall &
     Gal, "What Uncertainties Do We Need in Bayesian Deep Learning for
     Computer Vision?", NeurIPS 2017).
@@ -65,28 +65,26 @@ class HeteroscedasticHead(BaseModule):
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.head = MODELS.build(head)
-        conv_seg = tap_classifier(self.head, 'HeteroscedasticHead')
+        self.tap = ClassifierTap(self.head, 'HeteroscedasticHead')
         self.num_classes = self.head.num_classes
         self.conv_log_variance = nn.Conv2d(
-            conv_seg.in_channels, self.num_classes if per_class_variance else 1, 1)
+            self.tap.feature_channels, self.num_classes if per_class_variance else 1, 1)
         # start near zero variance: training begins as plain cross-entropy
         nn.init.normal_(self.conv_log_variance.weight, std=0.01)
         nn.init.constant_(self.conv_log_variance.bias, -10.0)
         self.loss_decode = MODELS.build(loss_decode)
         self.num_inference_samples = num_inference_samples
         self.seed = seed
-        self.align_corners = self.head.align_corners
-        self.ignore_index = self.head.ignore_index
-        self.threshold = getattr(self.head, 'threshold', None)
-        self.out_channels = self.num_classes + len(self.uncertainty_names)
+        self._share_head_attributes()
 
     def forward_with_variance(self, inputs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """Logits f (B, C, h, w) and log-variance s (B, 1 or C, h, w)."""
-        logits = self.head(inputs)
-        if not isinstance(logits, Tensor):
-            raise TypeError(f'HeteroscedasticHead: {type(self.head).__name__} '
-                            f'returns {type(logits).__name__}, not one tensor')
-        feature = take_tapped(self.head.conv_seg, 'HeteroscedasticHead')
+        with self.tap:
+            logits = self.head(inputs)
+            if not isinstance(logits, Tensor):
+                raise TypeError(f'HeteroscedasticHead: {type(self.head).__name__} '
+                                f'returns {type(logits).__name__}, not one tensor')
+            feature, _ = self.tap.take()
         return logits, self.conv_log_variance(feature)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tensor:

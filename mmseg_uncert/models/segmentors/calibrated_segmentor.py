@@ -15,6 +15,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import OptSampleList, SampleList
 
 from ..frozen import FrozenChildren
+from .deployment import deployed_model
 from .members import mmseg_scope
 from .predictive_segmentor import PredictiveSegmentor, batch_metas
 
@@ -48,7 +49,7 @@ class CalibratedSegmentor(FrozenChildren, BaseSegmentor):
     Config::
 
         model = dict(type='CalibratedSegmentor',
-                     model=dict(config='configs/fcn_...py', checkpoint='iter_1000.pth'),
+                     model=dict(config='configs/fcn/...py', checkpoint='iter_1000.pth'),
                      calibrator=dict(type='TemperatureScaling', temperature=1.37))
 
     Args:
@@ -70,14 +71,13 @@ class CalibratedSegmentor(FrozenChildren, BaseSegmentor):
                  init_cfg: dict | None = None,
                  train_cfg: dict | None = None,
                  pretrained: str | None = None) -> None:
-        from ...apis.inference import init_uncertainty_model  # apis imports models
         PredictiveSegmentor.check_untrained_arguments('CalibratedSegmentor', train_cfg,
                                                       pretrained)
         if not isinstance(model, dict) or 'config' not in model or (
                 set(model) - {'config', 'checkpoint'}):
             raise ValueError(f'CalibratedSegmentor: model must be dict(config=PATH, '
                              f'checkpoint=PATH or None), got {model!r}')
-        wrapped = init_uncertainty_model(model['config'], model.get('checkpoint'))
+        wrapped = deployed_model(model['config'], model.get('checkpoint'))
         super().__init__(data_preprocessor=wrapped.data_preprocessor, init_cfg=init_cfg)
         self.add_frozen('model', wrapped)
         self.num_classes = wrapped.num_classes

@@ -42,7 +42,7 @@ class MCDropoutSegmentor(PredictiveSegmentor):
     Config::
 
         model = dict(type='MCDropoutSegmentor',
-                     model=dict(config='configs/fcn_...py', checkpoint='...pth'),
+                     model=dict(config='configs/fcn/...py', checkpoint='...pth'),
                      num_samples=20, seed=0)
 
     Args:

@@ -14,7 +14,7 @@ from ..decode_heads.head_taps import MaskQueryTap
 from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
 from .members import mmseg_scope
 from .postprocess import samples_with_uncertainty
-from .uncertainty_encoder_decoder import final_head
+from .cascade import final_head
 
 
 class PredictiveSegmentor(BaseSegmentor):

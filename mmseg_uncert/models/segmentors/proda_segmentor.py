@@ -17,12 +17,14 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList
 
 from ..data_preprocessors import image_mask, source_target_preprocessor
-from ..decode_heads.classifier_tap import pop_tapped, pre_dropout_module, take_tapped
+from ..decode_heads.head_taps import ClassifierTap
 from ..frozen import FrozenChildren
 from ..precision import at_least_float32
 from ..prototypes import PrototypeBank
 from .members import build_member, mmseg_scope
 from .predictive_segmentor import fresh_metas
+from .pseudo_labels import pseudo_labels
+from .deployment import TrainingWrapper
 
 
 def strong_view(inputs: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0,
@@ -68,7 +70,7 @@ def strong_view(inputs: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0
 
 
 @MODELS.register_module()
-class ProDASegmentor(FrozenChildren, EncoderDecoder):
+class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
     """Unsupervised domain adaptation by ProDA's stage 1 (Zhang et al.,
     "Prototypical Pseudo Label Denoising and Target Structure Learning for
     Domain Adaptive Semantic Segmentation", CVPR 2021).
@@ -155,6 +157,8 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             and ``loss`` raises. A training config leaves it out (``{}``).
     """
 
+    training_only_parts = ('pseudo_labeller', 'prototype_bank', 'target_loss')
+
     def __init__(self,
                  pseudo_labeller: dict[str, Any],
                  backbone: ConfigType,
@@ -228,7 +232,8 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
             self.add_frozen('pseudo_labeller', labeller)
         # the features prototypes are made of: before dropout, as the momentum
         # copy (in eval) sees them
-        self.__dict__['feature_tap'] = pre_dropout_module(self.decode_head, 'ProDASegmentor')
+        self.feature_tap = ClassifierTap(self.decode_head, 'ProDASegmentor',
+                                         before_dropout=True)
         self.rectify = rectify
         self.temperature = temperature
         self.structure_weight = structure_weight
@@ -277,12 +282,11 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
         x = network['backbone'](inputs)
         if 'neck' in network:
             x = network['neck'](x)
-        head = network['decode_head']
-        logits = head(x)
-        tap = head.dropout if isinstance(getattr(head, 'dropout', None), nn.Module) \
-            else head.conv_seg
-        feature = take_tapped(tap, 'ProDASegmentor')
-        pop_tapped(head.conv_seg)
+        # the copy's own tap: a deep copy of the head carries none
+        with ClassifierTap(network['decode_head'], 'ProDASegmentor',
+                           before_dropout=True) as tap:
+            logits = network['decode_head'](x)
+            feature, _ = tap.take()
         return logits, feature
 
     def loss(self, inputs: Tensor | dict, data_samples: SampleList | dict) -> dict:
@@ -296,8 +300,6 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
                 'the target batch; train with the config\'s own model (train_cfg '
                 'left out)')
         losses = super().loss(inputs['source'], data_samples['source'])
-        pop_tapped(self.feature_tap)  # the source pass's features
-        pop_tapped(self.decode_head.conv_seg)
         losses.update(self.target_losses(inputs['target'], data_samples['target']))
         return losses
 
@@ -353,28 +355,25 @@ class ProDASegmentor(FrozenChildren, EncoderDecoder):
                 score = prob0 / self.class_thresholds[None, :, None, None]
             else:
                 score = prob0
-            pseudo = score.argmax(1)
             valid = image_mask(metas, size, weak.device)
-            # confidence of the (rectified, renormalised) pseudo-label
-            confidence = score.amax(1) / score.sum(1).clamp_min(1e-12)
-            keep = valid
-            if cbst:
-                keep = valid & (score.amax(1) >= 1)
-            elif self.confidence_threshold > 0:
-                keep = valid & (confidence >= self.confidence_threshold)
+            # CBST keeps each class above its own threshold (score ≥ 1); else
+            # the confidence of the rectified, renormalised pseudo-label
+            pseudo, _, confidence = pseudo_labels(
+                score, valid, self.target_loss.ignore_index,
+                threshold=1.0 if cbst else self.confidence_threshold,
+                renormalise=not cbst)
             if self.rectify:
                 # before the threshold: a pixel it drops is not a rectified one
-                changed = (pseudo != prob0.argmax(1)) & valid
+                changed = (score.argmax(1) != prob0.argmax(1)) & valid
                 rectified = changed.float().sum() / valid.sum().clamp(min=1)
-            pseudo = pseudo.masked_fill(~keep, self.target_loss.ignore_index)
 
         strong = strong_view(weak, self.data_preprocessor.mean,
                              self.data_preprocessor.std, self.strong_strength,
                              self._view_generator(weak.device))
         x = self.extract_feat(strong)
-        logits = self.decode_head(x)
-        feature = take_tapped(self.feature_tap, 'ProDASegmentor')
-        pop_tapped(self.decode_head.conv_seg)
+        with self.feature_tap:
+            logits = self.decode_head(x)
+            feature, _ = self.feature_tap.take()
         logits_full = logits if logits.shape[2:] == size else resize(
             logits, size, mode='bilinear', align_corners=self.align_corners)
         losses = {f'target.{self.target_loss.loss_name}':

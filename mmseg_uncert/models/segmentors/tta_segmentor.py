@@ -9,6 +9,8 @@ from torch import Tensor
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
+from ..decode_heads.uncertainty_head import split_outputs, uncertainty_names
+from .cascade import final_head
 from .members import build_member
 from .predictive_segmentor import PredictiveSegmentor, class_probabilities
 
@@ -74,7 +76,8 @@ class TTASegmentor(PredictiveSegmentor):
     Config::
 
         model = dict(type='TTASegmentor',
-                     model=dict(config='configs/fast-scnn_1xb4-1k_synthetic-128x256.py',
+                     model=dict(config='configs/fastscnn/'
+                                'fast-scnn_1xb4-1k_synthetic-128x256.py',
                                 checkpoint='work_dirs/.../iter_1000.pth'),
                      scales=(0.75, 1.0, 1.25), flips=(False, True))
 
@@ -136,8 +139,9 @@ class TTASegmentor(PredictiveSegmentor):
                 # overwrites img_shape
                 metas = [dict(m, img_shape=shape, pad_shape=shape)
                          for m in batch_img_metas]
-                # a DualHead model's inference gives its C class logits first
-                logits = self.model.inference(view, metas)[:, :self.num_classes]
+                # an uncertainty head's model gives its class logits first
+                logits, _ = split_outputs(self.model.inference(view, metas),
+                                          uncertainty_names(final_head(self.model)))
                 if flip:
                     logits = logits.flip(3)
                 if shape != size:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..evaluation.metrics.uncertainty_metric import BUILTIN_SCORES
 from ..models.segmentors import mmseg_scope
+from ..visualization import plot_metric_curves
 
 
 @dataclass
@@ -84,7 +85,7 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
             every ``pred_uncertainty`` map of the model's first output.
         limit: the first ``limit`` images only (default all).
         output_dir: where UncertaintyMetric writes the reliability diagram
-            and risk–coverage curves.
+            and risk–coverage curves (JSON), drawn beside them (PNG).
         keep_maps: ``pred_uncertainty`` maps to keep per pixel; those the
             model does not give are left out of ``maps``.
         log_interval: log progress every this many images (0: never).
@@ -126,6 +127,8 @@ def evaluate_model(model: nn.Module, dataset, scores: list[str] | None = None,
                       f'per image (forward pass)', logger='current')
     # plain floats (IoUMetric gives numpy scalars), ready for JSON
     metrics = {k: float(v) for k, v in evaluator.evaluate(n).items()}
+    if output_dir:
+        plot_metric_curves(output_dir)
     metrics['seconds_per_image'] = seconds / n
     metrics['images'] = n
     return SplitEvaluation(metrics=metrics, scores=scores,

@@ -33,6 +33,7 @@ from mmengine.structures import PixelData
 
 from ..models.decode_heads.head_taps import UnsupportedHeadError
 from ..models.segmentors.members import mmseg_scope
+from ..models.segmentors.student_init import load_student_state
 
 #: the segmentor a student of each mmseg segmentor type is built as
 STUDENT_SEGMENTORS = {'EncoderDecoder': 'UncertaintyEncoderDecoder',
@@ -263,7 +264,7 @@ def check_head(head_type: str, path: str, root: str | None = None) -> dict[str, 
         student = build_model(distiller_model_cfg(student_cfg, bare.num_classes))
     except UnsupportedHeadError as error:
         return dict(result, status='refused', reason=_naming(head_type, error))
-    student.load_student_state(bare.state_dict(), f'the bare {head_type} model')
+    load_student_state(student, bare.state_dict(), f'the bare {head_type} model')
     # mmseg 1.2.2's cross_entropy with a class_weight (PIDNet's configs)
     # indexes the weights by every label, 255 included, and fails on ignored
     # pixels: those models get none

@@ -20,7 +20,7 @@ class ModelSummary:
         name: the model's row name.
         miou, ece: on val.
         seconds_per_image: ``test_step`` alone, on val (see
-            :func:`~mmseg_uncert.apis.evaluation.time_test_steps` for a
+            :func:`~mmseg_uncert.workflows.split_evaluation.time_test_steps` for a
             side-by-side timing).
         auroc: ``{task: {score: AUROC}}`` for the tasks of :data:`TASKS`.
     """

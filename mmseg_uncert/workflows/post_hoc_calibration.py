@@ -19,7 +19,7 @@ from torch import nn
 from ..evaluation import functional as F
 from ..models.calibration import CalibrationSet
 from ..models.segmentors import CalibratedSegmentor, load_config
-from .evaluation import build_split
+from .split_evaluation import build_split
 
 #: tools/calibrate.py's --method names and their calibrators
 METHODS = dict(temperature='TemperatureScaling', vector='VectorScaling',

@@ -22,7 +22,7 @@ import torch
 
 from .distillation_report import (ModelSummary, check_goals, comparison_table,
                                   decomposition_table, goals_table, summarise)
-from .evaluation import map_correlations
+from .split_evaluation import map_correlations
 
 SPLITS = ('val', 'ood')
 #: (row label, model name in eval/<split>/)
