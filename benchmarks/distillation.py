@@ -16,7 +16,7 @@ everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
    split: ``BootstrapSampler``); member 0 is also the "no distillation" row:
    the student's architecture trained on labels alone;
 3. students distilled from the ensemble with
-   ``configs/distill-ensemble-3x_fast-scnn_…``, each starting from member 0
+   ``configs/distill/distill-ensemble-3x_fast-scnn_…``, each starting from member 0
    (same seed, same schedule):
    ``decomposition`` (the recipe: epistemic + aleatoric channels, noise
    patches, every pixel), ``no patches`` (the recipe without the pasted
@@ -51,8 +51,9 @@ import sys
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MEMBER = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
-DISTILL = osp.join(ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')
+MEMBER = osp.join(ROOT, 'configs', 'fastscnn', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
+DISTILL = osp.join(ROOT, 'configs', 'distill',
+                   'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')
 MEMBERS = 3
 #: bagging: each member draws its own bootstrap sample of the train split;
 #: measured against seeds alone in benchmarks/results/member_diversity.json

@@ -7,7 +7,7 @@ see what the source domain keeps).
     python benchmarks/domain_adaptation.py --seeds 1 --threads 1 # one seed, 1 core
 
 The network and warm-up are the main job's member recipe
-(``configs/fast-scnn_1xb4-1k_synthetic-128x256.py``: Fast-SCNN, 1000
+(``configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py``: Fast-SCNN, 1000
 iterations from random initialisation, without the demo's bagging), trained
 once per seed. Rows of the chain, each starting from the seed's warm-up
 weights but the last:
@@ -56,9 +56,10 @@ import time
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-WARMUP = 'configs/fast-scnn_1xb4-1k_synthetic-128x256.py'
-PRODA = 'configs/proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py'
-DISTILL = 'configs/proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py'
+WARMUP = 'configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py'
+PRODA = 'configs/proda/proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py'
+DISTILL = ('configs/proda/'
+           'proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
 SELF_TRAINING = dict(rectify=False, structure_weight=0.0, confidence_threshold=0.9)
 #: ProDA's rule: every pixel's rectified pseudo-label
 DENOISING_EVERY_PIXEL = dict(rectify=True, structure_weight=0.0, confidence_threshold=0.0)

@@ -4,7 +4,7 @@
     python benchmarks/ensemble_inference.py --size 256 512  # quicker
 
 Members are the project's CPU segmentor (MobileNetV3-small + FCN, 19 classes,
-``configs/fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py``) with seeded
+``configs/fcn/fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py``) with seeded
 random weights: time and memory do not depend on the weights. Settings:
 
 * ``stream``: :class:`~mmseg_uncert.models.segmentors.EnsembleSegmentor` with
@@ -32,7 +32,8 @@ import time
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(ROOT, 'configs', 'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
+CONFIG = osp.join(ROOT, 'configs', 'fcn',
+                  'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
 SETTINGS = [('stream', 1), ('stream', 3), ('stream', 5), ('naive', 3),
             ('naive', 5), ('mc', 20)]
 

@@ -7,7 +7,7 @@ follow its teacher's at Pearson >= 0.8.
         --student work_dirs/demo/student/distill.py work_dirs/demo/student/iter_500.pth
 
 Two teacher ensembles of M = 3 bagged Fast-SCNN members
-(``configs/fast-scnn_1xb4-1k_synthetic-128x256.py``, 1000 iterations, each
+(``configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py``, 1000 iterations, each
 member on its own bootstrap sample of train) differ only by their seeds:
 A has seeds 0..2 (the demo's and the distillation benchmark's), B seeds
 3..5. Each is trained with ``tools/train_ensemble.py`` where its work dir
@@ -37,7 +37,7 @@ import sys
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MEMBER = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
+MEMBER = osp.join(ROOT, 'configs', 'fastscnn', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
 MEMBERS = 3
 ITERS = 1000
 #: the recipe's members: bagged, and the schedule of benchmarks/distillation.py

@@ -3,7 +3,8 @@ budget on 2 CPU cores (goal: a member reaches val mIoU >= 75).
 
     python benchmarks/member_architectures.py [--iters 1000] [--jobs 2]
 
-Each candidate is the member config (``configs/fast-scnn_1xb4-1k_synthetic-128x256.py``:
+Each candidate is the member config
+(``configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py``:
 data, 128x256 crops, batch 4, AdamW 2e-3, warm-up and poly decay) with
 another model, trained from random initialisation by ``tools/train.py``
 ``--jobs`` at a time (one intra-op thread each, as ``tools/train_ensemble.py``
@@ -23,7 +24,7 @@ import subprocess
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MEMBER = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
+MEMBER = osp.join(ROOT, 'configs', 'fastscnn', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
 BN = dict(type='BN', requires_grad=True)
 PLAIN_CE = dict(_delete_=True, type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)
 #: candidate (also its run folder): the model overrides of the member config

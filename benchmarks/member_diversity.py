@@ -5,7 +5,7 @@ aleatoric map), at what cost in accuracy and time.
     python benchmarks/member_diversity.py [--limit N]
 
 Three ensembles of M = 3 members, each member the recipe of
-``configs/fast-scnn_1xb4-1k_synthetic-128x256.py`` (1000 iterations) unless
+``configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py`` (1000 iterations) unless
 said otherwise:
 
 * ``seeds``: members differ only by their seed (initialisation, crops,
@@ -14,7 +14,7 @@ said otherwise:
 * ``bootstrap``: the same, each member trained on its own bootstrap sample
   of train (:class:`~mmseg_uncert.datasets.BootstrapSampler`, bagging);
 * ``mixed architectures``: members 0 and 1 of ``seeds`` with a CGNet
-  (``configs/cgnet_1xb4-1k_synthetic-128x256.py``, seed 2) in place of
+  (``configs/cgnet/cgnet_1xb4-1k_synthetic-128x256.py``, seed 2) in place of
   member 2.
 
 Each is evaluated on every val and ood image: mIoU, ECE, misclassification
@@ -38,8 +38,8 @@ import sys
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MEMBER = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
-CGNET = osp.join(ROOT, 'configs', 'cgnet_1xb4-1k_synthetic-128x256.py')
+MEMBER = osp.join(ROOT, 'configs', 'fastscnn', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
+CGNET = osp.join(ROOT, 'configs', 'cgnet', 'cgnet_1xb4-1k_synthetic-128x256.py')
 MEMBERS = 3
 
 

@@ -3,7 +3,8 @@
     python benchmarks/onnx_speed.py                 # 256x512, 5 runs after 2 warm-ups
     python benchmarks/onnx_speed.py --runs 20 --threads 1 2 4
 
-The demo's student (``configs/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py``:
+The demo's student
+(``configs/distill/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py``:
 Fast-SCNN with a DualHead giving ``epistemic`` and ``aleatoric``) at the
 demo's test size, 256x512 (H x W), batch 1, with seeded random weights:
 time does not depend on the weights. Both sides run the same computation,
@@ -34,7 +35,7 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
-CONFIG = 'configs/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py'
+CONFIG = 'configs/distill/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py'
 
 
 def _median_seconds(call, warmup: int, runs: int) -> float:

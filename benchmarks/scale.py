@@ -26,7 +26,7 @@ and memory do not depend on the weights; nothing is downloaded):
 * inference at 1024x2048, batch 1 (``model.test_step`` under ``no_grad``,
   as ``tools/test.py`` runs it): both students; ensembles of M = 1, 2, 3, 5
   members (R-50, R-101 cycled; M = 2 is
-  ``configs/ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py``)
+  ``configs/ensemble/ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py``)
   in whole and slide mode (512x1024 windows, stride 341x683, as that config);
   MC dropout of the R-50 (20 passes); TTA of the R-50 (6 views: scales
   0.75, 1, 1.25, each flipped or not); both students' ONNX graphs in
@@ -85,7 +85,8 @@ from torch import nn
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 DISTILL_CONFIG = 'configs/distill_mbv3_cityscapes.py'
-ENSEMBLE_CONFIG = 'configs/ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py'
+ENSEMBLE_CONFIG = ('configs/ensemble/'
+                   'ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py')
 #: the teachers, cycled for M members (M = 2 is the shipped configs' pair)
 MEMBER_CONFIGS = {
     'r50': 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb2-80k_cityscapes-512x1024.py',

@@ -5,7 +5,7 @@
 #   (or: bash tools/dist_train.sh configs/distill_mbv3_cityscapes.py 4)
 # 4 GPUs x 2 images, 80k iterations. Data: Cityscapes in data/cityscapes/ as
 # mmseg expects it. Teacher checkpoints in checkpoints/ (the two files named
-# in configs/ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py, or
+# in configs/ensemble/ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py, or
 # your own members from tools/train_ensemble.py). The student's backbone
 # starts from mmseg's ImageNet MobileNetV3-large (downloaded at the first
 # run). Checkpoints hold the student only: test them with this config (which

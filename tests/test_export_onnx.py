@@ -34,12 +34,15 @@ from mmseg_uncert.apis.onnx_export import (DeployedSegmentor,  # noqa: E402
                                            export_onnx_from_config, verify_onnx)
 from mmseg_uncert.models.segmentors import mmseg_scope  # noqa: E402
 
-STUDENT = osp.join(ROOT, 'configs',
+STUDENT = osp.join(ROOT, 'configs', 'distill',
                    'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')
-PLAIN = osp.join(ROOT, 'configs', 'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
-ENSEMBLE = osp.join(ROOT, 'configs', 'ensemble-3x_fast-scnn_synthetic-128x256.py')
-MC_DROPOUT = osp.join(ROOT, 'configs', 'mc-dropout-20x_fcn_mobilenet-v3-s_synthetic-128x256.py')
-HETEROSCEDASTIC = osp.join(ROOT, 'configs',
+PLAIN = osp.join(ROOT, 'configs', 'fcn',
+                 'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
+ENSEMBLE = osp.join(ROOT, 'configs', 'ensemble',
+                    'ensemble-3x_fast-scnn_synthetic-128x256.py')
+MC_DROPOUT = osp.join(ROOT, 'configs', 'mc_dropout',
+                      'mc-dropout-20x_fcn_mobilenet-v3-s_synthetic-128x256.py')
+HETEROSCEDASTIC = osp.join(ROOT, 'configs', 'heteroscedastic',
                            'heteroscedastic-fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
 # the configs' SegDataPreProcessor: RGB order (bgr_to_rgb=True), these values
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32).reshape(1, 3, 1, 1)

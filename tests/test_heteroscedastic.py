@@ -20,7 +20,7 @@ from conftest import ROOT, run_tool
 from helpers.tiny_config import write_tiny_config
 from test_tools_e2e import _latest_metrics
 
-CONFIG = osp.join(ROOT, 'configs',
+CONFIG = osp.join(ROOT, 'configs', 'heteroscedastic',
                   'heteroscedastic-fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
 
 

@@ -134,7 +134,7 @@ def test_inference_model_on_an_array(image):
     """An in-memory image goes through LoadImageFromNDArray and the
     annotation transforms pass through."""
     cfg = _small(Config.fromfile(osp.join(
-        ROOT, 'configs', 'ensemble-3x_fast-scnn_synthetic-128x256.py')))
+        ROOT, 'configs', 'ensemble', 'ensemble-3x_fast-scnn_synthetic-128x256.py')))
     model = init_model(cfg, None, device='cpu')
     from_file = inference_model(model, image)
     from_array = inference_model(model, cv2.imread(image))
@@ -145,7 +145,8 @@ def test_inference_model_on_an_array(image):
 
 def test_a_deployed_distiller_cannot_train():
     cfg = _small(Config.fromfile(osp.join(
-        ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')))
+        ROOT, 'configs', 'distill',
+        'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')))
     model = init_model(cfg, None, device='cpu')
     with pytest.raises(RuntimeError, match='built for inference.*train_cfg=None'):
         model.loss(torch.zeros(1, 3, 64, 128), [])
@@ -153,7 +154,8 @@ def test_a_deployed_distiller_cannot_train():
 
 def test_a_missing_teacher_checkpoint_names_the_deployment_fix(tmp_path):
     cfg = Config.fromfile(osp.join(
-        ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py'))
+        ROOT, 'configs', 'distill',
+        'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py'))
     cfg.model.teacher.members[0].checkpoint = str(tmp_path / 'gone.pth')
     init_default_scope('mmseg')
     with pytest.raises(FileNotFoundError, match=r'gone\.pth.*train_cfg=None'):

@@ -49,9 +49,11 @@ import time
 from dataclasses import dataclass, field
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MEMBER_CONFIG = osp.join(ROOT, 'configs', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
+MEMBER_CONFIG = osp.join(ROOT, 'configs', 'fastscnn',
+                         'fast-scnn_1xb4-1k_synthetic-128x256.py')
 DISTILL_CONFIG = osp.join(
-    ROOT, 'configs', 'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')
+    ROOT, 'configs', 'distill',
+    'distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py')
 MEMBERS = 3
 #: bagging (``BootstrapSampler``): the members' disagreement finds unknown
 #: objects better than with seeds alone (benchmarks/results/member_diversity.json)

@@ -5,7 +5,7 @@ import os.path as osp
 import textwrap
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-PROJECT_CONFIG = osp.join(ROOT, 'configs',
+PROJECT_CONFIG = osp.join(ROOT, 'configs', 'fcn',
                           'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
 
 
