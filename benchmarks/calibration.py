@@ -9,7 +9,7 @@ val images and on the shifted domain.
 Run from the repository root. The models are the demo's member 0
 (``WORK_DIR/ensemble/member_0``) and its distilled student
 (``WORK_DIR/student``), each with their config and latest checkpoint.
-Each calibrator is fitted by ``mmseg_uncert.apis.calibration.calibrate`` (as
+Each calibrator is fitted by ``mmseg_uncert.workflows.post_hoc_calibration.calibrate`` (as
 ``tools/calibrate.py`` does) on the first ``--fit-images`` val images; every
 model, calibrated or not, is then evaluated by mmseg's IoUMetric and this
 package's UncertaintyMetric on every pixel of the other val images
@@ -34,8 +34,8 @@ from mmengine.config import Config
 import mmseg_uncert  # noqa: F401  (registers the components)
 from mmseg.registry import MODELS
 from mmseg_uncert.apis import init_uncertainty_model
-from mmseg_uncert.apis.calibration import calibrate
-from mmseg_uncert.apis.evaluation import build_split, evaluate_model
+from mmseg_uncert.workflows.post_hoc_calibration import calibrate
+from mmseg_uncert.workflows.split_evaluation import build_split, evaluate_model
 from mmseg_uncert.datasets import SceneSpec, generate
 from mmseg_uncert.models.segmentors import mmseg_scope
 

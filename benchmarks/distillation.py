@@ -33,7 +33,7 @@ everything under ``--work-dir``, default ``work_dirs/bench_distillation``):
    val + ood, and the most a map at the student's 1/8 resolution could
    reach (the ensemble's map averaged over 8x8 cells and upsampled, against
    itself);
-5. the goals (:func:`mmseg_uncert.apis.distillation_report.check_goals`),
+5. the goals (:func:`mmseg_uncert.workflows.distillation_report.check_goals`),
    each with its figures and met or not.
 
 Results go to ``benchmarks/results/distillation.json``.
@@ -177,7 +177,7 @@ def collapse_curve(config: str, iters: int, teacher, images: int = 20) -> dict:
     the teacher's per-class spread on the same images for reference."""
     from mmengine.dataset import pseudo_collate
     from mmseg_uncert.apis import init_uncertainty_model
-    from mmseg_uncert.apis.evaluation import build_split
+    from mmseg_uncert.workflows.split_evaluation import build_split
     from mmseg_uncert.models.uncertainty import PredictiveStatistics
     dataset = build_split(MEMBER, split='val')
     batches = [pseudo_collate([dataset[i]]) for i in range(min(images, len(dataset)))]
@@ -229,7 +229,7 @@ def build_models(members: list[dict], students: dict[str, tuple[str, str]]) -> d
 
 def evaluate(models: dict, split: str, limit: int | None) -> tuple[dict, dict]:
     """Metrics of every model on ``split`` and their epistemic maps."""
-    from mmseg_uncert.apis.evaluation import build_split, evaluate_model
+    from mmseg_uncert.workflows.split_evaluation import build_split, evaluate_model
     dataset = build_split(MEMBER, split=split)
     metrics, maps = {}, {}
     for name, model in models.items():
@@ -293,13 +293,13 @@ def main() -> None:
                         help='print the markdown tables of the results file --out and stop')
     args = parser.parse_args()
     if args.tables:
-        from mmseg_uncert.apis.distillation_report import benchmark_tables
+        from mmseg_uncert.workflows.distillation_report import benchmark_tables
         with open(args.out) as f:
             print('\n'.join(benchmark_tables(json.load(f))))
         return
     import mmseg_uncert  # noqa: F401
-    from mmseg_uncert.apis.distillation_report import check_goals, summarise
-    from mmseg_uncert.apis.evaluation import build_split, map_correlations, time_test_steps
+    from mmseg_uncert.workflows.distillation_report import check_goals, summarise
+    from mmseg_uncert.workflows.split_evaluation import build_split, map_correlations, time_test_steps
     torch.manual_seed(0)
     data_root = osp.join(ROOT, 'data', 'synthetic_streets')
     if not osp.isdir(osp.join(data_root, 'leftImg8bit', 'ood')):

@@ -13,7 +13,7 @@ A has seeds 0..2 (the demo's and the distillation benchmark's), B seeds
 3..5. Each is trained with ``tools/train_ensemble.py`` where its work dir
 has no checkpoints yet (``--ensemble-a`` / ``--ensemble-b`` reuse trained
 ones). Both, and the student where given, are evaluated on every val and
-ood image (:func:`mmseg_uncert.apis.evaluation.evaluate_model`); the result
+ood image (:func:`mmseg_uncert.workflows.split_evaluation.evaluate_model`); the result
 is the per-pixel Pearson and Spearman correlation of their epistemic maps
 (mutual information) over val, over ood and over both, and each ensemble's
 own figures (mIoU, ECE, OOD AUROC of its epistemic and aleatoric maps).
@@ -71,7 +71,7 @@ def members_of(ens_dir: str, seed: int, data_root: str) -> list[dict]:
 
 def correlations(maps: dict[str, dict[str, torch.Tensor]], ours: str, theirs: str) -> dict:
     """Pearson and Spearman of two models' epistemic maps over val, ood and both."""
-    from mmseg_uncert.apis.evaluation import map_correlations
+    from mmseg_uncert.workflows.split_evaluation import map_correlations
     result = {}
     for where, splits in (('val', ['val']), ('ood', ['ood']), ('val + ood', list(SPLITS))):
         a = torch.cat([maps[ours][s] for s in splits])
@@ -97,8 +97,8 @@ def main() -> None:
     import mmseg_uncert  # noqa: F401
     from mmseg.registry import MODELS
     from mmseg_uncert.apis import init_uncertainty_model
-    from mmseg_uncert.apis.distillation_report import summarise
-    from mmseg_uncert.apis.evaluation import build_split, evaluate_model
+    from mmseg_uncert.workflows.distillation_report import summarise
+    from mmseg_uncert.workflows.split_evaluation import build_split, evaluate_model
     from mmseg_uncert.models.segmentors import mmseg_scope
     if not osp.isdir(osp.join(args.data_root, 'leftImg8bit', 'ood')):
         command = [sys.executable, 'tools/make_synthetic.py', '--out-dir', args.data_root,

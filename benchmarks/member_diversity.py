@@ -90,8 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     import mmseg_uncert  # noqa: F401
     from mmseg.registry import MODELS
-    from mmseg_uncert.apis.distillation_report import summarise
-    from mmseg_uncert.apis.evaluation import build_split, evaluate_model
+    from mmseg_uncert.workflows.distillation_report import summarise
+    from mmseg_uncert.workflows.split_evaluation import build_split, evaluate_model
     from mmseg_uncert.models.segmentors import mmseg_scope
     torch.manual_seed(0)
     seeds = train_ensemble(osp.join(args.work_dir, 'ensemble'))

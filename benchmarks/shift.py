@@ -42,8 +42,8 @@ from mmengine.config import Config
 import mmseg_uncert  # noqa: F401  (registers the components)
 from mmseg.registry import MODELS
 from mmseg_uncert.apis import init_uncertainty_model
-from mmseg_uncert.apis.calibration import calibrate
-from mmseg_uncert.apis.evaluation import build_split, evaluate_model
+from mmseg_uncert.workflows.post_hoc_calibration import calibrate
+from mmseg_uncert.workflows.split_evaluation import build_split, evaluate_model
 from mmseg_uncert.datasets.transforms import CORRUPTION_FAMILIES
 from mmseg_uncert.models.segmentors import mmseg_scope
 

@@ -25,7 +25,7 @@ config and latest checkpoint):
 Quality, on the first ``--limit`` images of the val split (mIoU, ECE, NLL,
 misclassification AUROC of each score) and of the ood split (OOD AUROC), from
 mmseg's IoUMetric and this package's UncertaintyMetric on every pixel
-(:func:`mmseg_uncert.apis.evaluation.evaluate_model`). Speed: seconds per
+(:func:`mmseg_uncert.workflows.split_evaluation.evaluate_model`). Speed: seconds per
 image of ``test_step`` on the first ``--time-images`` val images, the models
 taking turns, median of 3 rounds (the views of ``tta`` are made by its data
 pipeline beforehand and not timed; ``tta_tensor`` makes them in its
@@ -49,7 +49,7 @@ from mmengine.dataset import pseudo_collate
 
 import mmseg_uncert  # noqa: F401  (registers the components)
 from mmseg.registry import MODELS
-from mmseg_uncert.apis.evaluation import build_split, evaluate_model
+from mmseg_uncert.workflows.split_evaluation import build_split, evaluate_model
 from mmseg_uncert.models import UNCERTAINTY_NAMES
 from mmseg_uncert.models.segmentors import build_member, dropout_layers, mmseg_scope
 
@@ -135,7 +135,7 @@ def time_in_turns(models: dict[str, torch.nn.Module], batches: dict[str, list]
                   ) -> dict[str, float]:
     """Seconds per image of each model's ``test_step`` on its own batches,
     the models taking turns, median of the rounds (as
-    :func:`mmseg_uncert.apis.evaluation.time_test_steps`, which gives every
+    :func:`mmseg_uncert.workflows.split_evaluation.time_test_steps`, which gives every
     model the same data set: the TTA model reads the views of another)."""
     per_round: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():

@@ -464,7 +464,7 @@ def test_the_stored_maps_are_deleted_after_the_run():
     metric = _metric()
     metric.process({}, [_sample(gts[0], scores[0])])
     metric.process({}, [_sample(gts[1], scores[1])])
-    folder = metric._map_dir.name
+    folder = metric._stored._dir.name
     assert len(os.listdir(folder)) == 2
     metric.evaluate(2)
     assert not os.path.exists(folder)

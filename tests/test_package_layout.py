@@ -115,3 +115,15 @@ def test_no_two_modules_share_a_name():
 def test_every_part_is_listed():
     parts = {_part(m) for m in _imports() if _part(m)}
     assert parts <= set(ALLOWED), sorted(parts - set(ALLOWED))
+
+
+def test_no_class_over_300_lines():
+    """A maintainer reads any component in one sitting (mmseg's largest class
+    is about 290 lines)."""
+    long = sorted(f'{path.relative_to(PACKAGE)}: {node.name}, '
+                  f'{node.end_lineno - node.lineno + 1} lines'
+                  for path in PACKAGE.rglob('*.py')
+                  for node in ast.walk(ast.parse(path.read_text()))
+                  if isinstance(node, ast.ClassDef)
+                  and node.end_lineno - node.lineno + 1 > 300)
+    assert not long, long

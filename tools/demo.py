@@ -26,7 +26,7 @@ a user's commands do:
 6. draw side-by-side pictures of a few val and ood images with
    ``tools/visualize_uncertainty.py``;
 7. write ``<work dir>/report.md``
-   (:mod:`mmseg_uncert.apis.demo_report`): the main job's goals met or
+   (:mod:`mmseg_uncert.workflows.demo_report`): the main job's goals met or
    not, the comparison table, the decomposition, the pictures, reliability
    diagrams and risk–coverage curves, every sentence from the run's numbers.
 
@@ -416,7 +416,7 @@ class Demo:
                 self.log(f'6_pictures_{split}'))
 
     def write_report(self, k: int, n: int, title: str) -> None:
-        from mmseg_uncert.apis.demo_report import DemoRun, write_demo_report
+        from mmseg_uncert.workflows.demo_report import DemoRun, write_demo_report
         run = DemoRun(work_dir=self.work_dir, counts=self.plan.counts,
                       member_iters=self.plan.member_iters,
                       student_iters=self.plan.student_iters, members=MEMBERS,

@@ -132,26 +132,16 @@ class UncertaintyInferencer(MMSegInferencer):
                 cfg.visualizer.type = 'UncertaintyVisualizer'
         return super()._init_visualizer(cfg)
 
-    def __call__(self,
-                 inputs: ImageInput | Iterable[ImageInput],
-                 return_datasamples: bool = False,
-                 batch_size: int = 1,
-                 return_vis: bool = False,
-                 show: bool = False,
-                 wait_time: int = 0,
-                 out_dir: str = '',
-                 img_out_dir: str = 'vis',
-                 pred_out_dir: str = 'pred',
-                 names: Sequence[str] | None = None,
+    def __call__(self, inputs: ImageInput | Iterable[ImageInput],
+                 return_datasamples: bool = False, return_vis: bool = False,
                  **kwargs) -> dict | SegDataSample | list[SegDataSample]:
         """Run on ``inputs`` (see :func:`~mmseg_uncert.apis.inference_inputs.named_inputs`)
         and gather the results as ``MMSegInferencer`` does: data samples, or
         ``dict(predictions, uncertainty, visualization)``, one entry per image
         (the entry itself for a single image). Arguments as for
         :meth:`iter_results`."""
-        results = list(self.iter_results(
-            inputs, return_datasamples, batch_size, return_vis, show,
-            wait_time, out_dir, img_out_dir, pred_out_dir, names, **kwargs))
+        results = list(self.iter_results(inputs, return_datasamples=return_datasamples,
+                                         return_vis=return_vis, **kwargs))
         if return_datasamples:
             return results[0] if len(results) == 1 else results
         gathered = {key: [r.get(key) for r in results]

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import os.path as osp
-import tempfile
 from typing import Sequence
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, all_reduce
 from mmengine.logging import print_log
 from torch import Tensor
 
@@ -20,8 +16,9 @@ from mmseg.registry import METRICS
 from .. import anomaly_functional as A
 from .. import functional as F
 from ..functional import BUILTIN_SCORES
+from .stored_anomaly_maps import StoredAnomalyMaps
+from .sample_checks import check_values, checked_maps
 from .summed_metric import SummedMetric
-from .uncertainty_metric import checked_maps
 
 #: protocol name -> the benchmark it follows
 PROTOCOLS = ('smiyc', 'fishyscapes', 'streethazards')
@@ -70,34 +67,17 @@ class AnomalyMetric(SummedMetric):
       of each image that has both anomaly and in-distribution pixels,
       averaged over those images; ``streethazards/num_images`` counts them.
 
-    The threshold δ of the component metrics is SegmentMeIfYouCan's
-    (``MetricSegment.get_thresh_p_from_curve``): the threshold of the best
-    pixel F1 on the run's pooled curve, every distinct score a threshold,
-    the highest among equals. It is known only after the last image, so, as
-    the benchmark stores every frame's score map before it evaluates, each
-    image's ground truth and float32 scores wait in a temporary directory
-    (``TMPDIR``; 1 byte per pixel for the ground truth and 4 per score,
-    deleted after the evaluation). When the run ends, the pooled histograms
-    name the few bins where the best threshold can lie, the distinct scores
-    of those bins with their pixel counts (every rank's) give it exactly, and
-    each rank segments its own images at it. ``component_thresholds`` fixes
-    δ instead (``score > δ``, e.g. one chosen on a validation set), and then
-    nothing is stored. As in
-    the benchmark, predicted components under ``min_pred_component_size``
-    pixels are dropped and ground-truth components under
-    ``min_gt_component_size`` pixels are void: 500 and 100 in its anomaly
-    track (RoadAnomaly21, Fishyscapes Lost & Found), 50 and 10 in its
-    obstacle track (RoadObstacle21).
-
-    Pixel-level curves come from score histograms whose bins are 2**-10 wide
-    relative to the score (see
-    :func:`~mmseg_uncert.evaluation.functional.score_bins`), pixels in one bin
-    tying as equal scores do in scikit-learn; the reported δ is the largest
-    float32 below the best threshold t, so ``score > δ`` is ``score >= t``. A run without any anomaly pixel gives NaN for every pixel metric,
-    with a warning (the benchmarks' code returns 0.0 or fails). Any device:
-    scores and histograms are computed where the tensors are. Under DDP the
-    sample that mmengine's ``DefaultSampler`` repeats to even out ranks is
-    dropped, as :class:`~mmseg_uncert.evaluation.UncertaintyMetric` drops it.
+    The components' threshold δ is SegmentMeIfYouCan's: the best pixel F1 on
+    the run's pooled curve (the highest among equals), known after the last
+    image, so each image's ground truth and scores wait in a temporary
+    directory (``TMPDIR``) until then; ``component_thresholds`` fixes δ and
+    stores nothing. Components under ``min_pred_component_size`` (predicted)
+    or ``min_gt_component_size`` (ground truth, void) pixels are left out, as
+    in the benchmark (500 and 100 in its anomaly track, 50 and 10 in its
+    obstacle track). Pixel curves come from relative-width score histograms
+    (:func:`~mmseg_uncert.evaluation.functional.score_bins`); a run without
+    anomaly pixels gives NaN with a warning; DDP's repeated sample is
+    dropped. Details: docs/components/anomaly_metric.md.
 
     Args:
         protocol: ``'smiyc'``, ``'fishyscapes'`` or ``'streethazards'``.
@@ -153,9 +133,8 @@ class AnomalyMetric(SummedMetric):
         self._curve_chosen = tuple(s for s in self.scores
                                    if s not in self.component_thresholds)
         # the stored maps of this rank's samples (see the class docstring)
-        self._map_dir: tempfile.TemporaryDirectory | None = None
-        self._maps: list[str] = []
-        self._latest_map: str | None = None
+        self._stored = StoredAnomalyMaps(self._curve_chosen, void_index,
+                                         min_gt_component_size, min_pred_component_size)
         #: per score, the run's exact best-F1 threshold t (``score >= t``)
         self._best_thresholds: dict[str, float] = {}
 
@@ -171,14 +150,10 @@ class AnomalyMetric(SummedMetric):
                 f"dict(type='PackSegUncertaintyInputs') in the test pipeline")
         gt = sample['gt_ood']['data']
         gt = gt.squeeze(0) if gt.dim() == 3 else gt
-        outside = (gt != 0) & (gt != 1) & (gt != self.void_index)
-        if outside.any():
-            values = gt[outside].unique().tolist()[:10]
-            raise ValueError(
-                f'image {img}: gt_ood has values {values}; expected 0 '
-                f'(in-distribution), 1 (anomaly) or void_index '
-                f'({self.void_index}). Set void_index to the void value of '
-                f'your masks or fix them')
+        check_values(gt, (gt != 0) & (gt != 1) & (gt != self.void_index), img,
+                     'gt_ood has values', f'(expected 0: in-distribution, 1: anomaly, '
+                     f'or void_index {self.void_index})', 'set void_index to the void '
+                     'value of your masks or fix them')
         return gt
 
     def _scores(self, sample: dict, shape: tuple[int, int], img: str,
@@ -255,36 +230,17 @@ class AnomalyMetric(SummedMetric):
                     A.component_scores(gt_components, prediction,
                                        self.min_pred_component_size)))
         if self.component_metrics and self._curve_chosen:
-            self._store_maps(gt_numpy, scores)
+            self._stored.store(gt_numpy, scores)
         sums['num_samples'] = torch.ones((), dtype=torch.float64)
         return sums
 
     # ------------------------------------------- the best-F1 threshold's maps
     def start_run(self) -> None:
         super().start_run()
-        self._maps, self._latest_map = [], None
-        if self._map_dir is not None:
-            self._map_dir.cleanup()
-            self._map_dir = None
-
-    def _store_maps(self, gt: np.ndarray, scores: dict[str, Tensor]) -> None:
-        """Write the sample's ground truth and float32 scores for the
-        component metrics at the run's best-F1 threshold, known only at its
-        end."""
-        if self._map_dir is None:
-            self._map_dir = tempfile.TemporaryDirectory(prefix='anomaly_metric_')
-        path = osp.join(self._map_dir.name, f'{len(self._maps)}.npz')
-        np.savez(path, gt=gt, **{name: scores[name].to(torch.float32).cpu().numpy()
-                                 for name in self._curve_chosen})
-        self._latest_map = path
+        self._stored.reset()
 
     def _fold_latest(self, keep: bool) -> None:
-        if self._latest_map is not None:
-            if keep:
-                self._maps.append(self._latest_map)
-            else:  # the sampler's repeat: its maps go with its sums
-                os.remove(self._latest_map)
-            self._latest_map = None
+        self._stored.fold_latest(keep)  # the sampler's repeat: its maps go too
         super()._fold_latest(keep)
 
     def finish_rank(self) -> None:
@@ -293,54 +249,10 @@ class AnomalyMetric(SummedMetric):
         if not (self.component_metrics and self._curve_chosen):
             return
         totals = self.results[0] if self.results else {}
-        self._best_thresholds = self._run_best_f1_thresholds(totals)
-        rows: dict[str, np.ndarray] = {}
-        for path in self._maps:
-            with np.load(path) as stored:
-                gt = A.ground_truth_components(stored['gt'], self.min_gt_component_size,
-                                               self.void_index)
-                for name, t in self._best_thresholds.items():
-                    if math.isnan(t):  # no anomaly pixel in the run
-                        continue
-                    row = A.component_counts(A.component_scores(
-                        gt, stored[name] >= np.float32(t), self.min_pred_component_size))
-                    rows[name] = rows[name] + row if name in rows else row
-        for name, row in rows.items():
+        self._best_thresholds = self._stored.best_f1_thresholds(totals)
+        for name, row in self._stored.component_rows(self._best_thresholds).items():
             totals[f'components/{name}'] = torch.from_numpy(row)
-        self.start_run()  # the maps are used: delete them
-
-    def _run_best_f1_thresholds(self, totals: dict[str, Tensor]) -> dict[str, float]:
-        """Per score, the exact best-F1 threshold of the run: every rank's
-        pixel histograms summed name the bins where it can lie, and the
-        distinct scores of every rank's stored pixels in those bins, with
-        their counts, give it (a collective op)."""
-        pooled, candidates = {}, {}
-        for name in self._curve_chosen:
-            size = F.num_score_bins(F.is_signed(name))
-            # a copy: this rank's own histograms are collected as they are
-            pooled[name] = totals.get(f'pixel/{name}',
-                                      torch.zeros(2, size, dtype=torch.float64)).clone()
-            all_reduce(pooled[name], op='sum')
-            candidates[name] = np.zeros(size, dtype=bool)
-            candidates[name][A.f1_candidate_bins(*pooled[name]).numpy()] = True
-        mine = {name: (np.zeros(0, np.float32), np.zeros(0), np.zeros(0))
-                for name in self._curve_chosen}
-        for path in self._maps:
-            with np.load(path) as stored:
-                valid = stored['gt'] != self.void_index
-                for name in self._curve_chosen:
-                    bins = F.score_bins(torch.from_numpy(stored[name]), F.is_signed(name))
-                    keep = valid & candidates[name][bins.numpy()]
-                    anomaly = (stored['gt'][keep] == 1).astype(np.float64)
-                    mine[name] = A.merge_counts(
-                        mine[name], (stored[name][keep], anomaly, 1.0 - anomaly))
-        every = all_gather_object(mine)
-        thresholds = {}
-        for name in self._curve_chosen:
-            values, num_anomaly, num_other = A.merge_counts(*(rank[name] for rank in every))
-            thresholds[name] = A.best_f1_threshold(*pooled[name], values, num_anomaly,
-                                                   num_other, F.is_signed(name))
-        return thresholds
+        self._stored.reset()  # the maps are used: delete them
 
     # -------------------------------------------------------------- reduction
     def compute_metrics(self, results: list) -> dict[str, float]:

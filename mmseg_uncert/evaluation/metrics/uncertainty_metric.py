@@ -16,28 +16,9 @@ from mmseg.registry import METRICS
 
 from .. import functional as F
 from ..functional import BUILTIN_SCORES
+from .sample_checks import check_values, checked_maps
 from .summed_metric import SummedMetric
 from ..curves import reliability_diagram, risk_coverage_curve
-
-
-def checked_maps(maps: dict[str, Tensor], names: Sequence[str], shape: tuple[int, int],
-                 img: str, device: torch.device, against: str) -> dict[str, Tensor]:
-    """The ``pred_uncertainty`` maps ``names`` as (H, W) on ``device``, each
-    checked to have ``against``'s ``shape`` and finite values (the image
-    ``img`` named otherwise)."""
-    out = {}
-    for name in names:
-        value = maps[name]
-        value = value.squeeze(0) if value.dim() == 3 else value
-        if tuple(value.shape) != shape:
-            raise ValueError(
-                f'image {img}: pred_uncertainty[{name!r}] has shape '
-                f'{tuple(value.shape)}, {against} has {shape}')
-        if not F.all_finite(value):
-            raise ValueError(f'image {img}: pred_uncertainty[{name!r}] '
-                             f'has NaN or Inf values')
-        out[name] = value.to(device)
-    return out
 
 
 @METRICS.register_module()
@@ -187,14 +168,11 @@ class UncertaintyMetric(SummedMetric):
         if tuple(label.shape) != shape:
             raise ValueError(f'image {img}: gt_sem_seg has shape '
                              f'{tuple(label.shape)}, seg_logits has {shape}')
-        outside = ((label < 0) | (label >= num_classes)) & (label != self.ignore_index)
-        if outside.any():
-            values = label[outside].unique().tolist()[:10]
-            raise ValueError(
-                f'image {img}: gt_sem_seg has labels {values} outside [0, '
-                f'{num_classes}) that are not ignore_index ({self.ignore_index}); '
-                f'set ignore_index to the ignore label of your data set or fix '
-                f'the annotations')
+        check_values(label, ((label < 0) | (label >= num_classes))
+                     & (label != self.ignore_index), img, 'gt_sem_seg has labels',
+                     f'outside [0, {num_classes}) that are not ignore_index '
+                     f'({self.ignore_index})', 'set ignore_index to the ignore label '
+                     'of your data set or fix the annotations')
         maps = self._score_maps(sample, shape, logits.device)
         extra = {key: sample[key]['data'].squeeze(0).to(logits.device)
                  for key in ('gt_ood', 'gt_aleatoric') if sample.get(key)}

@@ -58,8 +58,10 @@ class CalibratedSegmentor(FrozenChildren, BaseSegmentor):
         calibrator: the calibrator's config (``num_classes``, where it takes
             one, defaults to the model's).
         calibrator_checkpoint: a file with the calibrator's state dict.
-        train_cfg, pretrained, data_preprocessor, init_cfg: as every mmseg
-            segmentor takes them; the wrapped model's preprocessor is used.
+        data_preprocessor: unused, the wrapped model's is used.
+        untrained: ``train_cfg``, ``pretrained``, ``init_cfg``, as every mmseg
+            segmentor takes them (see
+            :meth:`~.predictive_segmentor.PredictiveSegmentor.check_untrained_arguments`).
     """
 
     #: the wrapped model names its own checkpoint: tools/test.py needs none
@@ -68,11 +70,9 @@ class CalibratedSegmentor(FrozenChildren, BaseSegmentor):
     def __init__(self, model: dict[str, Any], calibrator: dict,
                  calibrator_checkpoint: str | None = None,
                  data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None,
-                 train_cfg: dict | None = None,
-                 pretrained: str | None = None) -> None:
-        PredictiveSegmentor.check_untrained_arguments('CalibratedSegmentor', train_cfg,
-                                                      pretrained)
+                 **untrained: Any) -> None:
+        init_cfg = PredictiveSegmentor.check_untrained_arguments('CalibratedSegmentor',
+                                                                 untrained)
         if not isinstance(model, dict) or 'config' not in model or (
                 set(model) - {'config', 'checkpoint'}):
             raise ValueError(f'CalibratedSegmentor: model must be dict(config=PATH, '

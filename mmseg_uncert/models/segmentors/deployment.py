@@ -26,6 +26,7 @@ from mmseg.registry import MODELS
 
 from ...compat import load_local_checkpoint
 from ..decode_heads.uncertainty_head import UncertaintyHead
+from ..data_preprocessors import source_target_preprocessor
 from .members import build_member, load_config, mmseg_scope
 
 #: where other distillation code keeps its teacher-side parts (mmrazor)
@@ -42,6 +43,30 @@ class TrainingWrapper:
 
     #: attributes (checkpoint key prefixes) that training alone uses
     training_only_parts: tuple[str, ...] = ()
+    #: built with ``train_cfg=None`` (as ``mmseg.apis.init_model`` builds
+    #: models): the network alone, none of the training-only parts
+    for_inference: bool
+
+    def _init_network(self, train_cfg: dict | None, data_preprocessor: dict | None,
+                      **network: Any) -> None:
+        """Build the segmentor this wrapper trains (the next base's
+        ``__init__`` with the ``network`` arguments) in mmseg's scope, its
+        preprocessor able to take source/target batches."""
+        # a copy: a default train_cfg is shared between instances
+        with mmseg_scope():
+            super().__init__(train_cfg=None if train_cfg is None else dict(train_cfg),
+                             data_preprocessor=source_target_preprocessor(data_preprocessor),
+                             **network)
+        self.for_inference = train_cfg is None
+
+    def _check_trainable(self, missing: str) -> None:
+        """The error of a training step on a model built for inference;
+        ``missing`` says what it lacks."""
+        if self.for_inference:
+            raise RuntimeError(
+                f'{type(self).__name__} was built for inference (model.train_cfg=None, '
+                f'as mmseg.apis.init_model builds it): it has no {missing}; train '
+                f'with the config\'s own model (train_cfg left out)')
 
 
 def is_training_wrapper(model_type: str | None) -> bool:

@@ -13,7 +13,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, OptConfigType, SampleList, add_prefix
 
-from ..data_preprocessors import image_mask, source_target_preprocessor
+from ..data_preprocessors import image_mask
 from ..decode_heads.dirichlet_head import DirichletHead
 from ..decode_heads.dual_head import DualHead
 from ..decode_heads.head_taps import HeadTap, MaskQueryTap, tap_head
@@ -65,8 +65,8 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
         teacher: see :func:`~.distillation_teacher.build_teacher`.
         num_stages: a cascade's number of decode heads (checked).
         backbone, decode_head (a DualHead, or a list whose last one is),
-            neck, auxiliary_head, test_cfg, data_preprocessor, pretrained,
-            init_cfg: the student, as for mmseg's EncoderDecoder.
+            data_preprocessor, **network (neck, auxiliary_head, test_cfg,
+            pretrained, init_cfg): the student, as for mmseg's EncoderDecoder.
         train_cfg: the student's. ``None`` (``mmseg.apis.init_model``)
             builds the student alone, for inference: no teacher, ``loss``
             raises. A training config leaves it out (``{}``).
@@ -97,21 +97,11 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
                  pseudo_label_threshold: float = 0.0,
                  student_init: str | None = None,
                  num_stages: int | None = None,
-                 neck: OptConfigType = None,
-                 auxiliary_head: OptConfigType = None,
                  train_cfg: OptConfigType = {},
-                 test_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None,
-                 pretrained: str | None = None,
-                 init_cfg: OptConfigType = None) -> None:
-        # a copy: the default is shared between instances
-        train_cfg = None if train_cfg is None else dict(train_cfg)
-        with mmseg_scope():
-            super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
-                             auxiliary_head=auxiliary_head, train_cfg=train_cfg,
-                             test_cfg=test_cfg,
-                             data_preprocessor=source_target_preprocessor(data_preprocessor),
-                             pretrained=pretrained, init_cfg=init_cfg)
+                 **network: Any) -> None:
+        self._init_network(train_cfg, data_preprocessor, backbone=backbone,
+                           decode_head=decode_head, **network)
         head = self.final_decode_head
         if self.num_stages > 1 and isinstance(head, DirichletHead):
             raise TypeError('EnsembleDistiller: a DirichletHead cannot end a cascade (it '
@@ -130,7 +120,6 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
         self.teacher_autocast = teacher_autocast
         self.pseudo_label_threshold = pseudo_label_threshold
         self.student_init = student_init
-        self.for_inference = train_cfg is None
         self.kd_loss = self.pairwise_loss = self.mimic_loss = None
         self.teacher_taps: list[HeadTap] = []
         self.uncertainty_targets: dict[str, str] = {}
@@ -234,11 +223,7 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
         (``decode.``) and the target is distilled with the teacher's hard
         labels in place of labels (``target.``): ProDA's distillation stage,
         CE(source) + CE(student, argmax q̄) + β·KL(q̄ ‖ student)."""
-        if self.for_inference:
-            raise RuntimeError(
-                'EnsembleDistiller was built for inference (model.train_cfg=None, '
-                'as mmseg.apis.init_model builds it): it has no teacher to learn '
-                'from; train with the config\'s own model (train_cfg left out)')
+        self._check_trainable('teacher to learn from')
         if not isinstance(inputs, dict):
             return self._distill(inputs, data_samples)
         # the teacher first, before any student graph is alive

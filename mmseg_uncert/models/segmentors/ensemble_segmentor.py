@@ -48,27 +48,22 @@ class EnsembleSegmentor(PredictiveSegmentor):
         data_preprocessor: normalisation applied once for all members;
             defaults to the first member's, and every member must normalise
             the same way.
-        init_cfg: unused (members carry their weights).
-        train_cfg, pretrained: None (as ``mmseg.apis.init_model`` passes
-            them); the members are trained already.
+        untrained: ``train_cfg`` and ``pretrained`` (None, as
+            ``mmseg.apis.init_model`` passes them; the models are trained
+            already) and ``init_cfg`` (unused: the models carry their weights).
     """
 
     def __init__(self,
                  members: Sequence[dict[str, Any] | str],
                  test_cfg: dict | None = None,
                  data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None,
-                 train_cfg: dict | None = None,
-                 pretrained: str | None = None) -> None:
-        self.check_untrained_arguments('EnsembleSegmentor', train_cfg, pretrained)
+                 **untrained: Any) -> None:
+        init_cfg = self.check_untrained_arguments('EnsembleSegmentor', untrained)
         if not members:
             raise ValueError('EnsembleSegmentor: members is empty')
         models, infos = [], []
         for index, spec in enumerate(members):
-            spec = dict(spec) if not isinstance(spec, str) else dict(config=spec)
-            if test_cfg is not None:
-                spec['test_cfg'] = test_cfg
-            model, info = build_member(spec, f'ensemble member {index}')
+            model, info = build_member(spec, f'ensemble member {index}', test_cfg)
             models.append(model)
             infos.append(info)
         _check_compatible(infos, 'ensemble member')

@@ -50,10 +50,8 @@ class MCDropoutSegmentor(PredictiveSegmentor):
             checkpoint)`` or ``dict(model=DICT, checkpoint)``.
         num_samples: T, stochastic passes per batch.
         seed: seed of the dropout masks.
-        test_cfg: replaces the model's ``test_cfg`` when given.
-        data_preprocessor: defaults to the model's.
-        train_cfg, pretrained: None (as ``mmseg.apis.init_model`` passes
-            them); the model is trained already.
+        test_cfg, data_preprocessor, untrained: see
+            :class:`~.predictive_segmentor.PredictiveSegmentor`.
     """
 
     def __init__(self,
@@ -62,17 +60,12 @@ class MCDropoutSegmentor(PredictiveSegmentor):
                  seed: int = 0,
                  test_cfg: dict | None = None,
                  data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None,
-                 train_cfg: dict | None = None,
-                 pretrained: str | None = None) -> None:
-        self.check_untrained_arguments('MCDropoutSegmentor', train_cfg, pretrained)
+                 **untrained: Any) -> None:
+        init_cfg = self.check_untrained_arguments('MCDropoutSegmentor', untrained)
         if num_samples < 1:
             raise ValueError(f'MCDropoutSegmentor: num_samples must be >= 1, '
                              f'got {num_samples}')
-        spec = dict(model) if not isinstance(model, str) else dict(config=model)
-        if test_cfg is not None:
-            spec['test_cfg'] = test_cfg
-        segmentor, info = build_member(spec, 'MC-dropout model')
+        segmentor, info = build_member(model, 'MC-dropout model', test_cfg)
         layers = dropout_layers(segmentor)
         if not layers:
             raise ValueError(

@@ -45,20 +45,23 @@ def drop_pretrained(model_cfg: ConfigDict) -> None:
             model_cfg[part].pop('pretrained', None)
 
 
-def build_member(spec: dict[str, Any] | str, role: str) -> tuple[nn.Module, dict]:
+def build_member(spec: dict[str, Any] | str, role: str,
+                 test_cfg: dict | None = None) -> tuple[nn.Module, dict]:
     """Build one model from ``spec`` and load its checkpoint.
 
     ``spec`` is ``dict(config=PATH, checkpoint=PATH)``, ``dict(model=DICT,
     checkpoint=PATH or None)`` or a config path alone (random weights, for
     tests). ``role`` names the model in errors, e.g. ``'ensemble member 2'``.
+    ``test_cfg``, when given, replaces the model's (as a ``test_cfg`` key of
+    ``spec`` does).
 
     Returns the model (in eval mode) and what is known of it:
     ``dict(num_classes, classes, source, data_preprocessor)``; ``classes`` is
     read from the checkpoint's ``dataset_meta`` when it has one.
     """
-    if isinstance(spec, str):
-        spec = dict(config=spec)
-    spec = dict(spec)
+    spec = dict(config=spec) if isinstance(spec, str) else dict(spec)
+    if test_cfg is not None:
+        spec['test_cfg'] = test_cfg
     unknown = set(spec) - {'config', 'model', 'checkpoint', 'test_cfg'}
     if unknown or ('config' in spec) == ('model' in spec):
         raise ValueError(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +18,8 @@ from .cascade import final_head
 
 
 class PredictiveSegmentor(BaseSegmentor):
-    """Base of :class:`EnsembleSegmentor` and :class:`MCDropoutSegmentor`.
+    """Base of :class:`EnsembleSegmentor`, :class:`MCDropoutSegmentor` and
+    :class:`TTASegmentor`.
 
     A subclass yields the M probability maps of a batch
     (:meth:`member_probabilities`); this class folds them into running sums
@@ -32,6 +33,14 @@ class PredictiveSegmentor(BaseSegmentor):
 
     with padding removed, flips undone and resized to the original image by
     mmseg's own post-processing. Inference only: ``loss`` raises.
+
+    Arguments every subclass takes besides its own:
+
+    * ``test_cfg``: replaces the wrapped models' ``test_cfg`` when given;
+    * ``data_preprocessor``: defaults to the (first) wrapped model's;
+    * ``untrained``: ``train_cfg`` and ``pretrained``, None as
+      ``mmseg.apis.init_model`` passes them (the models are trained already),
+      and ``init_cfg``, unused (see :meth:`check_untrained_arguments`).
     """
 
     align_corners: bool = False
@@ -69,18 +78,22 @@ class PredictiveSegmentor(BaseSegmentor):
         self.out_channels = segmentor.out_channels
 
     @staticmethod
-    def check_untrained_arguments(owner: str, train_cfg: dict | None,
-                                  pretrained: str | None) -> None:
-        """``train_cfg`` and ``pretrained`` are accepted as every mmseg
-        segmentor accepts them (``mmseg.apis.init_model`` sets both to None),
-        but the wrapped models are trained already: anything else is an
-        error, not silently ignored."""
-        for key, value in (('train_cfg', train_cfg), ('pretrained', pretrained)):
+    def check_untrained_arguments(owner: str, untrained: dict[str, Any]) -> dict | None:
+        """``train_cfg``, ``pretrained`` and ``init_cfg`` are accepted as every
+        mmseg segmentor accepts them (``mmseg.apis.init_model`` sets the first
+        two to None), but the wrapped models are trained already: anything
+        else is an error, not silently ignored. Returns ``init_cfg``."""
+        unknown = sorted(set(untrained) - {'train_cfg', 'pretrained', 'init_cfg'})
+        if unknown:
+            raise TypeError(f'{owner}: unexpected model arguments {unknown}')
+        for key in ('train_cfg', 'pretrained'):
+            value = untrained.get(key)
             if value is not None and not (key == 'train_cfg' and value == {}):
                 raise ValueError(
                     f'{owner}: model.{key}={value!r} has no meaning here, its '
                     f'models are trained already (their own configs and '
                     f'checkpoints carry that); remove model.{key}')
+        return untrained.get('init_cfg')
 
     @abstractmethod
     def member_probabilities(self, inputs: Tensor,

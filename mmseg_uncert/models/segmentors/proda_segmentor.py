@@ -16,7 +16,7 @@ from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptConfigType, SampleList
 
-from ..data_preprocessors import image_mask, source_target_preprocessor
+from ..data_preprocessors import image_mask
 from ..decode_heads.head_taps import ClassifierTap
 from ..frozen import FrozenChildren
 from ..precision import at_least_float32
@@ -103,58 +103,35 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
       regulariser γ₂·(−mean_{pixels, k} log p_k) (γ₂ = 0.1), which keeps
       every class alive.
 
-    The warm-up model (``pseudo_labeller``) and, when rectification or
-    structure learning is on, the prototypes with the momentum network (a
-    :class:`~mmseg_uncert.models.PrototypeBank`, ``prototype_bank``) are
-    frozen children (see :mod:`~mmseg_uncert.models.frozen`): they move with
-    the model, never train, stay in eval and are not saved in the model's
-    checkpoints. :class:`~mmseg_uncert.engine.PrototypeHook` fills the bank
-    before training, updates it after each optimizer step and checkpoints
-    it; training without the hook is an error that says so. Plain
-    self-training builds neither, so its iterations run no momentum forward.
-
-    Target samples' annotations are never read (the dataset also strips
-    them). Pixels outside an image (batch padding) are ignored everywhere.
+    The warm-up model and, when rectification or structure learning is on,
+    the prototypes with the momentum network (a
+    :class:`~mmseg_uncert.models.PrototypeBank`, which
+    :class:`~mmseg_uncert.engine.PrototypeHook` fills and updates) are frozen
+    children (:mod:`~mmseg_uncert.models.frozen`), never saved with the
+    model. Target annotations are never read; batch padding is ignored
+    everywhere. Every argument: docs/components/proda_segmentor.md.
 
     Args:
         pseudo_labeller: the warm-up (source-only) model,
-            ``dict(config=PATH, checkpoint=PATH)``; see
-            :func:`~mmseg_uncert.models.segmentors.build_member`.
+            ``dict(config=PATH, checkpoint=PATH)``.
         target_loss: loss of the student against the pseudo-labels.
         rectify: rectify pseudo-labels with the prototypes.
-        temperature: τ of the prototype softmax (rectification, and
-            structure learning unless ``structure_temperature`` is given).
-        structure_weight: γ₁ (0 turns structure learning off).
-        structure_temperature: τ_s of structure learning's assignments
-            (default ``temperature``).
-        structure_distance: ``'euclidean'`` (ProDA: raw features) or
-            ``'cosine'`` (L2-normalised features and prototypes).
-        structure_confidence: the KL counts only where the weak view's
-            pseudo-label confidence (as for ``confidence_threshold``)
-            reaches it; 0 counts every pixel.
-        structure_warmup_iters: γ₁ grows linearly from γ₁/N to γ₁ over the
-            first N iterations; 0 uses γ₁ from the start.
-        regulariser_weight: γ₂.
-        strong_strength: scale of the strong view's perturbations.
-        view_seed: seed of the strong views (with the iteration and rank).
-        confidence_threshold: pseudo-labels whose confidence (max over k of
-            the renormalised ω_k·p₀,k, or of p₀,k without rectification) is
-            below it are ignored; 0 keeps all (classic self-training keeps
-            the confident ones, e.g. 0.9).
-        class_balanced_portion: CBST's p: λ_k is the confidence above which
-            the portion p of the pixels the warm-up model predicts as k lie,
-            so every class keeps pseudo-labels, rare ones included; ``None``
-            turns it off. Needs ``rectify=False``, ``structure_weight=0``,
-            ``confidence_threshold=0`` and ``custom_hooks=[dict(type='ClassBalancedThresholdHook')]``.
-        backbone, decode_head, neck, auxiliary_head, test_cfg,
-            data_preprocessor, pretrained, init_cfg: as for EncoderDecoder;
-            mmseg's SegDataPreProcessor is switched to
-            :class:`~mmseg_uncert.models.SourceTargetDataPreProcessor`.
-        train_cfg: as for EncoderDecoder. ``None`` builds the model for
-            inference, as ``mmseg.apis.init_model`` does (it sets
-            ``model.train_cfg = None``): neither the pseudo-labeller nor the
-            prototypes are built, so the warm-up checkpoint need not exist,
-            and ``loss`` raises. A training config leaves it out (``{}``).
+        temperature, structure_temperature: τ and τ_s (default τ).
+        structure_weight, regulariser_weight: γ₁ (0: no structure learning), γ₂.
+        structure_distance: ``'euclidean'`` (ProDA) or ``'cosine'``.
+        structure_confidence: the KL counts where the pseudo-label's
+            confidence reaches it (0: everywhere).
+        structure_warmup_iters: γ₁ ramps up linearly over N iterations.
+        strong_strength, view_seed: the strong view's scale and seed.
+        confidence_threshold: pseudo-labels below it are ignored (0 keeps all).
+        class_balanced_portion: CBST's p, or None (plain self-training only,
+            with ``ClassBalancedThresholdHook``).
+        backbone, decode_head, data_preprocessor, **network (neck,
+            auxiliary_head, test_cfg, pretrained, init_cfg): as for
+            EncoderDecoder (the preprocessor becomes a
+            SourceTargetDataPreProcessor).
+        train_cfg: as for EncoderDecoder; ``None`` (``mmseg.apis.init_model``)
+            builds the network alone, for inference.
     """
 
     training_only_parts = ('pseudo_labeller', 'prototype_bank', 'target_loss')
@@ -177,49 +154,19 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
                  structure_confidence: float = 0.0,
                  structure_warmup_iters: int = 0,
                  class_balanced_portion: float | None = None,
-                 neck: OptConfigType = None,
-                 auxiliary_head: OptConfigType = None,
                  train_cfg: OptConfigType = {},
-                 test_cfg: OptConfigType = None,
                  data_preprocessor: OptConfigType = None,
-                 pretrained: str | None = None,
-                 init_cfg: OptConfigType = None) -> None:
-        # a copy: the default is shared between instances
-        train_cfg = None if train_cfg is None else dict(train_cfg)
+                 **network: Any) -> None:
+        self._init_network(train_cfg, data_preprocessor, backbone=backbone,
+                           decode_head=decode_head, **network)
         with mmseg_scope():
-            super().__init__(backbone=backbone, decode_head=decode_head, neck=neck,
-                             auxiliary_head=auxiliary_head, train_cfg=train_cfg,
-                             test_cfg=test_cfg,
-                             data_preprocessor=source_target_preprocessor(data_preprocessor),
-                             pretrained=pretrained, init_cfg=init_cfg)
             self.target_loss = MODELS.build(target_loss)
         structure_temperature = (temperature if structure_temperature is None
                                  else structure_temperature)
-        for key, value in (('temperature', temperature),
-                           ('structure_temperature', structure_temperature)):
-            if not value > 0:
-                raise ValueError(
-                    f'ProDASegmentor: model.{key} (τ of the prototype softmax) must '
-                    f'be > 0, got {value}; ProDA uses 1 on raw features')
-        if structure_distance not in ('euclidean', 'cosine'):
-            raise ValueError(f"ProDASegmentor: model.structure_distance must be "
-                             f"'euclidean' or 'cosine', got {structure_distance!r}")
-        if not 0.0 <= structure_confidence < 1.0:
-            raise ValueError(f'ProDASegmentor: model.structure_confidence must lie in '
-                             f'[0, 1), got {structure_confidence}')
-        if int(structure_warmup_iters) != structure_warmup_iters or structure_warmup_iters < 0:
-            raise ValueError(f'ProDASegmentor: model.structure_warmup_iters must be a '
-                             f'whole number >= 0, got {structure_warmup_iters}')
-        if class_balanced_portion is not None:
-            if not 0.0 < class_balanced_portion <= 1.0:
-                raise ValueError(f'ProDASegmentor: model.class_balanced_portion must lie '
-                                 f'in (0, 1], got {class_balanced_portion}')
-            if rectify or confidence_threshold > 0 or structure_weight > 0:
-                raise ValueError(
-                    'ProDASegmentor: model.class_balanced_portion (CBST thresholds) is '
-                    'plain self-training: set rectify=False and structure_weight=0, '
-                    'and leave confidence_threshold at 0')
-        self.for_inference = train_cfg is None
+        _check_arguments(temperature, structure_temperature, structure_distance,
+                         structure_confidence, structure_warmup_iters,
+                         class_balanced_portion, rectify, confidence_threshold,
+                         structure_weight)
         if self.for_inference:
             self.register_module('pseudo_labeller', None)
         else:
@@ -251,9 +198,6 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
         self.regulariser_weight = regulariser_weight
         self.strong_strength = strong_strength
         self.view_seed = view_seed
-        if not 0.0 <= confidence_threshold < 1.0:
-            raise ValueError(f'ProDASegmentor: confidence_threshold must lie in '
-                             f'[0, 1), got {confidence_threshold}')
         self.confidence_threshold = confidence_threshold
         if self.needs_prototypes and not self.for_inference:
             # a child from the start, before any move or DDP wrap; filled by
@@ -293,12 +237,7 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
         if not isinstance(inputs, dict):
             # a plain labelled batch: source-only training
             return super().loss(inputs, data_samples)
-        if self.for_inference:
-            raise RuntimeError(
-                'ProDASegmentor was built for inference (model.train_cfg=None, as '
-                'mmseg.apis.init_model builds it): it has no pseudo-labeller for '
-                'the target batch; train with the config\'s own model (train_cfg '
-                'left out)')
+        self._check_trainable('pseudo-labeller for the target batch')
         losses = super().loss(inputs['source'], data_samples['source'])
         losses.update(self.target_losses(inputs['target'], data_samples['target']))
         return losses
@@ -417,3 +356,38 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
             weight *= min(1.0, (self._iteration() + 1) / self.structure_warmup_iters)
         return {'target.loss_structure': weight * (kl * v).sum() / n,
                 'target.assignment_max': (z_weak.amax(1) * v).sum().detach() / n}
+
+
+def _check_arguments(temperature: float, structure_temperature: float,
+                     structure_distance: str, structure_confidence: float,
+                     structure_warmup_iters: int, class_balanced_portion: float | None,
+                     rectify: bool, confidence_threshold: float,
+                     structure_weight: float) -> None:
+    """A clear error naming the config key, for each argument out of range."""
+    for key, value in (('temperature', temperature),
+                       ('structure_temperature', structure_temperature)):
+        if not value > 0:
+            raise ValueError(
+                f'ProDASegmentor: model.{key} (τ of the prototype softmax) must '
+                f'be > 0, got {value}; ProDA uses 1 on raw features')
+    if structure_distance not in ('euclidean', 'cosine'):
+        raise ValueError(f"ProDASegmentor: model.structure_distance must be "
+                         f"'euclidean' or 'cosine', got {structure_distance!r}")
+    if not 0.0 <= structure_confidence < 1.0:
+        raise ValueError(f'ProDASegmentor: model.structure_confidence must lie in '
+                         f'[0, 1), got {structure_confidence}')
+    if int(structure_warmup_iters) != structure_warmup_iters or structure_warmup_iters < 0:
+        raise ValueError(f'ProDASegmentor: model.structure_warmup_iters must be a '
+                         f'whole number >= 0, got {structure_warmup_iters}')
+    if class_balanced_portion is not None:
+        if not 0.0 < class_balanced_portion <= 1.0:
+            raise ValueError(f'ProDASegmentor: model.class_balanced_portion must lie '
+                             f'in (0, 1], got {class_balanced_portion}')
+        if rectify or confidence_threshold > 0 or structure_weight > 0:
+            raise ValueError(
+                'ProDASegmentor: model.class_balanced_portion (CBST thresholds) is '
+                'plain self-training: set rectify=False and structure_weight=0, '
+                'and leave confidence_threshold at 0')
+    if not 0.0 <= confidence_threshold < 1.0:
+        raise ValueError(f'ProDASegmentor: confidence_threshold must lie in '
+                         f'[0, 1), got {confidence_threshold}')

@@ -87,11 +87,8 @@ class TTASegmentor(PredictiveSegmentor):
         scales: rescaling factors of the views; the default is the
             ``img_ratios`` of ``configs/_base_/datasets/synthetic_streets.py``.
         flips: whether a view is flipped horizontally (False, True or both).
-        test_cfg: replaces the model's ``test_cfg`` when given.
-        data_preprocessor: defaults to the model's.
-        init_cfg: unused (the model carries its weights).
-        train_cfg, pretrained: None (as ``mmseg.apis.init_model`` passes
-            them); the model is trained already.
+        test_cfg, data_preprocessor, untrained: see
+            :class:`~.predictive_segmentor.PredictiveSegmentor`.
     """
 
     def __init__(self,
@@ -100,16 +97,11 @@ class TTASegmentor(PredictiveSegmentor):
                  flips: Sequence[bool] = (False, True),
                  test_cfg: dict | None = None,
                  data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None,
-                 train_cfg: dict | None = None,
-                 pretrained: str | None = None) -> None:
-        self.check_untrained_arguments('TTASegmentor', train_cfg, pretrained)
+                 **untrained: Any) -> None:
+        init_cfg = self.check_untrained_arguments('TTASegmentor', untrained)
         scales, flips = tuple(float(s) for s in scales), tuple(bool(f) for f in flips)
         check_views(scales, flips, 'TTASegmentor')
-        spec = dict(model) if not isinstance(model, str) else dict(config=model)
-        if test_cfg is not None:
-            spec['test_cfg'] = test_cfg
-        segmentor, info = build_member(spec, 'TTA model')
+        segmentor, info = build_member(model, 'TTA model', test_cfg)
         if not callable(getattr(segmentor, 'inference', None)):
             raise TypeError(
                 f"TTASegmentor: {info['source']} builds a {type(segmentor).__name__}, "
