@@ -4,7 +4,7 @@ val and ood pixel of the embedded benchmark.
 
     python benchmarks/distillation.py                  # the recipe's schedules (1000 + 500)
     python benchmarks/distillation.py --iters 300 --student-iters 100  # a smoke run
-    python benchmarks/distillation.py --tables         # the README's tables from the results
+    python benchmarks/distillation.py --tables         # docs/benchmarks.md's tables from the results
 
 Steps (each skipped when its output exists, so an interrupted run resumes;
 everything under ``--work-dir``, default ``work_dirs/bench_distillation``):

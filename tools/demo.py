@@ -433,8 +433,8 @@ class Demo:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='small data (80 train images, 12 val, 12 ood) and '
-                        '50-iteration schedules: a few minutes')
+                        help='small data (40 train images, 6 val, 6 ood) and '
+                        '20-iteration schedules: a few minutes')
     parser.add_argument('--work-dir', help='default: work_dirs/demo '
                         '(work_dirs/demo_quick with --quick)')
     parser.add_argument('--data-root', help='default: data/synthetic_streets '

@@ -12,7 +12,7 @@
 #   EXTRAS=tests,mim,mmpretrain bash tools/setup_env.sh
 #   CONSTRAINTS=/path/to/constraints.txt bash tools/setup_env.sh
 #
-# Why the steps are ordered as they are: ../README.md, "Supported versions".
+# Why the steps are ordered as they are: ../docs/install.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -11,7 +11,7 @@
 # schedule a student from the warm-up weights does not catch up with its
 # teacher.
 # Measured on this recipe (benchmarks/domain_adaptation.py, 3 seeds): the
-# stage lowers shift_val mIoU by 3.2 against its teacher (README); kept as
+# stage lowers shift_val mIoU by 3.2 against its teacher (docs/benchmarks.md); kept as
 # ProDA's stage for your data, not as a gain on the embedded benchmark.
 _base_ = ['./proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py']
 stage1_checkpoint = ('work_dirs/proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256/'

@@ -35,7 +35,7 @@ model = dict(
     # γ1 of target structure learning: off. In none of the forms measured
     # (ProDA's, τ_s = 10, cosine distances, half-strength strong view, the KL
     # only on confident pixels, a ramped γ1) did it beat denoising alone over
-    # 3 seeds (benchmarks/domain_adaptation.py, README)
+    # 3 seeds (benchmarks/domain_adaptation.py, docs/benchmarks.md)
     structure_weight=0.0,
     regulariser_weight=0.1)   # γ2
 custom_hooks = [dict(type='PrototypeHook', decay=0.9999, momentum=0.999,

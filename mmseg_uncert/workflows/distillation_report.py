@@ -140,7 +140,7 @@ def goals_table(goals: list[Goal]) -> list[str]:
 
 def benchmark_tables(result: dict, recipe: str = 'student decomposition') -> list[str]:
     """Markdown tables of a ``benchmarks/distillation.py`` results file (its
-    JSON, as a dict), for the README: every model side by side, the recipe's
+    JSON, as a dict), for docs/benchmarks.md: every model side by side, the recipe's
     goals, its spread over seeds where it was trained with several, and the
     forum baseline's predictions over training where it was run."""
     lines = ['| model | mIoU | ECE | best misclass. AUROC | best OOD AUROC '

@@ -328,7 +328,7 @@ def coverage_table(payload: dict[str, Any]) -> str:
 
 #: the committed results of ``tools/head_coverage.py``, relative to the repository
 RESULTS = osp.join('benchmarks', 'results', 'head_coverage.json')
-#: the table sits between these lines in README.md and the dual_head docs
+#: the table sits between these lines in docs/components/dual_head.md
 TABLE_MARKERS = ('<!-- head-coverage: begin (tools/head_coverage.py writes it) -->',
                  '<!-- head-coverage: end -->')
 
