@@ -13,15 +13,17 @@ from torch import nn
 from mmseg.registry import DATASETS, MODELS
 from mmseg.structures import SegDataSample
 
-from conftest import ROOT, run_tool
-from helpers.members import member_model_cfg, save_config_model, save_member
-from helpers.tiny_config import write_tiny_config
 from mmseg_uncert.engine import PrototypeHook
 from mmseg_uncert.models import (PrototypeBank, class_feature_sums, ema_prototypes,
                                  prototype_logits)
 from mmseg_uncert.models.data_preprocessors import image_mask
-from mmseg_uncert.models.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
+from mmseg_uncert.models.losses import (SymmetricCrossEntropyLoss,
+                                        symmetric_cross_entropy)
 from mmseg_uncert.models.segmentors import mmseg_scope
+
+from conftest import ROOT, run_tool
+from helpers.members import member_model_cfg, save_config_model, save_member
+from helpers.tiny_config import write_tiny_config
 
 WARMUP = osp.join(ROOT, 'configs', 'fastscnn', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
 PRODA = osp.join(ROOT, 'configs', 'proda',
@@ -29,8 +31,6 @@ PRODA = osp.join(ROOT, 'configs', 'proda',
 PRODA_DISTILL = osp.join(ROOT, 'configs', 'proda',
                          'proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
 
-
-# ---------------------------------------------------------------- SCE
 
 def test_symmetric_cross_entropy_by_hand():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 3.0, 1.0],
@@ -71,8 +71,6 @@ def test_symmetric_cross_entropy_ignores_pixels():
     with pytest.raises(ValueError, match='logits'):
         symmetric_cross_entropy(logits, label[0])
 
-
-# ---------------------------------------------------------------- prototypes
 
 def test_prototype_update_by_hand():
     # 2x2 feature map, 2 channels; classes 0 (two pixels), 2 (one), one ignored
@@ -137,8 +135,6 @@ def test_hook_rejects_prototypes_of_another_width():
     with pytest.raises(ValueError, match=r'\(3, 16\).*\(3, 8\)'):
         hook.load_state(state)
 
-
-# ---------------------------------------------------------------- segmentor
 
 def _proda(tmp_path, num_classes=5, dropout_ratio=0.0, **kwargs):
     warmup = save_member(str(tmp_path / 'warmup.pth'), seed=0, num_classes=num_classes)
@@ -280,29 +276,6 @@ def test_confidence_threshold_drops_unsure_pseudo_labels(tmp_path):
         _proda(tmp_path, confidence_threshold=1.0)
 
 
-def test_source_target_dataset_drops_target_labels(tiny_data_root):
-    pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
-                dict(type='PackSegInputs')]
-    with mmseg_scope():
-        dataset = DATASETS.build(dict(
-            type='SourceTargetDataset',
-            source=dict(type='SyntheticStreetsDataset', data_root=tiny_data_root,
-                        data_prefix=dict(img_path='leftImg8bit/train',
-                                         seg_map_path='gtFine/train'), pipeline=pipeline),
-            # a labelled split used as the target, with a pipeline that loads labels
-            target=dict(type='SyntheticStreetsDataset', data_root=tiny_data_root,
-                        data_prefix=dict(img_path='leftImg8bit/shift_train',
-                                         seg_map_path='gtFine/shift_train'),
-                        pipeline=pipeline)))
-    assert len(dataset) == 12
-    item = dataset[5]
-    assert 'gt_sem_seg' in item['source']['data_samples']
-    assert 'gt_sem_seg' not in item['target']['data_samples']
-    assert item['target']['data_samples'].img_path.endswith('_000001_000019_leftImg8bit.png')
-
-
-# ---------------------------------------------------------------- runner
-
 def _tiny_uda_config(path, data_root, warmup, max_iters, base=PRODA, extra=''):
     return write_tiny_config(path, data_root, max_iters, base=base, extra=f"""
         warmup_checkpoint = {warmup!r}
@@ -402,8 +375,6 @@ def test_distiller_learns_the_teachers_hard_labels_on_target_batches(tmp_path):
     assert losses['target.decode.loss_ce'].item() == 0.0
     assert losses['target.distill.loss_kd'].item() == 0.0
 
-
-# ---------------------------------------------------------------- structure learning variants
 
 def test_prototype_logits_on_normalised_features_against_cdist():
     torch.manual_seed(2)
@@ -536,8 +507,6 @@ def test_plain_self_training_runs_no_momentum_forward(tmp_path):
         assert calls.get('momentum') == momentum_calls
         assert calls['student'] == 2 and calls['labeller'] == 1  # source + strong view
 
-
-# ---------------------------------------------------------------- CBST thresholds
 
 def test_class_balanced_thresholds_against_sorting():
     from mmseg_uncert.engine.hooks.class_balanced_threshold_hook import (

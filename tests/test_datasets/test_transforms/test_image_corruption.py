@@ -1,5 +1,7 @@
-"""ImageCorruption: the imagecorruptions package's corruptions, seeded per
-image, in RGB, usable in a test pipeline; and its errors."""
+"""ImageCorruption: the imagecorruptions package's corruptions and their errors.
+
+Seeded per image, in RGB, usable in a test pipeline.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +10,8 @@ import torch
 from skimage.filters import gaussian
 
 from mmseg_uncert.datasets.transforms import CORRUPTIONS, ImageCorruption
+
+from conftest import ROOT
 
 
 def _image(seed: int = 0, size=(48, 64)) -> np.ndarray:
@@ -86,7 +90,7 @@ def test_bad_names_severities_and_images_are_refused():
 def test_in_a_test_pipeline_the_image_changes_and_the_labels_do_not(tiny_data_root):
     import os.path as osp
     from mmseg_uncert.workflows.split_evaluation import build_split
-    config = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'fcn',
+    config = osp.join(ROOT, 'configs', 'fcn',
                       'fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
     clean = build_split(config, tiny_data_root, 'val', indices=2)
     foggy = build_split(config, tiny_data_root, 'val', indices=2,
