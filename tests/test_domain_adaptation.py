@@ -7,15 +7,11 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import ConfigDict
-from mmengine.structures import PixelData
-from torch import nn
 
-from mmseg.registry import DATASETS, MODELS
-from mmseg.structures import SegDataSample
+from mmseg.registry import MODELS
 
 from mmseg_uncert.engine import PrototypeHook
-from mmseg_uncert.models import (PrototypeBank, class_feature_sums, ema_prototypes,
-                                 prototype_logits)
+from mmseg_uncert.models import class_feature_sums, ema_prototypes, prototype_logits
 from mmseg_uncert.models.data_preprocessors import image_mask
 from mmseg_uncert.models.losses import (SymmetricCrossEntropyLoss,
                                         symmetric_cross_entropy)
@@ -23,6 +19,7 @@ from mmseg_uncert.models.segmentors import mmseg_scope
 
 from conftest import ROOT, run_tool
 from helpers.members import member_model_cfg, save_config_model, save_member
+from helpers.proda import _batch, _cbst_model, _proda
 from helpers.tiny_config import write_tiny_config
 
 WARMUP = osp.join(ROOT, 'configs', 'fastscnn', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
@@ -115,53 +112,6 @@ def test_image_mask_scales_to_feature_maps():
     assert mask[1].sum().item() == 5 * 13  # ceil(40/8) x ceil(100/8)
 
 
-def test_hook_reduces_over_two_gloo_processes(tmp_path):
-    out = str(tmp_path / 'protos')
-    run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
-              '--master_port=29659', 'tests/helpers/prototype_ddp.py', out])
-    a = torch.load(out + '_0.pt')
-    b = torch.load(out + '_1.pt')
-    assert torch.equal(a['prototypes'], b['prototypes'])
-    # class 0: rank 0's pixel (1, 10); class 1: ranks 0 and 1, (1.5, 15); class 2: (2, 20)
-    assert a['prototypes'].tolist() == [[1.0, 10.0], [1.5, 15.0], [2.0, 20.0]]
-    assert a['initialised'].all()
-
-
-def test_hook_rejects_prototypes_of_another_width():
-    hook = PrototypeHook()
-    hook.bank = PrototypeBank(3, 8, nn.Identity())
-    state = dict(prototypes=torch.zeros(3, 16), initialised=torch.zeros(3, dtype=torch.bool),
-                 momentum_network={})
-    with pytest.raises(ValueError, match=r'\(3, 16\).*\(3, 8\)'):
-        hook.load_state(state)
-
-
-def _proda(tmp_path, num_classes=5, dropout_ratio=0.0, **kwargs):
-    warmup = save_member(str(tmp_path / 'warmup.pth'), seed=0, num_classes=num_classes)
-    cfg = member_model_cfg(num_classes, dropout_ratio=dropout_ratio)
-    cfg.update(type='ProDASegmentor', data_preprocessor=dict(
-        cfg['data_preprocessor'], size=(64, 128)),
-        pseudo_labeller=dict(model=member_model_cfg(num_classes), checkpoint=warmup),
-        **kwargs)
-    with mmseg_scope():
-        model = MODELS.build(ConfigDict(cfg))
-    model.load_state_dict(torch.load(warmup)['state_dict'])
-    return model
-
-
-def _batch(n=2, seed=0, labelled=True):
-    g = torch.Generator().manual_seed(seed)
-    samples = []
-    for _ in range(n):
-        s = SegDataSample(metainfo=dict(img_shape=(64, 128), pad_shape=(64, 128),
-                                        ori_shape=(64, 128)))
-        if labelled:
-            s.gt_sem_seg = PixelData(data=torch.randint(0, 5, (1, 64, 128), generator=g))
-        samples.append(s)
-    return dict(inputs=[torch.randint(0, 256, (3, 64, 128), generator=g).byte()
-                        for _ in range(n)], data_samples=samples)
-
-
 def test_momentum_network_gets_no_gradient_and_target_labels_are_not_needed(tmp_path):
     model = _proda(tmp_path)
     hook = PrototypeHook()
@@ -192,43 +142,6 @@ def test_momentum_network_gets_no_gradient_and_target_labels_are_not_needed(tmp_
     feature, label, valid = bank.pending
     assert feature.shape[1] == model.decode_head.conv_seg.in_channels
     assert valid.all()
-
-
-def test_hook_updates_after_the_optimizer_step(tmp_path):
-    """The momentum update uses the weights the optimizer just wrote."""
-    model = _proda(tmp_path)
-    hook = PrototypeHook(momentum=0.9, decay=0.5)
-    hook.bank = model.prototype_bank
-    hook.bank.restart(model.network(), hook.momentum)
-    hook.bank.prototypes.normal_()
-    hook.bank.initialised.fill_(True)
-    before = {k: v.clone() for k, v in hook.bank.momentum_network.module.state_dict().items()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    model.train()
-    batch = model.data_preprocessor(dict(source=_batch(seed=1),
-                                         target=_batch(seed=2, labelled=False)), True)
-    sum(v for k, v in model(**batch, mode='loss').items() if 'loss' in k).backward()
-    optimizer.step()
-    protos = hook.bank.prototypes.clone()
-    feature, label, valid = hook.bank.pending
-    sums, counts = class_feature_sums(feature, label, 5, valid)
-
-    class Runner:
-        pass
-    runner = Runner()
-    runner.model = model
-    hook.after_train_iter(runner, 0)
-    after = hook.bank.momentum_network.module.state_dict()
-    current = model.network().state_dict()
-    name = 'decode_head.conv_seg.weight'
-    assert not torch.equal(current[name], before[name])
-    assert torch.allclose(after[name], 0.9 * before[name] + 0.1 * current[name], atol=1e-6)
-    present = counts > 0
-    mean = (sums[present] / counts[present, None]).float()
-    assert torch.allclose(hook.bank.prototypes[present], 0.5 * protos[present] + 0.5 * mean,
-                          atol=1e-5)
-    assert torch.equal(hook.bank.prototypes[~present], protos[~present])
-    assert hook.bank.pending is None
 
 
 def test_prototype_features_are_taken_before_dropout(tmp_path):
@@ -508,35 +421,6 @@ def test_plain_self_training_runs_no_momentum_forward(tmp_path):
         assert calls['student'] == 2 and calls['labeller'] == 1  # source + strong view
 
 
-def test_class_balanced_thresholds_against_sorting():
-    from mmseg_uncert.engine.hooks.class_balanced_threshold_hook import (
-        class_balanced_thresholds, class_confidence_histograms)
-    g = torch.Generator().manual_seed(4)
-    prob = torch.rand(3, 4, 10, 12, generator=g) ** 3
-    prob[0, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # a confidence of exactly 1
-    prob[:, 3] = 0  # class 3 is never the argmax
-    prob = prob / prob.sum(1, keepdim=True)
-    valid = torch.rand(3, 10, 12, generator=g) > 0.2
-    bins = 1000
-    histograms = class_confidence_histograms(prob, valid, bins)
-    confidence, label = prob.max(1)
-    for portion in (0.2, 0.5, 1.0):
-        thresholds = class_balanced_thresholds(histograms, portion)
-        for k in range(3):
-            values = np.sort(confidence[valid & (label == k)].numpy())[::-1]
-            true = values[math.ceil(portion * len(values)) - 1]
-            # the lower edge of the bin holding the true value
-            assert thresholds[k] <= true < thresholds[k] + 1 / bins + 1e-12, (portion, k)
-            # the kept share of class k is at least the portion
-            assert (values >= thresholds[k].item()).mean() >= portion
-        assert thresholds[3] == float('inf')
-
-
-def _cbst_model(tmp_path, portion=0.5):
-    return _proda(tmp_path, rectify=False, structure_weight=0.0, regulariser_weight=0.0,
-                  class_balanced_portion=portion)
-
-
 def test_cbst_pseudo_labels_by_hand(tmp_path):
     """ŷ = argmax_k p₀,k / λ_k, kept where that maximum reaches 1 (CBST)."""
     model = _cbst_model(tmp_path)
@@ -576,72 +460,6 @@ def test_cbst_bad_switches_are_named(tmp_path):
     with pytest.raises(ValueError, match='confidence_threshold'):
         _proda(tmp_path, rectify=False, structure_weight=0.0, class_balanced_portion=0.2,
                confidence_threshold=0.9)
-
-
-def test_cbst_hook_computes_saves_and_restores_thresholds(tiny_data_root, tmp_path):
-    """The hook's thresholds equal sorting the pseudo-labeller's confidences
-    over the same target images; a resumed run takes them from the
-    checkpoint."""
-    from mmseg_uncert.engine import ClassBalancedThresholdHook
-    model = _cbst_model(tmp_path, portion=0.4)
-    with mmseg_scope():
-        target = DATASETS.build(dict(
-            type='SyntheticStreetsDataset', data_root=tiny_data_root,
-            with_uncertainty_gt=False, data_prefix=dict(img_path='leftImg8bit/shift_train'),
-            pipeline=[dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]))
-
-    class Loader:
-        batch_size = 2
-        dataset = type('Pair', (), dict(target=target))()
-
-    class Logger:
-        def info(self, message):
-            self.message = message
-
-    class Runner:
-        train_dataloader = Loader()
-        logger = Logger()
-    runner = Runner()
-    runner.model = model
-    hook = ClassBalancedThresholdHook(init_batches=2, bins=100000)
-    hook.before_train(runner)
-    from mmengine.dataset import pseudo_collate
-    confidences, labels = [], []
-    with torch.no_grad():
-        for i in range(len(target)):
-            batch = model.data_preprocessor(pseudo_collate([target[i]]), False)
-            p = model.pseudo_labeller.inference(
-                batch['inputs'], [s.metainfo for s in batch['data_samples']]).softmax(1)
-            c, k = p.max(1)
-            confidences.append(c.flatten())
-            labels.append(k.flatten())
-    # init_batches x batch size = 4 of the split's images, a fixed subset
-    from mmseg_uncert.engine.hooks.prototype_hook import target_subset
-    subset = target_subset(len(target), 4)
-    confidence = torch.cat([confidences[i] for i in subset])
-    label = torch.cat([labels[i] for i in subset])
-    for k in range(5):
-        values = np.sort(confidence[label == k].numpy())[::-1]
-        got = model.class_thresholds[k].item()
-        if len(values) == 0:
-            assert got == float('inf')
-            continue
-        true = values[math.ceil(0.4 * len(values)) - 1]
-        assert got <= true < got + 1e-5 + 1e-9
-    assert 'portion 0.4' in runner.logger.message
-    checkpoint = {}
-    hook.before_save_checkpoint(runner, checkpoint)
-    saved = checkpoint['class_balanced_thresholds']
-    fresh = _cbst_model(tmp_path, portion=0.4)
-    runner.model = fresh
-    other = ClassBalancedThresholdHook(init_batches=2)
-    other.after_load_checkpoint(runner, checkpoint)
-    other.before_train(runner)
-    assert torch.equal(fresh.class_thresholds, saved)
-    # a model without class-balanced thresholds is refused by name
-    runner.model = _proda(tmp_path, rectify=False, structure_weight=0.0)
-    with pytest.raises(TypeError, match='class_balanced_portion set'):
-        ClassBalancedThresholdHook().before_train(runner)
 
 
 def test_rectified_fraction_does_not_count_pixels_the_threshold_drops(tmp_path):

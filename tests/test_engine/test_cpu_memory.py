@@ -1,5 +1,8 @@
-"""Freed CPU memory kept in the process: torch's large tensors come from the
-heap, and the heap keeps them when they are freed."""
+"""keep_freed_memory: freed CPU memory stays in the process.
+
+Torch's large tensors come from the heap, and the heap keeps them when they
+are freed.
+"""
 import subprocess
 import sys
 import textwrap
