@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import stats  # installed with scikit-learn, a test dependency
+from scipy import stats
 
-from mmseg_uncert.apis import deploy_model_config, student_state_dict
-from mmseg_uncert.workflows.split_evaluation import (SplitEvaluation, load_maps,
-                                          map_correlations, save_maps)
 from mmseg_uncert.visualization import Panel, colorize_labels, colour_limits
+from mmseg_uncert.workflows.split_evaluation import (SplitEvaluation, load_maps,
+                                                     map_correlations, save_maps)
 
 
 @pytest.mark.parametrize('seed', [0, 1])
@@ -40,30 +39,6 @@ def test_saved_maps_load_for_the_same_images_only(tmp_path):
         load_maps(path, 'epistemic', ['a.png', 'b.png'])
     with pytest.raises(FileNotFoundError, match='--save-maps'):
         load_maps(str(tmp_path / 'none.npz'), 'std', [])
-
-
-def test_deploying_a_distiller_keeps_the_student_only():
-    cfg = dict(type='EnsembleDistiller', teacher=dict(type='EnsembleSegmentor'),
-               backbone=dict(type='B'), decode_head=dict(type='DualHead'),
-               kd_loss=dict(type='PixelKDLoss'), pseudo_label_threshold=0.9,
-               test_cfg=dict(mode='whole'), data_preprocessor=dict(type='P'))
-    deployed = deploy_model_config(cfg)
-    assert deployed.to_dict() == dict(
-        type='UncertaintyEncoderDecoder', backbone=dict(type='B'),
-        decode_head=dict(type='DualHead'), test_cfg=dict(mode='whole'),
-        data_preprocessor=dict(type='P'), train_cfg=None)
-    plain = dict(type='EncoderDecoder', backbone=dict(type='B'))
-    assert deploy_model_config(plain).to_dict() == plain
-
-
-def test_student_state_dict_drops_training_keys_and_strips_prefixes():
-    w = torch.zeros(1)
-    assert set(student_state_dict({'backbone.a': w, 'kd_loss.t': w,
-                                   'pairwise_loss.p': w})) == {'backbone.a'}
-    assert set(student_state_dict({'architecture.backbone.a': w,
-                                   'distiller.teacher.b': w})) == {'backbone.a'}
-    with pytest.raises(KeyError, match="'student.'"):
-        student_state_dict({'backbone.a': w}, prefix='student.')
 
 
 def test_colorize_labels_uses_the_palette_and_blacks_out_ignore():

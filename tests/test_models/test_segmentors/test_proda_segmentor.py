@@ -1,24 +1,15 @@
-"""ProDA: symmetric cross-entropy, prototypes, the hook, the segmentor, the
-source/target data path and the distillation stage."""
+"""ProDASegmentor: momentum network, rectified pseudo-labels, structure, CBST."""
 import math
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import ConfigDict
-
-from mmseg.registry import MODELS
 
 from mmseg_uncert.engine import PrototypeHook
-from mmseg_uncert.models import class_feature_sums, ema_prototypes, prototype_logits
-from mmseg_uncert.models.data_preprocessors import image_mask
-from mmseg_uncert.models.losses import (SymmetricCrossEntropyLoss,
-                                        symmetric_cross_entropy)
-from mmseg_uncert.models.segmentors import mmseg_scope
 
 from conftest import ROOT, run_tool
-from helpers.members import member_model_cfg, save_config_model, save_member
+from helpers.members import save_config_model
 from helpers.proda import _batch, _cbst_model, _proda
 from helpers.tiny_config import write_tiny_config
 
@@ -27,89 +18,6 @@ PRODA = osp.join(ROOT, 'configs', 'proda',
                  'proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
 PRODA_DISTILL = osp.join(ROOT, 'configs', 'proda',
                          'proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
-
-
-def test_symmetric_cross_entropy_by_hand():
-    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0], [0.0, 3.0, 1.0],
-                           [1.0, 1.0, 1.0]]).T.reshape(1, 3, 2, 2)
-    label = torch.tensor([[[0, 2], [255, 1]]])
-    alpha, beta, a = 0.1, 1.0, 1e-4
-    total, n = 0.0, 0
-    for i, y in enumerate([0, 2, 255, 1]):
-        if y == 255:
-            continue
-        z = logits.reshape(3, 4)[:, i].tolist()
-        p = [math.exp(v) / sum(math.exp(u) for u in z) for v in z]
-        ce = -math.log(p[y])
-        # RCE = -sum_c p_c log clamp(onehot_c, a, 1): only c != y contribute
-        rce = -sum(p[c] * math.log(a) for c in range(3) if c != y)
-        total += alpha * ce + beta * rce
-        n += 1
-    assert symmetric_cross_entropy(logits, label).item() == pytest.approx(total / n, rel=1e-6)
-    loss = SymmetricCrossEntropyLoss(loss_weight=2.0)
-    assert loss(logits, label).item() == pytest.approx(2 * total / n, rel=1e-6)
-    assert loss.loss_name == 'loss_sce'
-
-
-def test_symmetric_cross_entropy_ignores_pixels():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 4, 3, 3, requires_grad=True)
-    label = torch.randint(0, 4, (2, 3, 3))
-    label[0, 0] = 255
-    base = symmetric_cross_entropy(logits, label)
-    other = logits.detach().clone()
-    other[0, :, 0] = torch.randn(4, 3) * 10  # only ignored pixels change
-    assert symmetric_cross_entropy(other, label).item() == pytest.approx(base.item())
-    base.backward()
-    assert torch.all(logits.grad[0, :, 0] == 0)
-    none = torch.full_like(label, 255)
-    zero = symmetric_cross_entropy(logits, none)
-    assert zero.item() == 0.0 and zero.requires_grad
-    with pytest.raises(ValueError, match='logits'):
-        symmetric_cross_entropy(logits, label[0])
-
-
-def test_prototype_update_by_hand():
-    # 2x2 feature map, 2 channels; classes 0 (two pixels), 2 (one), one ignored
-    feature = torch.tensor([[[1.0, 3.0], [5.0, 7.0]],
-                            [[2.0, 4.0], [6.0, 8.0]]])[None]
-    label = torch.tensor([[[0, 0], [2, 1]]])
-    valid = torch.tensor([[[True, True], [True, False]]])
-    sums, counts = class_feature_sums(feature, label, 4, valid)
-    assert counts.tolist() == [2, 0, 1, 0]
-    assert sums[0].tolist() == [4, 6] and sums[2].tolist() == [5, 6]
-    prototypes = torch.tensor([[10.0, 10.0], [1.0, 1.0], [0.0, 0.0], [9.0, 9.0]])
-    initialised = torch.tensor([True, True, False, True])
-    ema_prototypes(prototypes, initialised, sums, counts, decay=0.9)
-    # class 0: 0.9 * 10 + 0.1 * mean (2, 3)
-    assert prototypes[0].tolist() == pytest.approx([9.2, 9.3])
-    assert prototypes[1].tolist() == [1.0, 1.0]          # absent: untouched
-    assert prototypes[2].tolist() == [5.0, 6.0]          # first seen: the mean
-    assert prototypes[3].tolist() == [9.0, 9.0]
-    assert initialised.tolist() == [True, True, True, True]
-
-
-def test_prototype_logits_against_cdist():
-    torch.manual_seed(1)
-    feature = torch.randn(2, 6, 3, 4)
-    prototypes = torch.randn(5, 6)
-    initialised = torch.tensor([True, True, False, True, True])
-    logits = prototype_logits(feature, prototypes, initialised, temperature=2.0)
-    flat = feature.permute(0, 2, 3, 1).reshape(-1, 6)
-    expected = -torch.cdist(flat, prototypes) / 2.0
-    got = logits.permute(0, 2, 3, 1).reshape(-1, 5)
-    keep = initialised.nonzero()[:, 0]
-    assert torch.allclose(got[:, keep], expected[:, keep], atol=1e-5)
-    assert torch.all(got.softmax(1)[:, 2] == 0)
-    with pytest.raises(ValueError, match='6 channels, the prototypes 4'):
-        prototype_logits(feature, torch.randn(5, 4), initialised)
-
-
-def test_image_mask_scales_to_feature_maps():
-    metas = [dict(img_shape=(64, 128)), dict(img_shape=(40, 100))]
-    mask = image_mask(metas, (8, 16), torch.device('cpu'), input_size=(64, 128))
-    assert mask[0].all()
-    assert mask[1].sum().item() == 5 * 13  # ceil(40/8) x ceil(100/8)
 
 
 def test_momentum_network_gets_no_gradient_and_target_labels_are_not_needed(tmp_path):
@@ -252,57 +160,6 @@ def test_proda_resumes_identically_and_distils(tiny_data_root, tmp_path):
         assert key in log, key
     state = torch.load(str(tmp_path / 'd' / 'iter_2.pth'), weights_only=False)['state_dict']
     assert set(state) == set(a['state_dict'])
-
-
-def test_distiller_learns_the_teachers_hard_labels_on_target_batches(tmp_path):
-    """ProDA's distillation stage: on an unlabelled target batch the student's
-    CE is against argmax of the teacher and its KD against the teacher's
-    softmax; the source batch learns its labels."""
-    import torch.nn.functional as F
-    teacher = dict(model=member_model_cfg(5),
-                   checkpoint=save_member(str(tmp_path / 't.pth'), seed=4, num_classes=5))
-    cfg = member_model_cfg(5, dropout_ratio=0.0)
-    cfg.update(type='EnsembleDistiller', teacher=teacher,
-               data_preprocessor=dict(cfg['data_preprocessor'], size=(64, 128)),
-               kd_loss=dict(type='PixelKDLoss', loss_weight=0.5))
-    with mmseg_scope():
-        model = MODELS.build(ConfigDict(cfg))
-    model.train()
-    batch = model.data_preprocessor(dict(source=_batch(seed=5),
-                                         target=_batch(seed=6, labelled=False)), True)
-    losses = model(**batch, mode='loss')
-    target = batch['inputs']['target']
-    with torch.no_grad():
-        logits = model.decode_head(model.extract_feat(target))
-        logits = F.interpolate(logits, target.shape[2:], mode='bilinear', align_corners=False)
-        q = model.teacher.members[0].inference(
-            target, [s.metainfo for s in batch['data_samples']['target']]).softmax(1)
-        ce = F.cross_entropy(logits, q.argmax(1))
-        kd = (q * (q.log() - logits.log_softmax(1))).sum(1).mean()
-    assert losses['target.decode.loss_ce'].item() == pytest.approx(ce.item(), rel=1e-4)
-    assert losses['target.distill.loss_kd'].item() == pytest.approx(0.5 * kd.item(), rel=1e-4)
-    assert 'decode.loss_ce' in losses and 'distill.loss_kd' not in losses
-    # a threshold no random teacher reaches leaves no target pixel
-    model.pseudo_label_threshold = 0.99
-    losses = model(**batch, mode='loss')
-    assert losses['target.decode.loss_ce'].item() == 0.0
-    assert losses['target.distill.loss_kd'].item() == 0.0
-
-
-def test_prototype_logits_on_normalised_features_against_cdist():
-    torch.manual_seed(2)
-    feature = torch.randn(2, 6, 3, 4) * 7
-    prototypes = torch.randn(5, 6) * 3
-    initialised = torch.ones(5, dtype=torch.bool)
-    logits = prototype_logits(feature, prototypes, initialised, temperature=0.1,
-                              normalise=True)
-    flat = feature.permute(0, 2, 3, 1).reshape(-1, 6)
-    unit = flat / flat.norm(dim=1, keepdim=True)
-    eta = prototypes / prototypes.norm(dim=1, keepdim=True)
-    expected = -torch.cdist(unit, eta) / 0.1
-    assert torch.allclose(logits.permute(0, 2, 3, 1).reshape(-1, 5), expected, atol=1e-4)
-    # the distance of unit vectors is sqrt(2 - 2 cos): it lies in [0, 2]
-    assert (logits * -0.1).max() <= 2 + 1e-6
 
 
 def _naive_structure_loss(feature, m_feature, prototypes, tau, normalise, weight, mask):

@@ -1,32 +1,27 @@
-"""EnsembleSegmentor and MCDropoutSegmentor: outputs against member-by-member
-computations, freezing, reproducibility and the errors users meet."""
+"""EnsembleSegmentor against its members one by one, and the errors users meet.
+
+Also mmseg_uncert.models.segmentors.predictive_segmentor (the inference
+shared by segmentors that predict from M probability maps) and
+mmseg_uncert.models.segmentors.postprocess (the maps restored to the
+image's original size).
+"""
+from __future__ import annotations
+
 import copy
-import os.path as osp
 
 import pytest
 import torch
-from mmengine.config import Config
 
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 from mmseg_uncert.models import UNCERTAINTY_NAMES, PredictiveStatistics
-from mmseg_uncert.models.segmentors import build_member, load_config, mmseg_scope
+from mmseg_uncert.models.segmentors import build_member, mmseg_scope
+from mmseg_uncert.workflows.head_coverage import (bare_model_cfg, build_model,
+                                                  synthetic_batch)
 
+from helpers.ensembles import _inputs, _mixed_members, _samples
 from helpers.members import member_model_cfg, member_specs, save_member
-from helpers.tiny_config import PROJECT_CONFIG
-
-
-def _inputs(seed: int = 0, shape=(2, 3, 32, 64)) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _samples(n: int, ori_shape=(48, 96), pad_shape=(32, 64)) -> list:
-    return [SegDataSample(metainfo=dict(ori_shape=ori_shape, img_shape=pad_shape,
-                                        pad_shape=pad_shape,
-                                        padding_size=[0, 0, 0, 0]))
-            for _ in range(n)]
 
 
 def _naive_maps(models, inputs, metas) -> dict:
@@ -111,36 +106,6 @@ def test_member_order_does_not_change_the_result(tmp_path):
                                   getattr(sb.pred_uncertainty, name), atol=1e-5)
 
 
-def test_members_from_config_files_and_mmseg_paths(tmp_path):
-    # a plain config path (the project's) and an mmseg:: path, with checkpoints
-    cfg = Config.fromfile(PROJECT_CONFIG)
-    torch.manual_seed(0)
-    with mmseg_scope():
-        own = MODELS.build(cfg.model)
-    own_ckpt = str(tmp_path / 'own.pth')
-    torch.save(dict(state_dict=own.state_dict()), own_ckpt)
-    member, info = build_member(dict(config=PROJECT_CONFIG, checkpoint=own_ckpt),
-                                'member 0')
-    for key, value in own.state_dict().items():
-        assert torch.equal(member.state_dict()[key], value), key
-    mmseg_cfg = 'mmseg::fcn/fcn_r18-d8_4xb2-80k_cityscapes-512x1024.py'
-    model_cfg = load_config(mmseg_cfg).model
-    model_cfg.backbone.init_cfg = None
-    torch.manual_seed(1)
-    with mmseg_scope():
-        reference = MODELS.build(model_cfg)
-    ckpt = str(tmp_path / 'r18.pth')
-    torch.save(dict(state_dict=reference.state_dict()), ckpt)
-    loaded, info = build_member(dict(config=mmseg_cfg, checkpoint=ckpt), 'member 1')
-    assert info['num_classes'] == 19 and info['source'] == mmseg_cfg
-    key = 'decode_head.conv_seg.weight'
-    assert torch.equal(loaded.state_dict()[key], reference.state_dict()[key])
-    ensemble = MODELS.build(dict(type='EnsembleSegmentor', members=[
-        dict(config=PROJECT_CONFIG, checkpoint=own_ckpt),
-        dict(config=mmseg_cfg, checkpoint=ckpt)]))
-    assert len(ensemble.members) == 2
-
-
 def test_members_stay_frozen_in_eval(tmp_path):
     ensemble = MODELS.build(dict(type='EnsembleSegmentor',
                                  members=member_specs(tmp_path, 2)))
@@ -180,46 +145,49 @@ def test_bad_members_are_named(tmp_path):
                           members=[dict(config='no/such.py', checkpoint=None)]))
 
 
-# ------------------------------------------------------------- MC dropout
-
-def _mc(tmp_path, dropout_ratio=0.1, **kwargs):
-    spec = dict(model=member_model_cfg(5, dropout_ratio),
-                checkpoint=save_member(str(tmp_path / 'mc.pth'), 3, 5,
-                                       dropout_ratio=dropout_ratio))
-    return MODELS.build(dict(type='MCDropoutSegmentor', model=spec, **kwargs))
-
-
-def test_mc_dropout_keeps_bn_statistics_and_samples_with_dropout_on(tmp_path):
-    mc = _mc(tmp_path, num_samples=6, seed=4)
-    before = {k: v.clone() for k, v in mc.model.state_dict().items()}
-    inputs, samples = _inputs(3), _samples(2, ori_shape=(32, 64))
-    seen = []
-    for prob in mc.member_probabilities(inputs, [s.metainfo for s in samples]):
-        assert mc.model.decode_head.dropout.training  # dropout active
-        assert not mc.model.backbone.training  # BN in eval
-        seen.append(prob)
-    assert not mc.model.decode_head.dropout.training  # switched back off
-    assert not torch.allclose(seen[0], seen[1])  # the passes differ
-    for key, value in mc.model.state_dict().items():
-        assert torch.equal(value, before[key]), key  # BN statistics untouched
-    out = mc.predict(inputs, samples)
-    assert out[0].pred_uncertainty.epistemic.max() > 0
-
-
-def test_mc_dropout_is_reproducible_and_leaves_the_global_rng(tmp_path):
-    mc = _mc(tmp_path, num_samples=4, seed=7)
-    inputs = _inputs(5)
-    torch.manual_seed(123)
-    expected_next = torch.rand(1)
-    torch.manual_seed(123)
+@pytest.mark.parametrize('mode', ['whole', 'slide'])
+def test_ensemble_over_mixed_architectures_and_a_cascade(mode, tmp_path):
+    """p̄ is the mean of the members' own softmaxes (each run alone, by mmseg's
+    inference), in whole-image and sliding-window modes."""
+    test_cfg = (dict(mode='whole') if mode == 'whole'
+                else dict(mode='slide', crop_size=(32, 32), stride=(24, 24)))
+    specs = []
+    for index, spec in enumerate(_mixed_members()):
+        model = build_model(spec['model'], seed=index)
+        path = str(tmp_path / f'member_{index}.pth')
+        torch.save(dict(state_dict=model.state_dict(), meta={}), path)
+        specs.append(dict(model=spec['model'], checkpoint=path))
+    with mmseg_scope():
+        ensemble = MODELS.build(dict(type='EnsembleSegmentor', members=specs,
+                                     test_cfg=test_cfg))
+    ensemble.eval()
+    inputs, samples = synthetic_batch(19, (48, 64))
     with torch.no_grad():
-        a = mc.encode_decode(inputs, [s.metainfo for s in _samples(2, (32, 64))])
-    assert torch.equal(torch.rand(1), expected_next)
+        got = ensemble.predict(inputs, copy.deepcopy(samples))
+        probs = []
+        for member in ensemble.members:
+            metas = [dict(s.metainfo) for s in samples]
+            probs.append(member.inference(inputs, metas).softmax(1))
+    mean = torch.stack(probs).mean(0)
+    for sample, expected in zip(got, mean):
+        assert torch.allclose(sample.seg_logits.data.exp(), expected, atol=1e-5)
+        total = -(expected * expected.clamp_min(1e-12).log()).sum(0)
+        assert torch.allclose(sample.pred_uncertainty.total[0], total, atol=1e-4)
+
+
+def test_an_ensemble_reads_mask_queries_scores_as_probabilities():
+    """A Mask2Former member predicts semantic scores s >= 0, not logits:
+    the ensemble's p̄ is s / Σ_c s (here of its one member), not softmax(s)."""
+    model_cfg = bare_model_cfg('mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py')
+    with mmseg_scope():
+        ensemble = MODELS.build(dict(type='EnsembleSegmentor',
+                                     members=[dict(model=model_cfg, checkpoint=None)],
+                                     test_cfg=dict(mode='whole')))
+    ensemble.eval()
+    inputs, samples = synthetic_batch(150, (64, 64))
     with torch.no_grad():
-        b = mc.encode_decode(inputs, [s.metainfo for s in _samples(2, (32, 64))])
-    assert torch.equal(a, b)
-
-
-def test_mc_dropout_without_dropout_is_refused(tmp_path):
-    with pytest.raises(ValueError, match='no dropout layer.*dropout_ratio'):
-        _mc(tmp_path, dropout_ratio=0.0)
+        got = ensemble.predict(inputs, copy.deepcopy(samples))
+        s = ensemble.members[0].inference(inputs, [dict(x.metainfo) for x in samples])
+    assert float(s.min()) >= 0
+    for sample, scores in zip(got, s):
+        assert torch.allclose(sample.seg_logits.data.exp(), scores / scores.sum(0), atol=1e-6)

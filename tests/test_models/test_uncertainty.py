@@ -1,10 +1,18 @@
-"""Streaming predictive statistics against a naive stacked computation."""
-import itertools
+"""Predictive uncertainty of M probability maps, and of a Dirichlet.
 
+Streaming statistics against a naive stacked computation; the Dirichlet
+maps against scipy and known values.
+"""
+import itertools
+import math
+
+import numpy as np
 import pytest
 import torch
+from scipy.special import digamma
 
 from mmseg_uncert.models import UNCERTAINTY_NAMES, PredictiveStatistics, entropy
+from mmseg_uncert.models.uncertainty import dirichlet_uncertainty
 
 
 def _members(m: int, seed: int = 0, shape=(2, 4, 5, 6)) -> list[torch.Tensor]:
@@ -95,3 +103,34 @@ def test_bad_shapes_are_named():
         stats.add(torch.rand(1, 3, 2, 2))
     with pytest.raises(RuntimeError, match='no member'):
         PredictiveStatistics().decompose()
+
+
+def test_dirichlet_maps_match_scipy_and_known_values():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64) * 2
+    maps = dirichlet_uncertainty(z)
+    alpha = z.exp().numpy()
+    for b, i, j in itertools.product(range(2), range(3), range(5)):
+        a = alpha[b, :, i, j]
+        p = a / a.sum()
+        total = -(p * np.log(p)).sum()
+        # E_Dir H[π] = −Σ_c (α_c/α₀)(ψ(α_c + 1) − ψ(α₀ + 1))
+        aleatoric = -(p * (digamma(a + 1) - digamma(a.sum() + 1))).sum()
+        assert maps['total'][b, i, j].item() == pytest.approx(total, rel=1e-10)
+        assert maps['aleatoric'][b, i, j].item() == pytest.approx(aleatoric, rel=1e-10)
+        assert maps['epistemic'][b, i, j].item() == pytest.approx(total - aleatoric,
+                                                                  abs=1e-10)
+    # Monte Carlo check of the expected entropy at one pixel
+    a = alpha[0, :, 0, 0]
+    samples = np.random.default_rng(0).dirichlet(a, 200_000)
+    mc = -(samples * np.log(np.clip(samples, 1e-300, None))).sum(1).mean()
+    assert maps['aleatoric'][0, 0, 0].item() == pytest.approx(mc, abs=5e-3)
+    # Beta(1, 1), the uniform distribution over [0, 1]: E H = ψ(3) − ψ(2) = 1/2
+    flat = dirichlet_uncertainty(torch.zeros(1, 2, 1, 1, dtype=torch.float64))
+    assert flat['aleatoric'].item() == pytest.approx(0.5, rel=1e-12)
+    assert flat['total'].item() == pytest.approx(math.log(2), rel=1e-12)
+    # a very sharp Dirichlet is a point mass: no epistemic uncertainty, and
+    # logits too large for exp in float32 stay finite
+    sharp = dirichlet_uncertainty(torch.tensor([[[[120.0]], [[119.0]], [[100.0]]]]))
+    assert all(torch.isfinite(v).all() for v in sharp.values())
+    assert sharp['epistemic'].item() == pytest.approx(0.0, abs=1e-4)

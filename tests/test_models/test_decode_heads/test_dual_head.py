@@ -1,0 +1,167 @@
+"""DualHead: unchanged segmentation, an uncertainty branch that learns, bad heads.
+
+Also mmseg_uncert.models.decode_heads.uncertainty_head, the contract of its
+outputs (the class logits, then the named maps).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from mmengine.structures import PixelData
+
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+from mmseg_uncert.models.segmentors import mmseg_scope
+
+NORM = dict(type='BN', requires_grad=True)
+HEADS = {
+    'FCNHead': dict(type='FCNHead', in_channels=16, in_index=2, channels=8,
+                    num_convs=1, num_classes=4, norm_cfg=NORM),
+    'DepthwiseSeparableFCNHead': dict(
+        type='DepthwiseSeparableFCNHead', in_channels=16, in_index=2, channels=8,
+        concat_input=False, num_classes=4, norm_cfg=NORM),
+    'ASPPHead': dict(type='ASPPHead', in_channels=16, in_index=2, channels=8,
+                     dilations=(1, 2), num_classes=4, norm_cfg=NORM),
+    'DepthwiseSeparableASPPHead': dict(
+        type='DepthwiseSeparableASPPHead', in_channels=16, in_index=2, channels=8,
+        dilations=(1, 2), c1_in_channels=8, c1_channels=4, num_classes=4,
+        norm_cfg=NORM),
+    'UPerHead': dict(type='UPerHead', in_channels=[8, 8, 16], in_index=[0, 1, 2],
+                     channels=8, pool_scales=(1, 2), num_classes=4, norm_cfg=NORM),
+    'LRASPPHead': dict(type='LRASPPHead', in_channels=(8, 8, 16), in_index=(0, 1, 2),
+                       channels=8, input_transform='multiple_select',
+                       branch_channels=(4, 4), num_classes=4, norm_cfg=NORM),
+}
+
+
+def _features(seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    # LRASPPHead pools with a 49x49 kernel: the deepest map must be at least that
+    return [torch.randn(2, 8, 64, 64, generator=g), torch.randn(2, 8, 64, 64, generator=g),
+            torch.randn(2, 16, 64, 64, generator=g)]
+
+
+@pytest.mark.parametrize('name,branch_conv', [(name, 'conv') for name in sorted(HEADS)]
+                         + [('DepthwiseSeparableFCNHead', 'depthwise_separable')])
+def test_dual_head_leaves_the_segmentation_of_the_wrapped_head_unchanged(name, branch_conv):
+    with mmseg_scope():
+        torch.manual_seed(0)
+        dual = MODELS.build(dict(type='DualHead', head=HEADS[name], branch_conv=branch_conv,
+                                 uncertainty_names=('std', 'epistemic')))
+        bare = MODELS.build(HEADS[name])
+    bare.load_state_dict(dual.head.state_dict())
+    dual.eval(), bare.eval()
+    x = _features()
+    with torch.no_grad():
+        logits, raw, feature = dual.forward_with_uncertainty(x)
+        expected = bare(x)
+        out = dual(x)
+    assert torch.equal(logits, expected)
+    assert raw.shape == (2, 2 * 64, *expected.shape[2:])
+    assert out.shape == (2, 4 + 2, *expected.shape[2:])
+    assert torch.equal(out[:, :4], expected)
+    assert feature.shape[1] == dual.feature_channels
+
+
+def test_dual_head_refuses_heads_it_cannot_hook():
+    with pytest.raises(TypeError, match='cannot follow PointHead.*Conv1d.*PointRend'):
+        MODELS.build(dict(type='DualHead', head=dict(type='PointHead', in_channels=[8],
+                                                     in_index=[0], channels=8,
+                                                     num_classes=4)))
+    with pytest.raises(ValueError, match="branch_conv must be one of.*got 'dilated'"):
+        MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'], branch_conv='dilated'))
+
+
+def test_branch_reads_the_softmax_and_scales_its_gradient_into_the_features():
+    """read_probabilities: the branch's input is [features, softmax(logits)]
+    (detached); feature_grad_scale s: the branch's gradient reaching the
+    shared features (and below) is s times the full one."""
+    grads = {}
+    for scale in (1.0, 0.5, 0.0):
+        with mmseg_scope():
+            torch.manual_seed(0)
+            dual = MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'],
+                                     feature_grad_scale=scale))
+        dual.eval()
+        x = [t.requires_grad_() for t in _features()]
+        logits, raw, feature = dual.forward_with_uncertainty(x)
+        raw.sum().backward()
+        grads[scale] = torch.zeros_like(x[2]) if x[2].grad is None else x[2].grad.clone()
+    first = dual.uncertainty_branch[0].conv
+    assert first.in_channels == dual.feature_channels + 4
+    # the branch's own input, rebuilt by hand, gives the same outputs
+    expected = dual.uncertainty_branch(torch.cat([feature, logits.softmax(1)], 1))
+    assert torch.allclose(raw, expected, atol=1e-6)
+    assert grads[1.0].abs().sum() > 0
+    assert torch.allclose(grads[0.5], 0.5 * grads[1.0], atol=1e-6)
+    assert torch.all(grads[0.0] == 0)
+    with pytest.raises(ValueError, match='feature_grad_scale'):
+        MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'], feature_grad_scale=2.0))
+
+
+def test_uncertainty_branch_overfits_skewed_targets_with_the_default_loss():
+    """The forum user's own test: a few images' targets, mostly near 0 with
+    rare high values; the default loss must learn them, not collapse."""
+    with mmseg_scope():
+        torch.manual_seed(0)
+        dual = MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'],
+                                 loss_uncertainty=dict(type='UncertaintyRegressionLoss',
+                                                       value_range=(0.0, 0.5))))
+    x = _features(3)
+    g = torch.Generator().manual_seed(4)
+    # ~85% of the pixels near 0, the rest spread up to 0.5
+    target = torch.rand(2, 1, 64, 64, generator=g) * 0.005
+    rare = torch.rand(2, 1, 64, 64, generator=g) < 0.15
+    target[rare] = 0.1 + 0.4 * torch.rand(int(rare.sum()), generator=g)
+    optim = torch.optim.Adam(dual.parameters(), lr=1e-2)
+    dual.train()
+    for _ in range(300):
+        _, raw, _ = dual.forward_with_uncertainty(x)
+        loss = dual.loss_uncertainty(raw, target)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    dual.eval()
+    with torch.no_grad():
+        pred = dual.loss_uncertainty.decode(dual.forward_with_uncertainty(x)[1])
+    corr = torch.corrcoef(torch.stack([pred.flatten(), target.flatten()]))[0, 1]
+    assert corr > 0.9
+    assert (pred[rare] > 0.05).float().mean() > 0.9  # the rare highs are learnt
+
+
+def test_dual_head_alone_trains_on_labels_with_every_parameter_in_the_graph():
+    """Without a teacher only the segmentation loss applies; the branch still
+    gets a (zero) gradient, so DDP finds every parameter used."""
+    with mmseg_scope():
+        dual = MODELS.build(dict(type='DualHead', head=HEADS['FCNHead']))
+    samples = []
+    for _ in range(2):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, 64, 64)))
+        samples.append(s)
+    losses = dual.loss(_features(), samples, {})
+    assert set(losses) == {'loss_ce', 'acc_seg'}
+    losses['loss_ce'].backward()
+    assert all(p.grad is not None for p in dual.parameters())
+    assert all(p.grad.abs().sum() == 0 for p in dual.uncertainty_branch.parameters())
+
+
+def _fcn(num_classes: int = 4) -> dict:
+    return dict(type='FCNHead', in_channels=8, channels=8, num_convs=1,
+                num_classes=num_classes, norm_cfg=dict(type='BN'))
+
+
+def test_a_head_config_that_is_not_a_decode_head_names_the_key():
+    with mmseg_scope(), pytest.raises(TypeError, match=r"head \(type='ResNet'\) is not an "
+                                                        r"mmseg decode head"):
+        MODELS.build(dict(type='DualHead', head=dict(type='ResNet', depth=18)))
+
+
+@pytest.mark.parametrize('names,match', [((), 'uncertainty_names must be a non-empty'),
+                                         ('std', 'uncertainty_names must be a non-empty'),
+                                         (('std', 'epistemic', 'std'),
+                                          r"uncertainty_names names \['std'\] more than once")])
+def test_empty_or_repeated_uncertainty_names_are_refused(names, match):
+    with mmseg_scope(), pytest.raises(ValueError, match=match):
+        MODELS.build(dict(type='DualHead', head=_fcn(), uncertainty_names=names))
