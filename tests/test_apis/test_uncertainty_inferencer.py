@@ -1,6 +1,9 @@
-"""UncertaintyInferencer and tools/infer.py: saved maps against mmseg's own
-inference_model, file names, videos, and bad input named before any model
-is built."""
+"""UncertaintyInferencer and tools/infer.py: maps against mmseg's inference_model.
+
+File names, videos, and bad input named before any model is built; also
+mmseg_uncert.apis.infer_files (what tools/infer.py runs) and
+mmseg_uncert.apis.inference (init_uncertainty_model).
+"""
 import glob
 import os
 import os.path as osp
@@ -271,18 +274,3 @@ def test_a_distillation_config_runs_its_student_alone(models, tmp_path):
     plain = init_uncertainty_model(models['plain'], models['checkpoint'])
     want = inference_model(plain, models['images'][0]).pred_sem_seg.data[0].numpy()
     assert np.array_equal(inferencer(models['images'][0])['predictions'], want)
-
-
-def test_two_inputs_of_one_name_are_refused(tmp_path):
-    from mmseg_uncert.apis.inference_inputs import named_inputs
-    for sub in ('a', 'b'):
-        os.makedirs(tmp_path / sub)
-        cv2.imwrite(str(tmp_path / sub / 'x.png'), np.zeros((4, 4, 3), np.uint8))
-    paths = [str(tmp_path / 'a' / 'x.png'), str(tmp_path / 'b' / 'x.png')]
-    with pytest.raises(InferenceInputError, match=r"both named 'x'.*a/x\.png.*b/x\.png"):
-        list(named_inputs(paths))
-    array = np.zeros((4, 4, 3), np.uint8)
-    with pytest.raises(InferenceInputError, match="both named 'x'"):
-        list(named_inputs([paths[0], array], names=[None, 'x']))
-    # the folder that holds both keeps them apart by their relative paths
-    assert sorted(n for n, _ in named_inputs(str(tmp_path))) == ['a/x', 'b/x']
