@@ -1,5 +1,8 @@
-"""Post-hoc calibration: the fitted values against scipy's optimisers on a
-naive NLL, the wrapper's outputs, the tool end to end, and bad input."""
+"""Post-hoc calibration: its metrics, the config it writes and tools/calibrate.py.
+
+Also mmseg_uncert.models.segmentors.calibrated_segmentor, the model that
+config builds.
+"""
 from __future__ import annotations
 
 import glob

@@ -1,23 +1,10 @@
-"""The main job's goals and tables, from hand-made metric dicts."""
+"""The distillation report: best scores, goals and its tables in docs/benchmarks.md."""
 import pytest
 
-from mmseg_uncert.workflows.distillation_report import (check_goals, decomposition_table,
-                                                   summarise)
+from mmseg_uncert.workflows.distillation_report import check_goals, decomposition_table
 
-
-def _model(name, miou, ece, seconds, misc, ood, ambiguous):
-    val = {'mIoU': miou, 'ECE': ece, 'seconds_per_image': seconds}
-    val.update({f'auroc/{k}': v for k, v in misc.items()})
-    val.update({f'aleatoric_auroc/{k}': v for k, v in ambiguous.items()})
-    return summarise(name, val, {f'ood_auroc/{k}': v for k, v in ood.items()})
-
-
-ENSEMBLE = _model('ensemble', 78.0, 0.030, 0.30,
-                  dict(max_prob=0.93, epistemic=0.90, aleatoric=0.92),
-                  dict(max_prob=0.88, epistemic=0.95, aleatoric=0.85),
-                  dict(epistemic=0.60, aleatoric=0.80))
-MEMBER = _model('member', 77.0, 0.020, 0.10, dict(max_prob=0.90, entropy=0.89),
-                dict(max_prob=0.86, entropy=float('nan')), dict(max_prob=0.7))
+from conftest import ROOT
+from helpers.model_summaries import ENSEMBLE, MEMBER, _model
 
 
 def test_best_scores_skip_nan_and_pick_the_highest():
@@ -55,59 +42,6 @@ def test_decomposition_table_puts_each_task_in_its_column():
         'ambiguous pixels (val)': '0.600', 'OOD pixels (ood)': '0.950'}
     with pytest.raises(KeyError, match='member has no score for ambiguous'):
         _model('member', 1, 0, 1, {}, {}, {}).best('ambiguous')
-
-
-@pytest.mark.parametrize('student_ood, expected', [
-    (0.97, 'student 0.970 (`epistemic`): the student is above the member and above the '
-           'ensemble (+0.020).'),
-    (0.94, 'student 0.940 (`epistemic`): the student is above the member and within 0.02 '
-           'of the ensemble.'),
-    (0.85, 'student 0.850 (`epistemic`): the student is not above the member and more than '
-           '0.02 of the ensemble.'),
-])
-def test_demo_sentences_place_the_student_against_member_and_ensemble(student_ood, expected):
-    from mmseg_uncert.workflows.demo_report import ROWS, observations
-    student = _model('student', 77.5, 0.045, 0.11, dict(max_prob=0.915),
-                     dict(epistemic=student_ood), dict(aleatoric=0.7))
-    (_, e), (_, m), (_, s) = ROWS
-    lines = observations({e: ENSEMBLE, m: MEMBER, s: student}, pearson=0.5)
-    ood_line = next(line for line in lines if line.startswith('- **Finding unknown objects**'))
-    # ensemble 0.95 (epistemic), member 0.86 (max_prob), by hand
-    assert ood_line.endswith(expected)
-    assert 'ensemble 0.950 (`epistemic`), member 0.860 (`max_prob`)' in ood_line
-    assert lines[0] == ('- **Speed:** the student needs 0.110 s per image, 2.7x less than '
-                        'the ensemble (0.300 s).')
-
-
-def test_time_test_steps_takes_the_median_round_with_models_taking_turns():
-    from mmseg_uncert.workflows.split_evaluation import time_test_steps
-    calls = []
-
-    class Clock:
-        """Advances by the cost of the model that just ran: 'slow' costs
-        1 s per image except in round 2 (a disturbed round: 10 s)."""
-        now = 0.0
-
-        def __call__(self):
-            return self.now
-
-    clock = Clock()
-
-    class Fake:
-        def __init__(self, name, costs):
-            self.name, self.costs, self.steps = name, costs, 0
-
-        def test_step(self, batch):
-            calls.append(self.name)
-            clock.now += self.costs[self.steps // 4]
-            self.steps += 1
-
-    models = dict(slow=Fake('slow', [1.0, 10.0, 1.0]), fast=Fake('fast', [0.25, 0.25, 0.5]))
-    times = time_test_steps(models, dataset=list(range(6)), images=4, rounds=3, clock=clock)
-    assert times == {'slow': 1.0, 'fast': 0.25}  # medians of (1, 10, 1) and (.25, .25, .5)
-    assert calls == (['slow'] * 4 + ['fast'] * 4) * 3  # turns within each round
-    with pytest.raises(ValueError, match='rounds'):
-        time_test_steps(models, dataset=[0], rounds=0)
 
 
 def test_benchmark_tables_from_a_results_file():
@@ -155,7 +89,7 @@ def test_readme_holds_the_benchmark_tables_of_the_committed_results():
     import os.path as osp
 
     from mmseg_uncert.workflows.distillation_report import benchmark_tables
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    root = ROOT
     with open(osp.join(root, 'benchmarks', 'results', 'distillation.json')) as f:
         tables = '\n'.join(benchmark_tables(json.load(f)))
     with open(osp.join(root, 'docs', 'benchmarks.md')) as f:

@@ -3,7 +3,6 @@
 The head types and their configs are read from the installed mmseg's own
 ``configs/`` at test time, so a new mmseg's new heads are checked (and fail
 the committed-results test until ``tools/head_coverage.py`` is re-run).
-
 """
 from __future__ import annotations
 
