@@ -1,12 +1,6 @@
-"""UncertaintyVisualizer and the shared panel renderer: colours at known
-pixels against matplotlib's own colour-map lookup, mmseg's visualizer
-contract, tools/test.py --show-dir, and matplotlib left to the user."""
+"""UncertaintyVisualizer: colours at known pixels, and mmseg's visualizer contract."""
 import glob
-import json
 import os.path as osp
-import subprocess
-import sys
-import textwrap
 
 import cv2
 import matplotlib
@@ -19,15 +13,14 @@ from mmseg.registry import VISUALIZERS
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
-from mmseg_uncert.visualization import (Panel, UncertaintyVisualizer,
-                                        draw_panels, render_panels)
+from mmseg_uncert.visualization import Panel, UncertaintyVisualizer, draw_panels
 from mmseg_uncert.visualization.uncertainty_panels import DPI
 
-from conftest import ROOT, run_tool, tool_env
+from conftest import run_tool
 from helpers.members import member_model_cfg, save_member
+from helpers.pictures import H, W, _expect_colour, _halves, _image
 from helpers.tiny_config import write_tiny_config
 
-H, W = 24, 48
 PALETTE = [[200, 10, 10], [10, 200, 10], [10, 10, 200]]
 CLASSES = ['road', 'car', 'sky']
 MAGMA = matplotlib.colormaps['magma']
@@ -38,13 +31,6 @@ def _visualizer(**kwargs) -> UncertaintyVisualizer:
     # mmengine keeps visualizers by name: a new name gives a new instance
     return UncertaintyVisualizer(name=f'uv_test_{next(_counter)}',
                                  classes=CLASSES, palette=PALETTE, **kwargs)
-
-
-def _halves(left: float, right: float) -> torch.Tensor:
-    """A (1, H, W) map: ``left`` on the left half, ``right`` on the right."""
-    value = torch.full((1, H, W), float(left))
-    value[..., W // 2:] = right
-    return value
 
 
 def _sample(maps: dict | None = None, gt: bool = False) -> SegDataSample:
@@ -59,10 +45,6 @@ def _sample(maps: dict | None = None, gt: bool = False) -> SegDataSample:
     return sample
 
 
-def _image() -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
-
-
 def _halves_of(picture, index: int) -> tuple[np.ndarray, np.ndarray]:
     """The pixels of panel ``index``'s left and right halves, a margin of a
     few pixels left out at the borders and at the middle (resampling blurs
@@ -72,11 +54,6 @@ def _halves_of(picture, index: int) -> tuple[np.ndarray, np.ndarray]:
     rows = slice(y0 + m, y1 - m)
     return (picture.image[rows, x0 + m:xm - m].reshape(-1, 3),
             picture.image[rows, xm + m:x1 - m].reshape(-1, 3))
-
-
-def _expect_colour(pixels: np.ndarray, rgb) -> None:
-    diff = np.abs(pixels.astype(int) - np.asarray(rgb, dtype=int)[:3]).max()
-    assert diff <= 1, f'colour off by up to {diff} from {list(rgb)[:3]}'
 
 
 def test_each_map_has_its_own_scale_from_0_to_its_top():
@@ -110,19 +87,6 @@ def test_maps_of_one_scale_name_share_it():
     _expect_colour(right, MAGMA(0.3, bytes=True))
     _, right = _halves_of(picture, names.index('std'))  # its own scale
     _expect_colour(right, MAGMA(1.0, bytes=True))
-
-
-def test_panel_boxes_hold_the_image_exactly():
-    """Boxes are where the panel's data lands: a one-colour image fills
-    its box and nothing outside it."""
-    image = np.full((H, W, 3), (30, 140, 90), dtype=np.uint8)
-    picture = render_panels([Panel('image', image, 'image')], columns=1)
-    x0, y0, x1, y1 = picture.boxes[0]
-    assert (x1 - x0) / (y1 - y0) == pytest.approx(W / H, rel=0.02)
-    inside = picture.image[y0:y1, x0:x1].reshape(-1, 3)
-    _expect_colour(inside, (30, 140, 90))
-    is_image = (np.abs(picture.image.astype(int) - (30, 140, 90)).max(2) <= 1)
-    assert is_image.sum() == (x1 - x0) * (y1 - y0)
 
 
 def test_a_sample_without_maps_draws_image_and_prediction():
@@ -181,67 +145,6 @@ def test_bad_arguments_are_named():
         _visualizer().render('x', _image(), _sample(dict(epistemic=bad)))
     with pytest.raises(ValueError, match=r'out\.png: panel .*needs the palette'):
         draw_panels([Panel('labels', np.zeros((2, 2), int), 'label')], 'out.png')
-
-
-def test_draw_panels_writes_what_render_panels_draws(tmp_path):
-    panels = [Panel('image', _image(), 'image'),
-              Panel('map', _halves(0, 1)[0].numpy(), 'map')]
-    path = str(tmp_path / 'p.png')
-    draw_panels(panels, path, title='t')
-    assert np.array_equal(cv2.imread(path)[..., ::-1],
-                          render_panels(panels, title='t').image)
-
-
-CHECK_MATPLOTLIB = textwrap.dedent('''
-    import builtins, json, sys
-    requested = []
-    real_import = builtins.__import__
-
-    def spy(name, globals=None, locals=None, fromlist=(), level=0):
-        importer = (globals or {}).get('__name__') or ''
-        if importer.startswith('mmseg_uncert') and name.startswith('matplotlib'):
-            requested.append([importer, name])
-        return real_import(name, globals, locals, fromlist, level)
-
-    builtins.__import__ = spy
-    import mmseg.models
-    from_mmseg = sorted(m for m in sys.modules if m.startswith('matplotlib'))
-    import mmseg_uncert, mmseg_uncert.visualization
-    import mmseg_uncert.apis.uncertainty_inferencer, mmseg_uncert.apis.infer_files
-    added = sorted(m for m in sys.modules if m.startswith('matplotlib')
-                   and m not in from_mmseg)
-    builtins.__import__ = real_import
-    import matplotlib
-    import numpy as np, torch
-    from mmseg_uncert.evaluation.curves import reliability_diagram
-    from mmseg_uncert.visualization import (Panel, draw_panels,
-                                            plot_reliability_diagram)
-
-    def draw(folder):
-        draw_panels([Panel('m', np.ones((4, 8)), 'map')], folder + '/p.png')
-        plot_reliability_diagram(reliability_diagram(torch.ones(3), torch.ones(3),
-                                                     torch.ones(3)), folder + '/r.png')
-        return matplotlib.get_backend()
-
-    from_env = draw(sys.argv[1])  # MPLBACKEND=svg
-    matplotlib.use('pdf')
-    print(json.dumps(dict(requested=requested, added=added,
-                          mmseg_imports_it=bool(from_mmseg), from_env=from_env,
-                          after_use=draw(sys.argv[1]))))
-''')
-
-
-def test_the_plugin_neither_imports_nor_configures_matplotlib(tmp_path):
-    env = dict(tool_env(), MPLBACKEND='svg')
-    out = subprocess.run([sys.executable, '-c', CHECK_MATPLOTLIB, str(tmp_path)],
-                         env=env, cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
-    assert found['requested'] == []  # no module of ours imports matplotlib
-    assert found['added'] == []      # nothing beyond what mmseg imports
-    # drawing leaves the user's backend, from MPLBACKEND or matplotlib.use
-    assert (found['from_env'], found['after_use']) == ('svg', 'pdf')
-    assert osp.isfile(tmp_path / 'p.png') and osp.isfile(tmp_path / 'r.png')
 
 
 @pytest.mark.slow
