@@ -17,7 +17,7 @@ from helpers.device_checks import (INFERENCE_ONLY, SEGMENTORS, batch, build_segm
 from helpers.members import member_model_cfg, save_member
 from helpers.metric_samples import random_samples
 from helpers.tiny_config import PROJECT_CONFIG, write_tiny_config
-from test_tools_e2e import _latest_metrics
+from helpers.tool_runs import _latest_metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA GPU')

@@ -1,7 +1,6 @@
 """The generated benchmark: deterministic, Cityscapes layout, true uncertainty."""
 import glob
 import hashlib
-import importlib.util
 import os.path as osp
 
 import cv2
@@ -11,7 +10,7 @@ import pytest
 from mmseg_uncert.datasets import synthetic_streets as ss
 from mmseg_uncert.datasets.annotation_noise import decode_entropy
 
-from conftest import ROOT, TINY_COUNTS, run_tool
+from conftest import TINY_COUNTS
 
 REQUIRED_CLASSES = {ss.ROAD, ss.SIDEWALK, ss.BUILDING, ss.POLE, ss.TRAFFIC_SIGN,
                     ss.VEGETATION, ss.TERRAIN, ss.SKY, ss.PERSON, ss.CAR}
@@ -171,48 +170,6 @@ def test_spec_rejects_bad_values():
         ss.SceneSpec(pavement_road_prob=1.5)
     with pytest.raises(ValueError, match='unknown split'):
         ss.generate('unused', {'test': 1})
-
-
-def _make_synthetic():
-    """tools/make_synthetic.py as a module, to call main() in-process."""
-    spec = importlib.util.spec_from_file_location(
-        'make_synthetic', osp.join(ROOT, 'tools', 'make_synthetic.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_cli_refuses_a_non_empty_directory(tmp_path):
-    (tmp_path / 'keep.txt').write_text('x')
-    with pytest.raises(SystemExit) as info:
-        _make_synthetic().main(['--out-dir', str(tmp_path), '--splits',
-                                'train', '--train', '1'])
-    assert '--overwrite' in str(info.value.code)
-    assert not (tmp_path / 'leftImg8bit').exists()
-
-
-@pytest.mark.parametrize('args,message', [
-    (['--train', '-1'], '--train must be >= 0'),
-    (['--shift-val', '-2'], '--shift-val must be >= 0'),
-    (['--height', '8'], 'at least 32 pixels'),
-    (['--splits', 'train,test'], "unknown split(s) ['test']"),
-    (['--workers', '0'], '--workers must be >= 1'),
-])
-def test_cli_rejects_invalid_counts_sizes_and_splits(tmp_path, args, message):
-    with pytest.raises(SystemExit) as info:
-        _make_synthetic().main(['--out-dir', str(tmp_path / 'out'), *args])
-    assert message in str(info.value.code)
-    assert not (tmp_path / 'out').exists()
-
-
-def test_cli_writes_the_requested_splits(tmp_path):
-    out = tmp_path / 'out'
-    proc = run_tool(['tools/make_synthetic.py', '--out-dir', str(out),
-                     '--splits', 'val,ood', '--val', '2', '--ood', '1',
-                     '--height', '32', '--width', '64', '--workers', '1'])
-    assert 'wrote 3 images' in proc.stdout
-    assert sorted(p.name for p in (out / 'leftImg8bit').iterdir()) == ['ood', 'val']
-    assert len(list((out / 'gtFine' / 'val').rglob('*.png'))) == 2 * 3
 
 
 def test_unknown_objects_are_sized_like_road_anomalies(tmp_path):

@@ -1,6 +1,5 @@
 """UncertaintyVisualizer: colours at known pixels, and mmseg's visualizer contract."""
 import glob
-import os.path as osp
 
 import cv2
 import matplotlib
@@ -14,12 +13,8 @@ from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
 from mmseg_uncert.visualization import Panel, UncertaintyVisualizer, draw_panels
-from mmseg_uncert.visualization.uncertainty_panels import DPI
 
-from conftest import run_tool
-from helpers.members import member_model_cfg, save_member
 from helpers.pictures import H, W, _expect_colour, _halves, _image
-from helpers.tiny_config import write_tiny_config
 
 PALETTE = [[200, 10, 10], [10, 200, 10], [10, 10, 200]]
 CLASSES = ['road', 'car', 'sky']
@@ -145,33 +140,3 @@ def test_bad_arguments_are_named():
         _visualizer().render('x', _image(), _sample(dict(epistemic=bad)))
     with pytest.raises(ValueError, match=r'out\.png: panel .*needs the palette'):
         draw_panels([Panel('labels', np.zeros((2, 2), int), 'label')], 'out.png')
-
-
-@pytest.mark.slow
-def test_test_tool_show_dir_draws_the_maps(tiny_data_root, tmp_path):
-    """tools/test.py --show-dir with the visualizer set by --cfg-options:
-    one picture per test image (the first 2), image | prediction | ground
-    truth | 5 maps."""
-    cfg = write_tiny_config(str(tmp_path / 'tiny.py'), tiny_data_root, max_iters=2,
-                            uncertainty_gt=False)
-    members = [dict(model=member_model_cfg(19),
-                    checkpoint=save_member(str(tmp_path / f'm{i}.pth'), i, 19))
-               for i in range(2)]
-    ens = tmp_path / 'ensemble.py'
-    ens.write_text(f"_base_ = [{cfg!r}]\nmodel = dict(_delete_=True, "
-                   f"type='EnsembleSegmentor', members={members!r})\n"
-                   "test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU'])]\n")
-    work = tmp_path / 'work'
-    run_tool(['tools/test.py', str(ens), 'none', '--work-dir', str(work),
-              '--show-dir', 'vis', '--cfg-options',
-              'visualizer.type=UncertaintyVisualizer',
-              'test_dataloader.dataset.indices=2'])
-    pictures = sorted(glob.glob(str(work / 'vis' / 'vis_data' / 'vis_image' / '*.png')))
-    assert len(pictures) == 2
-    # the figure is 4 inches per panel at DPI dots per inch: 8 panels in the
-    # configs' 4 columns, so 2 rows
-    image = cv2.imread(pictures[0])
-    height, width = cv2.imread(glob.glob(osp.join(
-        tiny_data_root, 'leftImg8bit', 'val', '*', '*.png'))[0]).shape[:2]
-    assert image.shape[1] == 4 * 4 * DPI
-    assert image.shape[0] == round(2 * (4 * height / width + 0.5) * DPI)

@@ -1,10 +1,14 @@
-"""The tools end to end on generated images, as a user runs them."""
+"""The tools end to end on generated images, as a user runs them.
+
+Two-process CPU training reaches mmseg_uncert.engine.runner's CompatRunner;
+the heteroscedastic config, and UncertaintyVisualizer (--show-dir), run
+through tools/train.py and tools/test.py too.
+"""
 import glob
 import json
 import os
 import os.path as osp
 import shutil
-import sys
 import textwrap
 
 import cv2
@@ -12,18 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_tool
+from mmseg_uncert.visualization.uncertainty_panels import DPI
+
+from conftest import ROOT, run_tool
+from helpers.members import member_model_cfg, save_member
 from helpers.tiny_config import write_tiny_config
+from helpers.tool_runs import _latest_metrics, _mim
 
 NUM_CLASSES = 19
-
-
-def _latest_metrics(work_dir: str) -> dict:
-    """The metrics json mmengine writes under work_dir/<timestamp>/."""
-    files = sorted(f for f in glob.glob(osp.join(work_dir, '*', '*.json'))
-                   if osp.basename(f)[:-5] == osp.basename(osp.dirname(f)))
-    assert files, f'no metrics json under {work_dir}'
-    return json.load(open(files[-1]))
 
 
 def _miou_from_pngs(pred_dir: str, data_root: str) -> float:
@@ -151,14 +151,6 @@ def test_plain_mmseg_config_without_custom_imports(tiny_data_root, tmp_path):
     assert torch.load(osp.join(run_dir, 'iter_2.pth'))['meta']['iter'] == 2
 
 
-def _mim() -> str:
-    mim = osp.join(osp.dirname(sys.executable), 'mim')
-    if not osp.exists(mim):
-        pytest.skip('openmim is not installed (extra `mim`; `make setup` '
-                    'installs it)')
-    return mim
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
 @pytest.mark.parametrize('launch', ['torchrun', 'mim'])
 def test_two_processes_train_with_gloo_on_cpu(tiny_data_root, tmp_path, launch):
@@ -259,7 +251,7 @@ def test_anomaly_metric_in_the_test_tool_equals_the_metric_on_the_models_logits(
     threshold, equal the metric fed the same model's logits one image at a
     time. (This 4-iteration model's max_prob are all 0.94 to a few 1e-5, so
     they tie in the score bins: the definitions are checked on models that
-    rank their pixels, in tests/test_anomaly_metric.py.)"""
+    rank their pixels, in tests/test_evaluation/test_metrics/test_anomaly_metric.py.)"""
     from mmseg.apis import inference_model, init_model
 
     from mmseg_uncert.evaluation import AnomalyMetric
@@ -285,3 +277,51 @@ def test_anomaly_metric_in_the_test_tool_equals_the_metric_on_the_models_logits(
     assert len(images) == 4 and set(expected) <= set(metrics)
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+# the heteroscedastic head's config
+CONFIG = osp.join(ROOT, 'configs', 'heteroscedastic',
+                  'heteroscedastic-fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')
+
+
+def test_train_and_test_through_the_tools(tiny_data_root, tmp_path):
+    cfg = write_tiny_config(str(tmp_path / 'het.py'), tiny_data_root, max_iters=2,
+                            base=CONFIG)
+    run_dir = str(tmp_path / 'run')
+    proc = run_tool(['tools/train.py', cfg, '--work-dir', run_dir])
+    assert 'loss_att_ce' in proc.stdout + proc.stderr
+    test_dir = str(tmp_path / 'test')
+    run_tool(['tools/test.py', cfg, osp.join(run_dir, 'iter_2.pth'),
+              '--work-dir', test_dir])
+    metrics = _latest_metrics(test_dir)
+    assert 'auroc/aleatoric' in metrics and 'aleatoric_auroc/aleatoric' in metrics
+
+
+@pytest.mark.slow
+def test_test_tool_show_dir_draws_the_maps(tiny_data_root, tmp_path):
+    """tools/test.py --show-dir with the visualizer set by --cfg-options:
+    one picture per test image (the first 2), image | prediction | ground
+    truth | 5 maps."""
+    cfg = write_tiny_config(str(tmp_path / 'tiny.py'), tiny_data_root, max_iters=2,
+                            uncertainty_gt=False)
+    members = [dict(model=member_model_cfg(19),
+                    checkpoint=save_member(str(tmp_path / f'm{i}.pth'), i, 19))
+               for i in range(2)]
+    ens = tmp_path / 'ensemble.py'
+    ens.write_text(f"_base_ = [{cfg!r}]\nmodel = dict(_delete_=True, "
+                   f"type='EnsembleSegmentor', members={members!r})\n"
+                   "test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU'])]\n")
+    work = tmp_path / 'work'
+    run_tool(['tools/test.py', str(ens), 'none', '--work-dir', str(work),
+              '--show-dir', 'vis', '--cfg-options',
+              'visualizer.type=UncertaintyVisualizer',
+              'test_dataloader.dataset.indices=2'])
+    pictures = sorted(glob.glob(str(work / 'vis' / 'vis_data' / 'vis_image' / '*.png')))
+    assert len(pictures) == 2
+    # the figure is 4 inches per panel at DPI dots per inch: 8 panels in the
+    # configs' 4 columns, so 2 rows
+    image = cv2.imread(pictures[0])
+    height, width = cv2.imread(glob.glob(osp.join(
+        tiny_data_root, 'leftImg8bit', 'val', '*', '*.png'))[0]).shape[:2]
+    assert image.shape[1] == 4 * 4 * DPI
+    assert image.shape[0] == round(2 * (4 * height / width + 0.5) * DPI)

@@ -1,6 +1,8 @@
-"""The README's Cityscapes distillation command, as a user runs it:
+"""The Cityscapes distillation config trained with mim, as a user runs it.
+
 ``mim train mmseg configs/distill_mbv3_cityscapes.py`` from a folder holding
-``checkpoints/`` and ``data/cityscapes/``."""
+``checkpoints/`` and ``data/cityscapes/``, the README's command.
+"""
 import glob
 import json
 import math
@@ -12,8 +14,8 @@ from mmengine.config import Config
 
 from conftest import ROOT, run_tool
 from helpers.members import save_config_model
+from helpers.tool_runs import _mim
 from mmseg_uncert.datasets.synthetic_streets import SceneSpec, generate
-from test_tools_e2e import _mim
 
 CONFIG = osp.join(ROOT, 'configs', 'distill_mbv3_cityscapes.py')
 CROP = (128, 256)

@@ -1,5 +1,7 @@
-"""tools/train_ensemble.py and tools/test.py with ensembles and MC dropout,
-end to end on generated images."""
+"""tools/train_ensemble.py, and tools/test.py with ensembles and MC dropout.
+
+End to end on generated images.
+"""
 import json
 import os.path as osp
 
@@ -8,7 +10,7 @@ import torch
 
 from conftest import run_tool
 from helpers.tiny_config import write_tiny_config
-from test_tools_e2e import _latest_metrics
+from helpers.tool_runs import _latest_metrics
 
 TEST_EVALUATOR = """
 test_evaluator = [

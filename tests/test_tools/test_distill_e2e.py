@@ -8,7 +8,7 @@ import torch
 from conftest import ROOT, run_tool
 from helpers.members import save_member
 from helpers.tiny_config import PROJECT_CONFIG, write_tiny_config
-from test_tools_e2e import _latest_metrics
+from helpers.tool_runs import _latest_metrics
 
 DISTILL = osp.join(ROOT, 'configs', 'distill',
                    'distill-ensemble-3x_fcn_mobilenet-v3-s_1xb4-2k_synthetic-128x256.py')

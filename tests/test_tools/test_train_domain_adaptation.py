@@ -1,0 +1,123 @@
+"""ProDA and CBST through tools/train.py: resumed runs, distillation, the recipe."""
+import os.path as osp
+
+import torch
+
+from conftest import ROOT, run_tool
+from helpers.members import save_config_model
+from helpers.tiny_config import write_tiny_config
+
+WARMUP = osp.join(ROOT, 'configs', 'fastscnn', 'fast-scnn_1xb4-1k_synthetic-128x256.py')
+PRODA = osp.join(ROOT, 'configs', 'proda',
+                 'proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
+PRODA_DISTILL = osp.join(ROOT, 'configs', 'proda',
+                         'proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
+
+
+def _tiny_uda_config(path, data_root, warmup, max_iters, base=PRODA, extra=''):
+    return write_tiny_config(path, data_root, max_iters, base=base, extra=f"""
+        warmup_checkpoint = {warmup!r}
+        load_from = {warmup!r}
+        target_pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomFlip', prob=0.5),
+                           dict(type='PackSegInputs')]
+        train_dataloader = dict(dataset=dict(
+            _delete_=True, type='SourceTargetDataset',
+            source=dict(type='SyntheticStreetsDataset', data_root={data_root!r},
+                        data_prefix=dict(img_path='leftImg8bit/train',
+                                         seg_map_path='gtFine/train'),
+                        pipeline=train_pipeline),
+            target=dict(type='SyntheticStreetsDataset', data_root={data_root!r},
+                        with_uncertainty_gt=False,
+                        data_prefix=dict(img_path='leftImg8bit/shift_train'),
+                        pipeline=target_pipeline)))
+        val_dataloader = dict(
+            num_workers=0, persistent_workers=False,
+            dataset=dict(data_root={data_root!r}, pipeline=test_pipeline,
+                         data_prefix=dict(img_path='leftImg8bit/shift_val',
+                                          seg_map_path='gtFine/shift_val')))
+        test_dataloader = val_dataloader
+        param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+        default_hooks = dict(logger=dict(interval=1),
+                             checkpoint=dict(interval=1, max_keep_ckpts=10),
+                             visualization=dict(type='SegVisualizationHook'))
+        """ + extra)
+
+
+def test_proda_resumes_identically_and_distils(tiny_data_root, tmp_path):
+    warmup = save_config_model(WARMUP, str(tmp_path / 'warmup.pth'), seed=3)
+    extra = f"""
+        model = dict(pseudo_labeller=dict(checkpoint={warmup!r}),
+                     decode_head=dict(dropout_ratio=0.0))
+        custom_hooks = [dict(type='PrototypeHook', init_batches=1)]
+        """
+    straight = _tiny_uda_config(str(tmp_path / 'a.py'), tiny_data_root, warmup, 3, extra=extra)
+    run_tool(['tools/train.py', straight, '--work-dir', str(tmp_path / 'a')])
+    two = _tiny_uda_config(str(tmp_path / 'b.py'), tiny_data_root, warmup, 2, extra=extra)
+    run_tool(['tools/train.py', two, '--work-dir', str(tmp_path / 'b')])
+    proc = run_tool(['tools/train.py', straight, '--work-dir', str(tmp_path / 'b'), '--resume'])
+    assert 'initialised' not in (proc.stdout + proc.stderr).split('Load checkpoint')[-1]
+    a = torch.load(str(tmp_path / 'a' / 'iter_3.pth'), weights_only=False)
+    b = torch.load(str(tmp_path / 'b' / 'iter_3.pth'), weights_only=False)
+    for key in ('prototypes', 'initialised'):
+        assert torch.equal(a['prototype_hook'][key], b['prototype_hook'][key]), key
+    for name, value in a['prototype_hook']['momentum_network'].items():
+        assert torch.allclose(value.float(), b['prototype_hook']['momentum_network'][name].float(),
+                              atol=1e-6), name
+    for name, value in a['state_dict'].items():
+        assert torch.allclose(value.float(), b['state_dict'][name].float(), atol=1e-6), name
+    assert not any(k.startswith(('pseudo_labeller', 'prototype')) for k in a['state_dict'])
+    # the distillation stage: the stage-1 model teaches a student on the target
+    cfg = _tiny_uda_config(str(tmp_path / 'd.py'), tiny_data_root, warmup, 2,
+                           base=PRODA_DISTILL, extra=f"""
+        model = dict(teacher=dict(checkpoint={str(tmp_path / 'a' / 'iter_3.pth')!r}))
+        """)
+    proc = run_tool(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'd')])
+    log = proc.stdout + proc.stderr
+    for key in ('decode.loss_ce', 'target.decode.loss_ce', 'target.distill.loss_kd', 'mIoU'):
+        assert key in log, key
+    state = torch.load(str(tmp_path / 'd' / 'iter_2.pth'), weights_only=False)['state_dict']
+    assert set(state) == set(a['state_dict'])
+
+
+def test_stage1_config_is_the_benchmarked_recipe():
+    """The stage-1 config keeps what the ablation measured as the chain's
+    denoising row, with structure learning off, and the benchmark's
+    distillation teacher is that row."""
+    import importlib.util
+    from mmengine.config import Config
+    spec = importlib.util.spec_from_file_location(
+        'domain_adaptation', osp.join(ROOT, 'benchmarks', 'domain_adaptation.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = Config.fromfile(PRODA).model
+    assert bench.DISTILL_FROM == '+ prototypical denoising'
+    for key, value in bench.STAGE1[bench.DISTILL_FROM][1].items():
+        assert model[key] == value, key
+
+
+def test_cbst_trains_and_resumes_through_the_runner(tiny_data_root, tmp_path):
+    """CBST self-training from the stage-1 config with tools/train.py: the
+    hook's thresholds go into the checkpoint, and a resumed run takes them
+    from there instead of computing them again."""
+    warmup = save_config_model(WARMUP, str(tmp_path / 'warmup.pth'), seed=3)
+    extra = f"""
+        model = dict(pseudo_labeller=dict(checkpoint={warmup!r}), rectify=False,
+                     structure_weight=0.0, confidence_threshold=0.0,
+                     class_balanced_portion=0.5)
+        custom_hooks = [dict(type='ClassBalancedThresholdHook', init_batches=1)]
+        """
+    two = _tiny_uda_config(str(tmp_path / 'a.py'), tiny_data_root, warmup, 2, extra=extra)
+    proc = run_tool(['tools/train.py', two, '--work-dir', str(tmp_path / 'a')])
+    assert 'ClassBalancedThresholdHook: portion 0.5' in proc.stdout + proc.stderr
+    saved = torch.load(str(tmp_path / 'a' / 'iter_2.pth'), weights_only=False)
+    thresholds = saved['class_balanced_thresholds']
+    assert thresholds.shape == (19,)
+    kept = torch.isfinite(thresholds)
+    assert kept.any() and ((thresholds[kept] > 0) & (thresholds[kept] <= 1)).all()
+    assert 'class_thresholds' not in saved['state_dict']
+    three = _tiny_uda_config(str(tmp_path / 'b.py'), tiny_data_root, warmup, 3, extra=extra)
+    proc = run_tool(['tools/train.py', three, '--work-dir', str(tmp_path / 'a'), '--resume'])
+    assert 'ClassBalancedThresholdHook: portion' not in (
+        proc.stdout + proc.stderr).split('Load checkpoint')[-1]
+    resumed = torch.load(str(tmp_path / 'a' / 'iter_3.pth'), weights_only=False)
+    assert torch.equal(resumed['class_balanced_thresholds'], thresholds)
