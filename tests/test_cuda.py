@@ -255,7 +255,7 @@ def test_calibration_fits_and_applies_on_cuda(tmp_path, tiny_data_root):
     from mmseg_uncert.workflows.split_evaluation import build_split
     from mmseg_uncert.models.calibration import LocalTemperatureScaling, TemperatureScaling
     from mmseg_uncert.models.segmentors import mmseg_scope
-    from test_calibration import _cache, _overconfident
+    from helpers.calibration import _cache, _overconfident
     data = _cache(tmp_path, _overconfident(0))
     cpu = TemperatureScaling().fit(data)
     gpu = TemperatureScaling().to(CUDA).fit(data)
@@ -276,7 +276,7 @@ def test_calibration_fits_and_applies_on_cuda(tmp_path, tiny_data_root):
 
 
 def test_anomaly_metric_on_cuda_equals_the_cpu_result():
-    from test_anomaly_metric import _metric, _random_run, _run, _sample
+    from helpers.anomaly_samples import _metric, _random_run, _run, _sample
     gts, scores = _random_run(1)
     samples = [_sample(g, s) for g, s in zip(gts, scores)]
     for protocol in ('smiyc', 'streethazards'):
