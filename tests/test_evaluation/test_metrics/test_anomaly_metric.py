@@ -18,7 +18,6 @@ from mmseg.registry import METRICS
 
 import mmseg_uncert  # noqa: F401
 from mmseg_uncert.evaluation import AnomalyMetric
-from mmseg_uncert.evaluation.metrics import summed_metric
 
 from helpers import exact_metrics as X
 from helpers.anomaly_samples import _metric, _random_run, _run, _sample
@@ -138,20 +137,6 @@ def test_builtin_scores_from_logits_and_registry():
     assert set(out) == {f'smiyc/{k}/{s}' for s in ('max_prob', 'entropy')
                         for k in ('AUPRC', 'FPR95', 'sIoU', 'PPV', 'mean_F1',
                                   'threshold')}
-
-
-def test_repeated_sample_of_the_last_rank_is_dropped(monkeypatch):
-    gts, scores = _random_run(4, num_images=2)
-    samples = [_sample(g, sc, img=f'{i}.png')
-               for i, (g, sc) in enumerate(zip(gts, scores))]
-    expected = _run(_metric(), samples[1:])
-    # rank 1 of 2 with 3 images: DefaultSampler gives it positions 1 and 3;
-    # position 3, beyond the data set, repeats image 0 and must not count
-    monkeypatch.setattr(summed_metric, 'get_dist_info', lambda: (1, 2))
-    metric = _metric()
-    metric.process({}, [samples[1]])
-    metric.process({}, [samples[0]])
-    assert metric.evaluate(3) == expected
 
 
 def test_bad_inputs_are_named():

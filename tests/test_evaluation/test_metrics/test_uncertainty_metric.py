@@ -17,7 +17,6 @@ from mmseg_uncert.evaluation import UncertaintyMetric
 from mmseg_uncert.evaluation import functional as F
 from mmseg_uncert.visualization import plot_metric_curves
 
-from conftest import run_tool
 from helpers import exact_metrics as X
 from helpers.metric_samples import make_sample, random_samples
 from helpers.naive_metrics import _naive_aurc
@@ -272,19 +271,6 @@ def test_output_dir_gets_the_curves_data_and_their_plots(tmp_path):
     for cov, risk in zip(curve['coverage'], curve['risk']):
         k = round(cov * valid.sum())
         assert risk == pytest.approx(naive_risk[k - 1], abs=1e-9)
-
-
-def test_two_process_gloo_run_equals_one_process(tmp_path):
-    """5 images on 2 ranks: DefaultSampler repeats one; it must not count."""
-    one, two = str(tmp_path / 'one.json'), str(tmp_path / 'two.json')
-    run_tool(['tests/helpers/metric_ddp.py', one])
-    run_tool(['-m', 'torch.distributed.run', '--nproc_per_node=2',
-              '--master_port=29657', 'tests/helpers/metric_ddp.py', two])
-    a, b = json.load(open(one)), json.load(open(two))
-    assert a.keys() == b.keys()
-    assert 'smiyc/sIoU/std' in a and not math.isnan(a['smiyc/sIoU/std'])
-    for key in a:
-        assert a[key] == pytest.approx(b[key], abs=1e-12, nan_ok=True), key
 
 
 @pytest.mark.parametrize('dtype, tolerance', [(torch.float64, 1e-6), (torch.float16, 5e-3)])
