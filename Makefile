@@ -3,7 +3,9 @@
 #   make test   set up .venv if needed, then run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+# two processes, each test file in one of them (its module fixtures built
+# once); PYTEST_ARGS= runs in one process
+PYTEST_ARGS ?= -n 2 --dist loadfile
 export VENV
 
 .PHONY: setup demo test

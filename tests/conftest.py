@@ -16,6 +16,16 @@ TINY_COUNTS = {'train': 12, 'val': 4, 'ood': 4, 'shift_train': 2,
                'shift_val': 2}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs two processes) each worker gets
+    its share of the cores: torch would start one thread per core in each,
+    and the workers would fight over them."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    if workers > 1:
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(scope='session')
 def tiny_data_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Every split, 64x128: 12 train, 4 val, 4 ood, 2 shift_train, 2 shift_val."""

@@ -27,7 +27,7 @@ def keep_freed_memory() -> bool:
     setting, on the models and batch of ``benchmarks/scale.py``). On GPUs PyTorch's
     caching allocator keeps memory the same way. The cost: the process's
     resident memory stays near its peak. What this guarantees is glibc's side
-    (the tensors stay in its heap, ``tests/test_cpu_memory.py``); whether the
+    (the tensors stay in its heap, ``tests/test_engine/test_cpu_memory.py``); whether the
     kernel keeps their pages mapped is the kernel's: one run of the suite on
     a machine of the same kind faulted all of them in again.
 
