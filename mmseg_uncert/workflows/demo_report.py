@@ -112,21 +112,17 @@ def observations(summaries: dict[str, ModelSummary], pearson: float | None) -> l
             f'- **Finding {what}** (best score, AUROC): ensemble {ev:.3f} (`{es}`), '
             f'member {mv:.3f} (`{ms}`), student {sv:.3f} (`{ss}`): the student is '
             + ('above' if sv > mv else 'not above') + f' the member and {versus_ensemble}.')
-    epi, ale = ens.auroc['ood'].get('epistemic'), ens.auroc['ood'].get('aleatoric')
-    if epi is not None and ale is not None:
-        lines.append(
-            f"- **Decomposition:** on OOD pixels the ensemble's epistemic map scores "
-            f'AUROC {epi:.3f}, its aleatoric map {ale:.3f}: '
-            + ('epistemic uncertainty singles out the unknown objects better.' if epi > ale
-               else 'here epistemic uncertainty does not single out the unknown objects.'))
-    a_ale = ens.auroc['ambiguous'].get('aleatoric')
-    a_epi = ens.auroc['ambiguous'].get('epistemic')
-    if a_ale is not None and a_epi is not None:
-        lines.append(
-            f'- **Ambiguous pixels** (true label entropy > 0): aleatoric {a_ale:.3f}, '
-            f'epistemic {a_epi:.3f}: '
-            + ('the aleatoric map finds them better.' if a_ale > a_epi
-               else 'the aleatoric map does not find them better.'))
+    # each of the ensemble's maps against the pixels it should find best
+    for pixels, best, other, heading, found in (
+            ('ood', 'epistemic', 'aleatoric', '**Decomposition:** on OOD pixels',
+             'the unknown objects'),
+            ('ambiguous', 'aleatoric', 'epistemic',
+             '**Ambiguous pixels** (true label entropy > 0):', 'the ambiguous pixels')):
+        a, b = (ens.auroc[pixels].get(name) for name in (best, other))
+        if a is not None and b is not None:
+            lines.append(f"- {heading} the ensemble's {best} map scores AUROC {a:.3f}, "
+                         f'its {other} map {b:.3f}: the {best} map '
+                         + ('finds' if a > b else 'does not find') + f' {found} better.')
     if pearson is not None:
         lines.append(f"- **The student's epistemic map** follows the ensemble's at "
                      f'Pearson {pearson:.3f} over every val and ood pixel.')

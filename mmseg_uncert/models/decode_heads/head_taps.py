@@ -58,23 +58,25 @@ class HeadTap:
     (``forward``, ``loss`` or ``predict``), :meth:`take` gives the per-pixel
     features (B, F, h, w) and the dense class scores (B, C, h, w) that the
     prediction is made of, at the features' resolution. ``feature_channels``
-    is F. Subclasses name what to record in :meth:`watched`."""
+    is F. Subclasses name what to record with :meth:`_watch`."""
 
     feature_channels: int
 
     def __init__(self, head: nn.Module) -> None:
         self.head_name = type(head).__name__
+        self._watched: list[tuple[str, nn.Module, str]] = []
         self._records: dict[str, list[Any]] = {}
         self._handles: list[Any] = []
 
-    def watched(self) -> list[tuple[str, nn.Module, str]]:
-        """(record name, module, ``'input'`` or ``'output'``): what to record."""
-        raise NotImplementedError
+    def _watch(self, name: str, module: nn.Module, what: str) -> None:
+        """Record ``module``'s ``what`` (``'input'`` or ``'output'``) under
+        ``name`` inside the ``with`` block."""
+        self._watched.append((name, module, what))
 
     def __enter__(self) -> 'HeadTap':
         if self._handles:
             raise RuntimeError(f'the {self.head_name} tap is already entered')
-        for name, module, what in self.watched():
+        for name, module, what in self._watched:
             record = self._records.setdefault(name, [])
             if what == 'input':
                 handle = module.register_forward_pre_hook(
@@ -144,10 +146,8 @@ class ClassifierTap(HeadTap):
         self.feature_source = (dropout if before_dropout and isinstance(dropout, nn.Module)
                                else self.classifier)
         self.feature_channels = self.classifier.in_channels
-
-    def watched(self) -> list[tuple[str, nn.Module, str]]:
-        return [('feature', self.feature_source, 'input'),
-                ('scores', self.classifier, 'output')]
+        self._watch('feature', self.feature_source, 'input')
+        self._watch('scores', self.classifier, 'output')
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -189,10 +189,8 @@ class IterativeKernelTap(HeadTap):
         self.classifier = head.kernel_generate_head.conv_seg
         self.last_stage = head.kernel_update_head[-1]
         self.feature_channels = self.classifier.in_channels
-
-    def watched(self) -> list[tuple[str, nn.Module, str]]:
-        return [('the kernel-generating classifier', self.classifier, 'input'),
-                ('the last kernel-update stage', self.last_stage, 'output')]
+        self._watch('the kernel-generating classifier', self.classifier, 'input')
+        self._watch('the last kernel-update stage', self.last_stage, 'output')
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -217,10 +215,8 @@ class MaskQueryTap(HeadTap):
         self.embedding = head.pixel_decoder.mask_feature
         self.head = [head]  # a list: not registered as a submodule twice
         self.feature_channels = self.embedding.out_channels
-
-    def watched(self) -> list[tuple[str, nn.Module, str]]:
-        return [('the pixel decoder', self.embedding, 'output'),
-                ('the head itself', self.head[0], 'output')]
+        self._watch('the pixel decoder', self.embedding, 'output')
+        self._watch('the head itself', head, 'output')
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -254,10 +250,8 @@ class PatchClassTap(HeadTap):
         self.patches = head.patch_proj
         self.masks = head.mask_norm
         self.feature_channels = self.patches.out_features
-
-    def watched(self) -> list[tuple[str, nn.Module, str]]:
-        return [('patch_proj', self.patches, 'output'),
-                ('mask_norm', self.masks, 'output')]
+        self._watch('patch_proj', self.patches, 'output')
+        self._watch('mask_norm', self.masks, 'output')
 
     def take(self, inputs: Sequence[Tensor] | None = None,
              image_size: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:

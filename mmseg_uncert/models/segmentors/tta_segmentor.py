@@ -102,14 +102,12 @@ class TTASegmentor(PredictiveSegmentor):
         scales, flips = tuple(float(s) for s in scales), tuple(bool(f) for f in flips)
         check_views(scales, flips, 'TTASegmentor')
         segmentor, info = build_member(model, 'TTA model', test_cfg)
-        if not callable(getattr(segmentor, 'inference', None)):
-            raise TypeError(
-                f"TTASegmentor: {info['source']} builds a {type(segmentor).__name__}, "
-                f"which has no inference(inputs, metas) giving class logits; wrap "
-                f"one segmentor (an EncoderDecoder), not an ensemble")
         self._init_around(segmentor, info, data_preprocessor, init_cfg)
-        self.scales = scales
-        self.flips = flips
+        if not callable(getattr(segmentor, 'inference', None)):  # e.g. an ensemble
+            raise TypeError(f"TTASegmentor: {info['source']} builds a "
+                            f"{type(segmentor).__name__}, which has no inference(inputs, "
+                            f"metas) giving class logits; wrap one EncoderDecoder")
+        self.scales, self.flips = scales, flips
 
     @property
     def num_views(self) -> int:
