@@ -35,7 +35,11 @@ speed, ``--time N`` times every model's ``test_step`` on the first N images
 (at most ``--limit``),
 the models taking turns, median of 3 rounds
 (:func:`mmseg_uncert.workflows.split_evaluation.time_test_steps`), into
-``DIR/timing.json``; ``--time-only`` skips the metrics.
+``DIR/timing.json``; ``--time-only`` skips the metrics. On the CPU the timing
+keeps freed memory in the process, as training's ``CompatRunner`` does:
+otherwise each large tensor of a step is mapped fresh and faulted in again,
+which charges a model for its allocations rather than its work
+(``benchmarks/student_cost.py``).
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ import torch
 
 import mmseg_uncert  # noqa: F401  (registers the components)
 from mmseg_uncert.apis import init_uncertainty_model
+from mmseg_uncert.engine.cpu_memory import keep_freed_memory
 from mmseg_uncert.workflows.split_evaluation import (build_split, evaluate_model, load_maps,
                                           map_correlations, save_maps, time_test_steps)
 
@@ -108,6 +113,8 @@ def parse_args() -> argparse.Namespace:
 def time_models(args: argparse.Namespace, dataset) -> None:
     """DIR/timing.json: every model's seconds per image, the models built
     together and taking turns."""
+    if not torch.cuda.is_available():
+        keep_freed_memory()
     models = {name: init_uncertainty_model(config, checkpoint[0] if checkpoint else None)
               for name, config, *checkpoint in args.model}
     # the evaluated images, no more: --limit bounds the timing too
@@ -115,8 +122,9 @@ def time_models(args: argparse.Namespace, dataset) -> None:
     seconds = time_test_steps(models, dataset, images=images, rounds=TIMING_ROUNDS)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(osp.join(args.out_dir, 'timing.json'), 'w') as f:
-        json.dump(dict(seconds_per_image=seconds, images=images,
-                       rounds=TIMING_ROUNDS, threads=torch.get_num_threads()), f, indent=2)
+        json.dump(dict(seconds_per_image=seconds, images=images, rounds=TIMING_ROUNDS,
+                       threads=torch.get_num_threads(),
+                       freed_memory_kept=not torch.cuda.is_available()), f, indent=2)
     print('seconds per image (test_step, models taking turns, median of '
           f'{TIMING_ROUNDS} rounds): '
           + ', '.join(f'{name} {v:.3f}' for name, v in seconds.items()), flush=True)

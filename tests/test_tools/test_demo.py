@@ -12,6 +12,7 @@ import sys
 from collections import namedtuple
 
 import pytest
+import torch
 
 from conftest import ROOT, tool_env
 
@@ -81,6 +82,8 @@ def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
     # s / image from the side-by-side timing of step 5, not the evaluation passes
     timing = json.load(open(osp.join(work, 'eval', 'timing', 'timing.json')))
     assert timing['images'] == 6 and timing['rounds'] == 3
+    # on the CPU timed as training runs there: freed memory kept in the process
+    assert timing['freed_memory_kept'] == (not torch.cuda.is_available())
     seconds = timing['seconds_per_image']
     assert sorted(seconds) == ['ensemble', 'member_0', 'student']
     assert cells[5] == f"{seconds['student']:.3f}"
