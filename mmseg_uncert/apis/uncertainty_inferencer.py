@@ -121,7 +121,12 @@ class UncertaintyInferencer(MMSegInferencer):
         are: mmengine's own lookup switches to the inferencer's scope, mmseg,
         which has no function registry, and warns so on every run."""
         collate = cfg.test_dataloader.get('collate_fn') or dict(type='pseudo_collate')
-        return FUNCTIONS.get(collate['type'] if isinstance(collate, dict) else collate)
+        name = collate['type'] if isinstance(collate, dict) else collate
+        function = FUNCTIONS.get(name)
+        if function is None:
+            raise KeyError(f'test_dataloader.collate_fn: {name!r} is not a registered '
+                           f'collate function (e.g. pseudo_collate, default_collate)')
+        return function
 
     def _init_visualizer(self, cfg: Config | ConfigDict) -> Visualizer | None:
         if 'visualizer' in cfg:

@@ -1,5 +1,6 @@
 """Test-time augmentation checks: sharpened random models and the naive
 maps of augmented views."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -7,6 +8,17 @@ from mmseg.structures import SegDataSample
 
 from mmseg_uncert.models import UNCERTAINTY_NAMES
 
+
+@pytest.fixture(autouse=True, scope='module')
+def flush_denormals():
+    """A random model's activations in eval mode are ~1e-9 and their
+    products denormal, which makes CPU convolutions about 50x slower; a
+    trained model has none. Flushing them to zero keeps the tests fast (an
+    autouse fixture of the test files that import it)."""
+    supported = torch.set_flush_denormal(True)  # False where the CPU cannot
+    yield
+    if supported:
+        torch.set_flush_denormal(False)
 
 def _sharpen(model: torch.nn.Module, seed: int,
              images: torch.Tensor | None = None) -> torch.nn.Module:

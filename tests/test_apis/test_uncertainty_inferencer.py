@@ -274,3 +274,19 @@ def test_a_distillation_config_runs_its_student_alone(models, tmp_path):
     plain = init_uncertainty_model(models['plain'], models['checkpoint'])
     want = inference_model(plain, models['images'][0]).pred_sem_seg.data[0].numpy()
     assert np.array_equal(inferencer(models['images'][0])['predictions'], want)
+
+
+def test_the_collate_function_comes_from_mmengines_registry(models):
+    """Looked up where collate functions are registered (mmseg has no function
+    registry, and mmengine's own lookup in its scope warned on every run); an
+    unknown one is named."""
+    from mmengine.dataset import default_collate, pseudo_collate
+    cfg = Config.fromfile(models['plain'])
+    assert UncertaintyInferencer(cfg, models['checkpoint'], device='cpu').collate_fn \
+        is pseudo_collate
+    cfg.test_dataloader.collate_fn = dict(type='default_collate')
+    assert UncertaintyInferencer(cfg, models['checkpoint'], device='cpu').collate_fn \
+        is default_collate
+    cfg.test_dataloader.collate_fn = dict(type='no_such_collate')
+    with pytest.raises(KeyError, match="collate_fn: 'no_such_collate' is not a registered"):
+        UncertaintyInferencer(cfg, models['checkpoint'], device='cpu')

@@ -16,18 +16,8 @@ from mmseg_uncert.models.segmentors import mmseg_scope
 from mmseg_uncert.models.segmentors.distillation_teacher import feature_taps
 
 from helpers.members import member_model_cfg
+from helpers.tta import flush_denormals  # noqa: F401  (autouse)
 from helpers.tta import _assert_maps, _logits, _naive_maps, _sharpen
-
-
-@pytest.fixture(autouse=True, scope='module')
-def flush_denormals():
-    """A random model's activations in eval mode are ~1e-9 and their
-    products denormal, which makes CPU convolutions about 50x slower; a
-    trained model has none. Flushing them to zero keeps the tests fast."""
-    supported = torch.set_flush_denormal(True)  # False where the CPU cannot
-    yield
-    if supported:
-        torch.set_flush_denormal(False)
 
 
 def test_tensor_views_give_the_naive_maps():

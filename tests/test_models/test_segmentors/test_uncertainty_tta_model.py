@@ -23,22 +23,12 @@ from mmseg_uncert.workflows.split_evaluation import build_split
 from conftest import run_tool
 from helpers.members import member_model_cfg
 from helpers.tiny_config import write_tiny_config
+from helpers.tta import flush_denormals  # noqa: F401  (autouse)
 from helpers.tta import _assert_maps, _logits, _naive_maps, _sharpen
 
 # the tiny config's normalisation (the project's data preprocessor)
 MEAN = torch.tensor([123.675, 116.28, 103.53])[:, None, None]
 STD = torch.tensor([58.395, 57.12, 57.375])[:, None, None]
-
-
-@pytest.fixture(autouse=True, scope='module')
-def flush_denormals():
-    """A random model's activations in eval mode are ~1e-9 and their
-    products denormal, which makes CPU convolutions about 50x slower; a
-    trained model has none. Flushing them to zero keeps the tests fast."""
-    supported = torch.set_flush_denormal(True)  # False where the CPU cannot
-    yield
-    if supported:
-        torch.set_flush_denormal(False)
 
 
 def _normalise(image: torch.Tensor) -> torch.Tensor:
