@@ -1,4 +1,5 @@
-"""CPU seconds per image of the deployed student: onnxruntime against PyTorch.
+"""CPU seconds per image of the deployed student and of its plain member:
+onnxruntime against PyTorch.
 
     python benchmarks/onnx_speed.py                 # 256x512, 5 runs after 2 warm-ups
     python benchmarks/onnx_speed.py --runs 20 --threads 1 2 4
@@ -13,8 +14,13 @@ normalisation, ``encode_decode``, the split into logits and maps):
 PyTorch eagerly under ``torch.inference_mode`` with ``torch.set_num_threads(t)``,
 onnxruntime's CPU provider with ``intra_op_num_threads = t`` (and one
 inter-op thread) on the graph ``tools/export_onnx.py`` writes (dynamic N, H,
-W). Reported per thread count t: the median over ``--runs`` images after
-``--warmup`` images, and the largest output difference on the timed input.
+W). The student's plain member (``configs/fastscnn/
+fast-scnn_1xb4-1k_synthetic-128x256.py``: the same network without the
+uncertainty branch) is exported and timed the same way, the two models
+taking turns image by image, so that both see the same machine load.
+Reported per thread count t: the median over ``--runs`` images after
+``--warmup`` images, the student / member ratio per runtime, and the
+largest output difference on the timed input.
 Writes ``benchmarks/results/onnx_speed.json``. Other processes on the machine
 inflate both sides (the load average at the start is recorded).
 """
@@ -36,17 +42,21 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CONFIG = 'configs/distill/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py'
+MEMBER_CONFIG = 'configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py'
 
 
-def _median_seconds(call, warmup: int, runs: int) -> float:
+def _median_seconds_in_turns(calls: dict, warmup: int, runs: int) -> dict[str, float]:
+    """Median seconds of each call, the calls taking turns run by run."""
     for _ in range(warmup):
-        call()
-    seconds = []
+        for call in calls.values():
+            call()
+    seconds = {name: [] for name in calls}
     for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in seconds.items()}
 
 
 def main() -> None:
@@ -71,40 +81,55 @@ def main() -> None:
                                                onnx_session)
 
     load = os.getloadavg()[0]
-    torch.manual_seed(0)
-    model = init_uncertainty_model(osp.join(ROOT, CONFIG))
-    graph = DeployedSegmentor(model).eval()
     size = tuple(args.size)
+    image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1)) * 255
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = osp.join(tmp, 'student.onnx')
-        start = time.perf_counter()
-        written = export_onnx(model, path, shape=size)
-        export_seconds = time.perf_counter() - start
-        image = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1)) * 255
-        feed = {written.input_name: image.numpy()}
-        rows = []
+        graphs, sessions, feeds = {}, {}, {}
+        export_seconds = {}
+        for name, config in (('student', CONFIG), ('member', MEMBER_CONFIG)):
+            torch.manual_seed(0)
+            model = init_uncertainty_model(osp.join(ROOT, config))
+            graphs[name] = DeployedSegmentor(model).eval()
+            path = osp.join(tmp, f'{name}.onnx')
+            start = time.perf_counter()
+            written = export_onnx(model, path, shape=size)
+            export_seconds[name] = round(time.perf_counter() - start, 1)
+            sessions[name] = path
+            feeds[name] = {written.input_name: image.numpy()}
+            if name == 'student':
+                outputs = written.output_names
         for threads in args.threads:
             torch.set_num_threads(threads)
-            session = onnx_session(path, threads)
+            runs = {name: onnx_session(path, threads) for name, path in sessions.items()}
             with torch.inference_mode():
-                torch_s = _median_seconds(lambda: graph(image), args.warmup, args.runs)
-                expected = graph(image)
-            ort_s = _median_seconds(lambda: session.run(None, feed), args.warmup, args.runs)
-            got = session.run(None, feed)
-            diff = max(float((torch.from_numpy(g) - e).abs().max())
-                       for g, e in zip(got, expected))
-            rows.append(dict(threads=threads, torch_threads=torch.get_num_threads(),
-                             ort_intra_op_threads=threads,
-                             pytorch_seconds_per_image=round(torch_s, 4),
-                             onnxruntime_seconds_per_image=round(ort_s, 4),
-                             onnxruntime_speedup=round(torch_s / ort_s, 2),
-                             max_abs_difference=diff))
-            print(rows[-1], flush=True)
+                torch_s = _median_seconds_in_turns(
+                    {n: (lambda g=g: g(image)) for n, g in graphs.items()},
+                    args.warmup, args.runs)
+                expected = {n: g(image) for n, g in graphs.items()}
+            ort_s = _median_seconds_in_turns(
+                {n: (lambda n=n: runs[n].run(None, feeds[n])) for n in runs},
+                args.warmup, args.runs)
+            row = dict(threads=threads, torch_threads=torch.get_num_threads(),
+                       ort_intra_op_threads=threads)
+            for name in graphs:
+                got = runs[name].run(None, feeds[name])
+                diff = max(float((torch.from_numpy(g) - e).abs().max())
+                           for g, e in zip(got, expected[name]))
+                row[name] = dict(pytorch_seconds_per_image=round(torch_s[name], 4),
+                                 onnxruntime_seconds_per_image=round(ort_s[name], 4),
+                                 onnxruntime_speedup=round(torch_s[name] / ort_s[name], 2),
+                                 max_abs_difference=diff)
+            row['student_over_member'] = dict(
+                pytorch=round(torch_s['student'] / torch_s['member'], 3),
+                onnxruntime=round(ort_s['student'] / ort_s['member'], 3))
+            rows.append(row)
+            print(row, flush=True)
     result = dict(
-        date=datetime.date.today().isoformat(), config=CONFIG,
+        date=datetime.date.today().isoformat(), config=CONFIG, member_config=MEMBER_CONFIG,
         weights='seeded random (time does not depend on the weights)',
         size=list(size), batch=1, warmup=args.warmup, runs=args.runs, statistic='median',
-        outputs=written.output_names, export_seconds=round(export_seconds, 1),
+        outputs=outputs, export_seconds=export_seconds,
         cores=os.cpu_count(), machine=platform.machine(), processor=platform.processor(),
         load_average_at_start=round(load, 2),
         versions=dict(python=platform.python_version(), torch=torch.__version__,

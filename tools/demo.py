@@ -11,16 +11,17 @@ a user's commands do:
 2. train a teacher ensemble of M = 3 Fast-SCNN segmentors with
    ``tools/train_ensemble.py --jobs 3`` (members side by side, seeds 0..2,
    each on its own bootstrap sample of the train split);
-3. evaluate the ensemble, and member 0 alone (the student's architecture
-   without distillation), on val and ood with
+3. evaluate the teachers, the ensemble and TTA of it (every member on the
+   image and its mirror image: 6 passes), and member 0 alone (the student's
+   architecture without distillation), on val and ood with
    ``tools/evaluate_uncertainty.py``: mIoU, calibration, the uncertainty
    decomposition (total / aleatoric / epistemic) against misclassified,
    ambiguous and out-of-distribution pixels;
 4. distil the student (a Fast-SCNN with a DualHead: segmentation,
    ``epistemic`` and ``aleatoric`` in one pass), starting from member 0,
-   from the ensemble with ``tools/train.py``;
+   from the ensemble (``DISTIL_FROM``) with ``tools/train.py``;
 5. evaluate the student on val and ood, keeping its epistemic maps, and
-   time the ensemble, member 0 and the student side by side (their
+   time the two teachers, member 0 and the student side by side (their
    ``test_step`` on the first 20 val images, taking turns, median of 3
    rounds: ``tools/evaluate_uncertainty.py --time 20 --time-only``);
 6. draw side-by-side pictures of a few val and ood images with
@@ -58,6 +59,12 @@ MEMBERS = 3
 #: bagging (``BootstrapSampler``): the members' disagreement finds unknown
 #: objects better than with seeds alone (benchmarks/results/member_diversity.json)
 MEMBER_DIVERSITY = ['train_dataloader.sampler.type=BootstrapSampler']
+#: the second teacher the report measures the student against: every member
+#: of the ensemble on the image and its mirror image (TTASegmentor with
+#: members), M x V = 3 x 2 passes (benchmarks/results/teacher_views.json)
+TTA_VIEWS = dict(scales=(1.0, ), flips=(False, True))
+#: the teacher the student learns from: 'ensemble' or 'tta_ensemble'
+DISTIL_FROM = 'ensemble'
 SPLITS = ('val', 'ood')
 #: the speed pass of step 5: the first val images, the models taking turns
 TIMING_IMAGES = 20
@@ -73,7 +80,7 @@ class Plan:
     eval_images: int  # the first images of val and of ood
     # seconds per unit on 2 CPU cores, for the time-left estimate
     unit_seconds: dict[str, float] = field(default_factory=lambda: dict(
-        image=0.035, member_iter=0.17, student_iter=0.95, ensemble_eval=0.45,
+        image=0.035, member_iter=0.17, student_iter=0.95, ensemble_eval=0.9,
         student_eval=0.2, timing=1.0, picture=2.5, start=20.0))
 
     @classmethod
@@ -243,11 +250,11 @@ class Demo:
                 plan.counts.values()) + 50),
             (f'train the teacher ensemble ({MEMBERS} members x '
              f'{plan.member_iters} iterations, side by side)', self.train_ensemble, 200),
-            ('evaluate the ensemble (and member 0 alone) on val and ood',
+            ('evaluate the teachers (the ensemble, TTA of it) and member 0 on val and ood',
              self.evaluate_ensemble, 150),
             (f'distil the student ({plan.student_iters} iterations)',
              self.distil, 100),
-            ('evaluate the student on val and ood, and time the three models',
+            ('evaluate the student on val and ood, and time the four models',
              self.evaluate_student, 50),
             ('draw side-by-side pictures', self.draw_pictures, 30),
             ('write the report', self.write_report, 5),
@@ -314,6 +321,32 @@ class Demo:
         return [json.load(open(osp.join(self.ensemble_dir, f'member_{i}', 'member.json')))
                 for i in range(MEMBERS)]
 
+    def tta_config(self) -> str:
+        """The TTA-of-the-ensemble teacher's config, ``ensemble/tta_ensemble.py``."""
+        return osp.join(self.ensemble_dir, 'tta_ensemble.py')
+
+    def teacher_model(self, name: str) -> dict:
+        """The model config of teacher ``name`` ('ensemble' or 'tta_ensemble')."""
+        members = [dict(config=m['config'], checkpoint=m['checkpoint'])
+                   for m in self.members()]
+        if name == 'ensemble':
+            return dict(type='EnsembleSegmentor', members=members)
+        return dict(type='TTASegmentor', members=members, **TTA_VIEWS)
+
+    @staticmethod
+    def tta_label() -> str:
+        """The TTA teacher's row in the report."""
+        views = len(TTA_VIEWS['scales']) * len(TTA_VIEWS['flips'])
+        return f'teacher TTA of the ensemble (M x V = {MEMBERS} x {views})'
+
+    def write_tta_config(self) -> None:
+        """``ensemble/tta_ensemble.py``: the ensemble's config with the TTA
+        teacher as its model, for tools/test.py and the evaluation."""
+        from mmengine.config import Config
+        cfg = Config.fromfile(osp.join(self.ensemble_dir, 'ensemble.py'))
+        cfg.model = self.teacher_model('tta_ensemble')
+        cfg.dump(self.tta_config())
+
     def student_config(self) -> str:
         return osp.join(self.student_dir, 'distill.py')
 
@@ -361,9 +394,12 @@ class Demo:
         member = self.members()[0]
         models = [['ensemble', osp.join(self.ensemble_dir, 'ensemble.py')],
                   ['member_0', member['config'], member['checkpoint']]]
+        self.write_tta_config()
+        models.append(['tta_ensemble', self.tta_config()])
         for split in SPLITS:
-            # the ensemble's epistemic maps are kept: the report correlates
-            # the student's with them over val and ood
+            # the teachers' epistemic maps are kept: the report correlates
+            # the student's with the ensemble's over val and ood, and
+            # measures its floor where its teacher's is near 0
             self.evaluate(k, n, title, models, split, ['--save-maps', 'epistemic'],
                           self.log(f'3_eval_{split}'))
 
@@ -372,10 +408,8 @@ class Demo:
         from mmengine.config import Config
         cfg = Config.fromfile(DISTILL_CONFIG)
         # the student recipe with the ensemble trained in step 2
-        members = self.members()
-        cfg.model.teacher = dict(type='EnsembleSegmentor', members=[
-            dict(config=m['config'], checkpoint=m['checkpoint']) for m in members])
-        cfg.model.student_init = members[0]['checkpoint']
+        cfg.model.teacher = self.teacher_model(DISTIL_FROM)
+        cfg.model.student_init = self.members()[0]['checkpoint']
         cfg.dump(self.student_config())
         cmd = [self.py, 'tools/train.py', self.student_config(), '--work-dir',
                self.student_dir, '--cfg-options', *self.data_options(),
@@ -400,6 +434,7 @@ class Demo:
                '--model', 'ensemble', osp.join(self.ensemble_dir, 'ensemble.py'),
                '--model', 'member_0', member['config'], member['checkpoint'],
                '--model', *student]
+        cmd += ['--model', 'tta_ensemble', self.tta_config()]
         run_command(k, n, f'{title}: speed', cmd, self.log('5_timing'))
 
     def draw_pictures(self, k: int, n: int, title: str) -> None:
@@ -421,7 +456,8 @@ class Demo:
                       member_iters=self.plan.member_iters,
                       student_iters=self.plan.student_iters, members=MEMBERS,
                       eval_images=self.plan.eval_images,
-                      elapsed=self.steps_seconds(), quick=self.quick)
+                      elapsed=self.steps_seconds(), quick=self.quick,
+                      tta_teacher=self.tta_label(), distilled_from=DISTIL_FROM)
         try:
             path = write_demo_report(run)
         except (OSError, KeyError, ValueError) as error:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .distillation_report import (ModelSummary, check_goals, comparison_table,
+from .distillation_report import (Goal, ModelSummary, check_goals, comparison_table,
                                   decomposition_table, goals_table, summarise)
 from .split_evaluation import map_correlations
 
@@ -29,9 +29,16 @@ SPLITS = ('val', 'ood')
 ROWS = (('teacher ensemble (M = 3)', 'ensemble'),
         ('no distillation (member 0)', 'member_0'),
         ('student (one pass)', 'student'))
+#: the second teacher's model name in eval/<split>/: TTA of the ensemble
+TTA_TEACHER = 'tta_ensemble'
 #: the scores drawn in the risk-coverage figure, per model
 CURVES = dict(ensemble=('epistemic', 'total'), member_0=('max_prob', ),
-              student=('epistemic', 'entropy'))
+              student=('epistemic', 'entropy'), tta_ensemble=('epistemic', 'total'))
+#: nats: where the teacher's epistemic map is below it, the student's should be too
+EPISTEMIC_FLOOR = 0.005
+#: the student's OOD AUROC to reach, and its side-by-side cost against the member
+STUDENT_OOD_AUROC = 0.93
+STUDENT_COST = 1.15
 
 
 @dataclass
@@ -45,6 +52,24 @@ class DemoRun:
     eval_images: int
     elapsed: float  # seconds of steps 1-6
     quick: bool = False
+    #: the row of the second teacher (TTA of the ensemble), evaluated as
+    #: eval/<split>/tta_ensemble; None where the run has none
+    tta_teacher: str | None = None
+    #: the teacher the student learnt from: 'ensemble' or 'tta_ensemble'
+    distilled_from: str = 'ensemble'
+
+
+def rows_of(run: DemoRun) -> tuple[tuple[str, str], ...]:
+    """The report's models: :data:`ROWS`, with the TTA teacher after the
+    ensemble where the run has one."""
+    if run.tta_teacher is None:
+        return ROWS
+    return (ROWS[0], (run.tta_teacher, TTA_TEACHER), *ROWS[1:])
+
+
+def teacher_names(run: DemoRun) -> tuple[str, ...]:
+    """The teachers of the run: the ensemble, and TTA of it."""
+    return ('ensemble', ) if run.tta_teacher is None else ('ensemble', TTA_TEACHER)
 
 
 def _clock(seconds: float) -> str:
@@ -65,7 +90,7 @@ def side_by_side_timing(run: DemoRun) -> dict | None:
         return None
     with open(path) as f:
         timing = json.load(f)
-    missing = [name for _, name in ROWS if name not in timing['seconds_per_image']]
+    missing = [name for _, name in rows_of(run) if name not in timing['seconds_per_image']]
     if missing:
         raise KeyError(f'{path} has no timing of {missing} (it times '
                        f'{sorted(timing["seconds_per_image"])}); rerun step 5 of the demo')
@@ -92,7 +117,74 @@ def epistemic_correlation(run: DemoRun) -> float | None:
     return map_correlations(torch.cat(ours), torch.cat(theirs))['pearson']
 
 
-def observations(summaries: dict[str, ModelSummary], pearson: float | None) -> list[str]:
+def epistemic_floor(run: DemoRun) -> tuple[float, float] | None:
+    """The median of the student's epistemic map over the val pixels where
+    its teacher's is below :data:`EPISTEMIC_FLOOR`, and the share of val
+    pixels that are (None when a map file is missing)."""
+    teacher = run.distilled_from
+    files = [osp.join(run.work_dir, 'eval', 'val', name, 'maps.npz')
+             for name in ('student', teacher)]
+    if not all(osp.isfile(f) for f in files):
+        return None
+    with np.load(files[0]) as a, np.load(files[1]) as b:
+        if 'epistemic' not in a.files or 'epistemic' not in b.files:
+            return None
+        if list(a['img_paths']) != list(b['img_paths']):
+            raise ValueError(f'{files[0]} and {files[1]} hold other images')
+        quiet = b['epistemic'].astype(np.float32) < EPISTEMIC_FLOOR
+        if not quiet.any():
+            return None
+        return (float(np.median(a['epistemic'].astype(np.float32)[quiet])),
+                float(quiet.mean()))
+
+
+def best_teacher(summaries: dict[str, ModelSummary], teachers: tuple[str, ...],
+                 task: str) -> tuple[str, str, float]:
+    """The teacher that does ``task`` best: its name, best score and AUROC."""
+    return max(((t, *summaries[t].best(task)) for t in teachers), key=lambda x: x[2])
+
+
+def student_goals(summaries: dict[str, ModelSummary], teachers: tuple[str, ...],
+                  floor: tuple[float, float] | None) -> list[Goal]:
+    """The student against the best teacher of the run (issue goals of
+    the one-pass student): OOD and error detection, calibration, the
+    aleatoric map on ambiguous pixels, the epistemic floor, the cost."""
+    member, student = summaries['member_0'], summaries['student']
+    goals = []
+    for task, label, floor_auroc in (('ood', 'OOD', STUDENT_OOD_AUROC),
+                                     ('misclassification', 'misclassification', None)):
+        t, ts, tv = best_teacher(summaries, teachers, task)
+        ss, sv = student.best(task)
+        text = f"the student's best {label} AUROC is >= the best teacher's"
+        met = sv >= tv
+        if floor_auroc is not None:
+            text += f' and >= {floor_auroc}'
+            met = met and sv >= floor_auroc
+        goals.append(Goal(text, f'{sv:.3f} (`{ss}`) vs {tv:.3f} ({summaries[t].name}, '
+                                f'`{ts}`)', met))
+    goals.append(Goal("the student's ECE is at most the member's",
+                      f'{student.ece:.4f} vs {member.ece:.4f}', student.ece <= member.ece))
+    ours = student.auroc['ambiguous'].get('aleatoric', float('nan'))
+    theirs = summaries['ensemble'].auroc['ambiguous'].get('aleatoric', float('nan'))
+    goals.append(Goal("the student's aleatoric map finds ambiguous pixels at least as "
+                      "well as the ensemble's",
+                      f'AUROC {ours:.3f} vs {theirs:.3f}', ours >= theirs))
+    goals.append(Goal(
+        f"the student's epistemic map has a median <= {EPISTEMIC_FLOOR} nats on the val "
+        f"pixels where the teacher's is < {EPISTEMIC_FLOOR}",
+        'not measured' if floor is None else
+        f'{floor[0]:.4f} nats over {100 * floor[1]:.1f} % of the val pixels',
+        floor is not None and floor[0] <= EPISTEMIC_FLOOR))
+    ratio = student.seconds_per_image / member.seconds_per_image
+    goals.append(Goal(f"the student's test_step costs <= {STUDENT_COST}x the member's",
+                      f'{ratio:.2f}x ({student.seconds_per_image:.4f} vs '
+                      f'{member.seconds_per_image:.4f} s per image)', ratio <= STUDENT_COST))
+    return goals
+
+
+def observations(summaries: dict[str, ModelSummary], pearson: float | None,
+                 teachers: tuple[str, ...] = ('ensemble', ),
+                 floor: tuple[float, float] | None = None) -> list[str]:
     """What this run's numbers say, in sentences."""
     ens, mem, stu = (summaries[name] for _, name in ROWS)
     lines = [
@@ -123,17 +215,30 @@ def observations(summaries: dict[str, ModelSummary], pearson: float | None) -> l
             lines.append(f"- {heading} the ensemble's {best} map scores AUROC {a:.3f}, "
                          f'its {other} map {b:.3f}: the {best} map '
                          + ('finds' if a > b else 'does not find') + f' {found} better.')
+    if TTA_TEACHER in teachers:
+        for task, what in (('misclassification', 'errors'), ('ood', 'unknown objects')):
+            t, ts, tv = best_teacher(summaries, teachers, task)
+            ss, sv = stu.best(task)
+            lines.append(f'- **Against the best teacher on {what}:** '
+                         f'{summaries[t].name} {tv:.3f} (`{ts}`), student {sv:.3f} '
+                         f'(`{ss}`): ' + ('at or above it.' if sv >= tv else
+                                          f'{tv - sv:.3f} below it.'))
     if pearson is not None:
         lines.append(f"- **The student's epistemic map** follows the ensemble's at "
                      f'Pearson {pearson:.3f} over every val and ood pixel.')
+    if floor is not None:
+        lines.append(f"- **Where the teacher is sure** (epistemic < {EPISTEMIC_FLOOR} nats, "
+                     f'{100 * floor[1]:.1f} % of the val pixels) the student\'s epistemic '
+                     f'map has a median of {floor[0]:.4f} nats.')
     return lines
 
 
 def write_demo_report(run: DemoRun) -> str:
     """``report.md`` and its figures; returns the report's path."""
     from ..visualization import plot_reliability_diagrams, plot_risk_coverage_curves
+    table_rows = rows_of(run)
     summaries = {name: summarise(label, _metrics(run, 'val', name), _metrics(run, 'ood', name))
-                 for label, name in ROWS}
+                 for label, name in table_rows}
     timing = side_by_side_timing(run)
     if timing is not None:
         # the speed goal from the side-by-side timing, not from each model's
@@ -146,13 +251,15 @@ def write_demo_report(run: DemoRun) -> str:
     else:
         timing_note = 'each model timed during its own evaluation'
     pearson = epistemic_correlation(run)
+    floor = epistemic_floor(run)
     goals = check_goals(summaries['ensemble'], summaries['member_0'], summaries['student'],
                         pearson, run.members)
+    goals += student_goals(summaries, teacher_names(run), floor)
     figures = osp.join(run.work_dir, 'figures')
     os.makedirs(figures, exist_ok=True)
     for split in SPLITS:
         diagrams, curves = {}, {}
-        for label, name in ROWS:
+        for label, name in table_rows:
             folder = osp.join(run.work_dir, 'eval', split, name)
             with open(osp.join(folder, 'reliability_diagram.json')) as f:
                 diagrams[label] = json.load(f)
@@ -164,7 +271,7 @@ def write_demo_report(run: DemoRun) -> str:
         plot_reliability_diagrams(diagrams, osp.join(figures, f'reliability_{split}.png'))
         plot_risk_coverage_curves(curves, osp.join(figures, f'risk_coverage_{split}.png'),
                                   title=f'risk-coverage on {split}')
-    rows = [summaries[name] for _, name in ROWS]
+    rows = [summaries[name] for _, name in table_rows]
     met = sum(g.met for g in goals)
     lines = [
         '# mmseg-uncert demo report', '',
@@ -174,12 +281,14 @@ def write_demo_report(run: DemoRun) -> str:
         + ', '.join(f'{c} {s}' for s, c in run.counts.items()) + ' images '
         f'(evaluated on the first {run.eval_images} of val and of ood, every pixel); '
         f'{run.members} Fast-SCNN members of {run.member_iters} iterations from random '
-        f'initialisation, and a Fast-SCNN student distilled for {run.student_iters} '
-        'iterations, starting from member 0.', '',
-        '## What this run shows', '', *observations(summaries, pearson), '',
+        f'initialisation, and a Fast-SCNN student distilled from the '
+        + ('ensemble' if run.distilled_from == 'ensemble' else 'TTA of the ensemble')
+        + f' for {run.student_iters} iterations, starting from member 0.', '',
+        '## What this run shows', '',
+        *observations(summaries, pearson, teacher_names(run), floor), '',
         f'## The goals of the main job ({met} of {len(goals)} met in this run)', '',
         *goals_table(goals), '',
-        '## Student against its teacher ensemble', '',
+        '## Student against its teachers', '',
         'Each row ranks pixels by its best score for the task (in brackets). '
         'Misclassification AUROC: how well the score separates wrong from right '
         'pixels on val; OOD AUROC: unknown-object pixels from the rest on ood; '
@@ -212,7 +321,9 @@ def write_demo_report(run: DemoRun) -> str:
               "(all of UncertaintyMetric's keys), with each model's reliability diagram "
               'and risk–coverage curves per score;',
               '- the ensemble: `ensemble/ensemble.py` (test it with '
-              '`python tools/test.py <work dir>/ensemble/ensemble.py`);',
+              '`python tools/test.py <work dir>/ensemble/ensemble.py`)'
+              + ('' if run.tta_teacher is None else
+                 ', TTA of it: `ensemble/tta_ensemble.py`') + ';',
               f'- the student: `student/distill.py` and `student/iter_{run.student_iters}.pth`;',
               '- the logs of every step: `logs/`.', '']
     path = osp.join(run.work_dir, 'report.md')

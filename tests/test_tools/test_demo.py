@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections import namedtuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,13 +60,13 @@ def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
     work = quick_demo['work']
     report = open(osp.join(work, 'report.md')).read()
     for split in ('val', 'ood'):
-        for name in ('ensemble', 'member_0', 'student'):
+        for name in ('ensemble', 'tta_ensemble', 'member_0', 'student'):
             metrics = json.load(open(osp.join(work, 'eval', split, name, 'metrics.json')))
             assert metrics['images'] == 6
     val = {name: json.load(open(osp.join(work, 'eval', 'val', name, 'metrics.json')))
-           for name in ('ensemble', 'member_0', 'student')}
+           for name in ('ensemble', 'tta_ensemble', 'member_0', 'student')}
     ood = {name: json.load(open(osp.join(work, 'eval', 'ood', name, 'metrics.json')))
-           for name in ('ensemble', 'member_0', 'student')}
+           for name in ('ensemble', 'tta_ensemble', 'member_0', 'student')}
     # the student's row: its mIoU and its best scores, recomputed here from the files
     row = next(line for line in report.splitlines() if line.startswith('| student'))
     cells = [c.strip() for c in row.split('|')[1:-1]]
@@ -85,24 +86,45 @@ def test_quick_demo_report_holds_the_evaluated_numbers(quick_demo):
     # on the CPU timed as training runs there: freed memory kept in the process
     assert timing['freed_memory_kept'] == (not torch.cuda.is_available())
     seconds = timing['seconds_per_image']
-    assert sorted(seconds) == ['ensemble', 'member_0', 'student']
+    assert sorted(seconds) == ['ensemble', 'member_0', 'student', 'tta_ensemble']
     assert cells[5] == f"{seconds['student']:.3f}"
     assert 'models timed side by side, taking turns' in report
-    speed = json.load(open(osp.join(work, 'goals.json')))['goals'][-1]['measured']
+    goals = {g['text']: g for g in json.load(open(osp.join(work, 'goals.json')))['goals']}
+    speed = goals['the student is at least 3x faster than the ensemble']['measured']
     assert speed.startswith(f"{seconds['ensemble'] / seconds['student']:.2f}x")
+    cost = goals["the student's test_step costs <= 1.15x the member's"]
+    assert cost['measured'].startswith(f"{seconds['student'] / seconds['member_0']:.2f}x")
+    # the student against the best of the two teachers, by hand from the files
+    ood_best = max(v for t in ('ensemble', 'tta_ensemble') for k, v in ood[t].items()
+                   if k.startswith('ood_auroc/') and v == v)
+    text = "the student's best OOD AUROC is >= the best teacher's and >= 0.93"
+    assert f'vs {ood_best:.3f} (' in goals[text]['measured']
+    # the epistemic floor, from the saved maps: the student where the ensemble < 0.005
+    with np.load(osp.join(work, 'eval', 'val', 'student', 'maps.npz')) as a, \
+            np.load(osp.join(work, 'eval', 'val', 'ensemble', 'maps.npz')) as b:
+        quiet = b['epistemic'].astype(np.float32) < 0.005
+        ours = a['epistemic'].astype(np.float32)[quiet]
+    floor = next(g for t, g in goals.items() if 'epistemic map has a median' in t)
+    if quiet.any():
+        assert floor['measured'].startswith(
+            f'{np.median(ours):.4f} nats over {100 * quiet.mean():.1f} %')
+    else:  # 20-iteration members may disagree everywhere
+        assert floor['measured'] == 'not measured'
     # the student gives the decomposition; the member only its softmax scores
     assert 'ood_auroc/epistemic' in ood['student'] and 'ood_auroc/aleatoric' in ood['student']
     assert not any('epistemic' in k for k in val['member_0'])
     # the goals table is there, one row per goal, with the ensemble's epistemic figure
     assert '## The goals of the main job' in report
-    goals = json.load(open(osp.join(work, 'goals.json')))['goals']
-    assert len(goals) == 10
+    assert len(goals) == 16
     epi = ood['ensemble']['ood_auroc/epistemic']
-    assert any(f'epistemic {epi:.3f}' in g['measured'] for g in goals)
+    assert any(f'epistemic {epi:.3f}' in g['measured'] for g in goals.values())
     assert f'epistemic {epi:.3f}' in report
     # the student's epistemic maps were saved on both splits for the correlation
     for split in ('val', 'ood'):
         assert osp.isfile(osp.join(work, 'eval', split, 'student', 'maps.npz'))
+    # the TTA teacher's row, and the config to test it with
+    assert '| teacher TTA of the ensemble (M x V = 3 x 2) |' in report
+    assert osp.isfile(osp.join(work, 'ensemble', 'tta_ensemble.py'))
     assert '| `epistemic` |' in report and '| `aleatoric` |' in report
     links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', report)
     assert len([link for link in links if link.startswith('pictures/')]) == 4

@@ -13,11 +13,14 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType
 
+from ..precision import at_least_float32
 from .head_taps import ClassifierTap, HeadTap, MaskQueryTap, tap_head
 from .uncertainty_head import UncertaintyHead
 
 #: the branch's hidden 3x3 layer
 BRANCH_CONVS = {'conv': ConvModule, 'depthwise_separable': DepthwiseSeparableConvModule}
+#: maps a DualHead can compute instead of regressing, and the map each needs
+DERIVABLE = {'aleatoric': 'epistemic'}
 
 
 @MODELS.register_module()
@@ -59,9 +62,22 @@ class DualHead(UncertaintyHead):
       that reaches the shared features (1 = all, 0 = stop-gradient): the
       branch's loss must not pull the features away from segmentation.
 
+    ``derived_names`` are maps computed, not regressed. ``'aleatoric'`` is
+    the decomposition's identity applied to the student (Depeweg et al.,
+    ICML 2018): aleatoric = H[softmax(scores)] − epistemic, clamped at 0,
+    with the regressed ``epistemic`` and the entropy of the head's own
+    (KD-trained) prediction, so that total = aleatoric + epistemic holds as
+    it does for the teacher. The entropy is taken at the resolution of the
+    returned logits (the image's in ``predict``), so the map is as sharp as
+    the prediction, where a regressed map is the branch's 1/8-resolution
+    output upsampled; and the branch regresses one map fewer.
+
     Args:
         head: the wrapped decode head config.
         uncertainty_names: names of the K uncertainty channels (distinct).
+        derived_names: those of ``uncertainty_names`` computed from the others
+            and the prediction instead of regressed: ``('aleatoric',)``
+            (needs ``'epistemic'``) or none.
         branch_channels: width of the branch's hidden layer.
         branch_conv: the hidden layer's 3x3 convolution, ``'conv'`` (dense)
             or ``'depthwise_separable'`` (depthwise 3x3 then pointwise 1x1,
@@ -78,6 +94,7 @@ class DualHead(UncertaintyHead):
     def __init__(self,
                  head: ConfigType,
                  uncertainty_names: Sequence[str] = ('std', ),
+                 derived_names: Sequence[str] = (),
                  branch_channels: int = 64,
                  branch_conv: str = 'conv',
                  loss_uncertainty: ConfigType = dict(type='UncertaintyRegressionLoss'),
@@ -106,7 +123,21 @@ class DualHead(UncertaintyHead):
         self.tap: HeadTap = tap_head(self.head, 'DualHead')
         self.loss_uncertainty = MODELS.build(loss_uncertainty)
         self.uncertainty_names = tuple(uncertainty_names)
-        outputs = len(self.uncertainty_names) * self.loss_uncertainty.outputs_per_channel
+        self.derived_names = _check_derived(tuple(derived_names), self.uncertainty_names)
+        if self.derived_names and isinstance(self.tap, MaskQueryTap):
+            raise ValueError(f'DualHead: derived_names={list(self.derived_names)} take '
+                             f'the entropy of softmax(logits), and '
+                             f'{type(self.head).__name__} gives mask-weighted class '
+                             f'scores, not logits; regress every map (derived_names=())')
+        ranges = getattr(self.loss_uncertainty, 'ranges', None)
+        if ranges is not None and ranges.shape[0] not in (1, len(self.regressed_names)):
+            raise ValueError(
+                f'DualHead: loss_uncertainty.value_range has {ranges.shape[0]} entries '
+                f'for the {len(self.regressed_names)} regressed maps '
+                f'{list(self.regressed_names)}' + (
+                    f' (derived, not regressed: {list(self.derived_names)})'
+                    if self.derived_names else '') + '; give one range for all or one per map')
+        outputs = len(self.regressed_names) * self.loss_uncertainty.outputs_per_channel
         in_channels = self.tap.feature_channels + (self.head.num_classes
                                                    if read_probabilities else 0)
         self.uncertainty_branch = nn.Sequential(
@@ -116,6 +147,28 @@ class DualHead(UncertaintyHead):
                 act_cfg=dict(type='ReLU')),
             nn.Conv2d(branch_channels, outputs, 1))
         self._share_head_attributes()
+
+    @property
+    def regressed_names(self) -> tuple[str, ...]:
+        """The maps the branch regresses (its outputs, the distillation
+        targets), in channel order: ``uncertainty_names`` less the derived."""
+        return tuple(n for n in self.uncertainty_names if n not in self.derived_names)
+
+    def _maps(self, scores: Tensor, raw: Tensor) -> Tensor:
+        """The K maps (B, K, H, W) at the size of ``scores`` (B, C, H, W):
+        the regressed ones decoded at the branch's resolution and resized
+        once, the derived ones computed from them and ``scores``."""
+        maps = self.loss_uncertainty.decode(raw)
+        if maps.shape[2:] != scores.shape[2:]:
+            maps = resize(maps, scores.shape[2:], mode='bilinear',
+                          align_corners=self.align_corners)
+        if not self.derived_names:
+            return maps.to(scores.dtype)
+        regressed = dict(zip(self.regressed_names, maps.unbind(1)))
+        total = softmax_entropy(at_least_float32(scores))
+        derived = {'aleatoric': (total - regressed['epistemic']).clamp_min(0)}
+        return torch.stack([regressed.get(n, derived.get(n)) for n in self.uncertainty_names],
+                           1).to(scores.dtype)
 
     @property
     def feature_channels(self) -> int:
@@ -180,11 +233,7 @@ class DualHead(UncertaintyHead):
         """(B, C + K, h, w): the class scores then the decoded uncertainty maps."""
         scores, raw, _ = self.forward_with_uncertainty(
             inputs, *prev, batch_img_metas=batch_img_metas)
-        maps = self.loss_uncertainty.decode(raw)
-        if maps.shape[2:] != scores.shape[2:]:
-            maps = resize(maps, scores.shape[2:], mode='bilinear',
-                          align_corners=self.align_corners)
-        return torch.cat([scores, maps.to(scores.dtype)], 1)
+        return torch.cat([scores, self._maps(scores, raw)], 1)
 
     def loss_and_outputs(self, inputs: Sequence[Tensor], *args: Any
                          ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
@@ -212,9 +261,48 @@ class DualHead(UncertaintyHead):
         with self.tap:
             seg_logits = self.head.predict(inputs, *args)
             _, raw, _ = self._tapped(inputs)
-        maps = resize(self.loss_uncertainty.decode(raw), seg_logits.shape[2:],
-                      mode='bilinear', align_corners=self.align_corners)
-        return torch.cat([seg_logits, maps.to(seg_logits.dtype)], 1)
+        return torch.cat([seg_logits, self._maps(seg_logits, raw)], 1)
+
+
+def softmax_entropy(logits: Tensor) -> Tensor:
+    """H[softmax(z)] over dim 1 (B, C, H, W) → (B, H, W), as log S − Σ_c e_c
+    (z_c − m) / S with m = max_c z_c, e_c = exp(z_c − m), S = Σ_c e_c: one
+    log per pixel instead of one per class (−Σ p log p).
+
+    The max and the sums run class by class over (B, H, W) maps rather than
+    as reductions over the channel axis: ONNX Runtime reduces over a middle
+    axis through transposes, and at 256x512 with 19 classes (one thread) the
+    reductions took 17 ms against 6 ms for this form, where the plain member
+    costs 18 ms; eager PyTorch gives 6 ms either way on one thread.
+    """
+    classes = logits.unbind(1)
+    top = classes[0]
+    for z in classes[1:]:
+        top = torch.maximum(top, z)
+    total = weighted = torch.zeros_like(top)
+    for z in classes:
+        shifted = z - top
+        weight = shifted.exp()
+        total = total + weight
+        weighted = weighted + weight * shifted
+    return total.log() - weighted / total
+
+
+def _check_derived(derived: tuple[str, ...], names: tuple[str, ...]) -> tuple[str, ...]:
+    """Derived maps must be derivable, among ``names``, and have what they
+    are derived from regressed."""
+    for name in derived:
+        if name not in DERIVABLE:
+            raise ValueError(f'DualHead: derived_names holds {name!r}; only '
+                             f'{sorted(DERIVABLE)} can be derived')
+        if name not in names:
+            raise ValueError(f'DualHead: derived map {name!r} is not in '
+                             f'uncertainty_names {list(names)}; add it there')
+        if DERIVABLE[name] not in names or DERIVABLE[name] in derived:
+            raise ValueError(f'DualHead: {name!r} is derived from a regressed '
+                             f'{DERIVABLE[name]!r}; add {DERIVABLE[name]!r} to '
+                             f'uncertainty_names')
+    return derived
 
 
 def _check_decode_head(head: nn.Module, cfg: ConfigType) -> None:

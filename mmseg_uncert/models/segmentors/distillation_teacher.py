@@ -110,7 +110,11 @@ def feature_taps(teacher: PredictiveSegmentor) -> list[HeadTap]:
                          'the teacher\'s features, and a TTASegmentor teacher\'s '
                          'flipped views give mirrored ones; use flips=(False,) '
                          'with scales only, or drop pairwise_loss and mimic_loss')
-    models = list(teacher.members) if hasattr(teacher, 'members') else [teacher.model]
+    if isinstance(teacher, TTASegmentor):
+        # views outer, models inner: the k-th map is model k mod M's
+        models = teacher.view_models
+    else:
+        models = list(teacher.members) if hasattr(teacher, 'members') else [teacher.model]
     if any((m.test_cfg or {}).get('mode', 'whole') != 'whole' for m in models):
         raise ValueError('EnsembleDistiller: pair-wise KD and feature mimic need the '
                          "teacher in whole-image inference (test_cfg mode='whole')")

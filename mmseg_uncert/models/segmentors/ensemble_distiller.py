@@ -72,8 +72,10 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
             raises. A training config leaves it out (``{}``).
         kd_loss, pairwise_loss, mimic_loss: the distillation loss configs,
             or None (mimic's channels are filled in).
-        uncertainty_targets: ``{channel name: teacher map name}``, by default
-            the same name; ``class_std/<c>`` is the members' spread of class c.
+        uncertainty_targets: ``{channel name: teacher map name}`` for the
+            DualHead's regressed channels (its derived maps have no target),
+            by default the same name; ``class_std/<c>`` is the members'
+            spread of class c.
         teacher_autocast: run the teacher under autocast even when the
             student trains in full precision.
         pseudo_label_threshold: on target batches, pixels where the teacher's
@@ -133,7 +135,7 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
         targets = dict(uncertainty_targets or {})
         self.uncertainty_targets = {
             name: targets.get(name, name)
-            for name in (head.uncertainty_names if self.with_uncertainty else ())}
+            for name in (head.regressed_names if self.with_uncertainty else ())}
         check_targets(self.uncertainty_targets, self.num_classes)
         with mmseg_scope():
             self.kd_loss = MODELS.build(kd_loss) if kd_loss else None
@@ -290,7 +292,7 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
                 fit(logits), fit(teacher.mean_log_prob), where)
         if raw is not None:
             target = torch.stack([teacher.maps[self.uncertainty_targets[name]]
-                                  for name in head.uncertainty_names], 1)
+                                  for name in head.regressed_names], 1)
             # at the branch's own resolution, the teacher's maps averaged
             # over each output cell: upsampling bins x channels raw outputs
             # to the label's size would cost more than the rest of the step

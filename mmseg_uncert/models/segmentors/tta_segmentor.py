@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 
 from ..decode_heads.uncertainty_head import split_outputs, uncertainty_names
 from .cascade import final_head
+from .ensemble_segmentor import EnsembleSegmentor
 from .members import build_member
 from .predictive_segmentor import PredictiveSegmentor, class_probabilities
 
@@ -69,6 +70,17 @@ class TTASegmentor(PredictiveSegmentor):
     'TTASegmentor', ...))``) and a test model of its own (``tools/test.py``
     without ``--tta``: the views are made on the test batch).
 
+    With ``members`` instead of ``model``, every member of an ensemble sees
+    every view (views outer, members inner): M·V maps p_mv, folded the same
+    way. Their mutual information splits by the chain rule into the
+    members' disagreement and the views' within a member,
+
+        I(y; m, v) = I(y; m) + I(y; v | m),
+
+    with I(y; m) = H[p̄] − (1/M) Σ_m H[p̄_m], p̄_m = (1/V) Σ_v p_mv, the
+    epistemic map of an ensemble of the members' TTA predictions. The
+    teacher costs M·V forward passes.
+
     A padded batch is rescaled and flipped with its padding (a flipped view
     sees it on the other side); the maps cover the whole grid, as an
     ensemble's do, and distillation leaves batch padding out.
@@ -80,6 +92,10 @@ class TTASegmentor(PredictiveSegmentor):
                                 'fast-scnn_1xb4-1k_synthetic-128x256.py',
                                 checkpoint='work_dirs/.../iter_1000.pth'),
                      scales=(0.75, 1.0, 1.25), flips=(False, True))
+        # TTA of an ensemble
+        model = dict(type='TTASegmentor',
+                     members=[dict(config=..., checkpoint=...), ...],
+                     scales=(1.0, ), flips=(False, True))
 
     Args:
         model: the segmentor, as an ensemble member is given:
@@ -87,27 +103,48 @@ class TTASegmentor(PredictiveSegmentor):
         scales: rescaling factors of the views; the default is the
             ``img_ratios`` of ``configs/_base_/datasets/synthetic_streets.py``.
         flips: whether a view is flipped horizontally (False, True or both).
+        members: instead of ``model``, the member specs of an ensemble (see
+            :class:`~.ensemble_segmentor.EnsembleSegmentor`), each seeing
+            every view.
         test_cfg, data_preprocessor, untrained: see
             :class:`~.predictive_segmentor.PredictiveSegmentor`.
     """
 
     def __init__(self,
-                 model: dict[str, Any] | str,
+                 model: dict[str, Any] | str | None = None,
                  scales: Sequence[float] = (0.75, 1.0, 1.25),
                  flips: Sequence[bool] = (False, True),
+                 members: Sequence[dict[str, Any] | str] | None = None,
                  test_cfg: dict | None = None,
                  data_preprocessor: dict | None = None,
                  **untrained: Any) -> None:
         init_cfg = self.check_untrained_arguments('TTASegmentor', untrained)
         scales, flips = tuple(float(s) for s in scales), tuple(bool(f) for f in flips)
         check_views(scales, flips, 'TTASegmentor')
-        segmentor, info = build_member(model, 'TTA model', test_cfg)
+        if (model is None) == (members is None):
+            raise ValueError('TTASegmentor: give either model (one segmentor) or '
+                             'members (an ensemble\'s member specs), not both')
+        if members is not None:
+            segmentor = EnsembleSegmentor(members, test_cfg, data_preprocessor)
+            info = dict(segmentor.member_info[0],
+                        data_preprocessor=segmentor.data_preprocessor_cfg)
+        else:
+            segmentor, info = build_member(model, 'TTA model', test_cfg)
         self._init_around(segmentor, info, data_preprocessor, init_cfg)
-        if not callable(getattr(segmentor, 'inference', None)):  # e.g. an ensemble
+        if not all(callable(getattr(m, 'inference', None)) for m in self.view_models):
             raise TypeError(f"TTASegmentor: {info['source']} builds a "
                             f"{type(segmentor).__name__}, which has no inference(inputs, "
-                            f"metas) giving class logits; wrap one EncoderDecoder")
+                            f"metas) giving class logits; wrap one EncoderDecoder, or "
+                            f"give an ensemble's specs as members")
         self.scales, self.flips = scales, flips
+
+    @property
+    def view_models(self) -> list[nn.Module]:
+        """The segmentors that see every view: the ensemble's members, or the
+        one model."""
+        if isinstance(self.model, EnsembleSegmentor):
+            return list(self.model.members)
+        return [self.model]
 
     @property
     def num_views(self) -> int:
@@ -116,7 +153,8 @@ class TTASegmentor(PredictiveSegmentor):
 
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:
-        """The V views' class probabilities (B, C, H, W) on the input's grid."""
+        """The V views' class probabilities (B, C, H, W) on the input's grid,
+        for each view those of every member (M·V maps)."""
         size = tuple(inputs.shape[2:])
         for scale in self.scales:
             shape = view_size(size, scale)
@@ -124,17 +162,18 @@ class TTASegmentor(PredictiveSegmentor):
                 inputs, shape, mode='bilinear', align_corners=False)
             for flip in self.flips:
                 view = scaled.flip(3) if flip else scaled
-                # the head resizes its output to pad_shape (else img_shape):
-                # the view's own size; fresh dicts, since slide inference
-                # overwrites img_shape
-                metas = [dict(m, img_shape=shape, pad_shape=shape)
-                         for m in batch_img_metas]
-                # an uncertainty head's model gives its class logits first
-                logits, _ = split_outputs(self.model.inference(view, metas),
-                                          uncertainty_names(final_head(self.model)))
-                if flip:
-                    logits = logits.flip(3)
-                if shape != size:
-                    logits = resize(logits, size, mode='bilinear',
-                                    align_corners=self.align_corners)
-                yield class_probabilities(self.model, logits)
+                for model in self.view_models:
+                    # the head resizes its output to pad_shape (else img_shape):
+                    # the view's own size; fresh dicts, since slide inference
+                    # overwrites img_shape
+                    metas = [dict(m, img_shape=shape, pad_shape=shape)
+                             for m in batch_img_metas]
+                    # an uncertainty head's model gives its class logits first
+                    logits, _ = split_outputs(model.inference(view, metas),
+                                              uncertainty_names(final_head(model)))
+                    if flip:
+                        logits = logits.flip(3)
+                    if shape != size:
+                        logits = resize(logits, size, mode='bilinear',
+                                        align_corners=self.align_corners)
+                    yield class_probabilities(model, logits)

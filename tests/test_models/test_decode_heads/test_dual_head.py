@@ -165,3 +165,63 @@ def test_a_head_config_that_is_not_a_decode_head_names_the_key():
 def test_empty_or_repeated_uncertainty_names_are_refused(names, match):
     with mmseg_scope(), pytest.raises(ValueError, match=match):
         MODELS.build(dict(type='DualHead', head=_fcn(), uncertainty_names=names))
+
+
+def test_derived_aleatoric_is_the_entropy_of_the_prediction_less_the_epistemic():
+    with mmseg_scope():
+        torch.manual_seed(0)
+        dual = MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'],
+                                 uncertainty_names=('epistemic', 'aleatoric'),
+                                 derived_names=('aleatoric', )))
+    assert dual.regressed_names == ('epistemic', )
+    assert dual.out_channels == 4 + 2
+    dual.eval()
+    x = _features(5)
+    metas = [dict(img_shape=(128, 128), pad_shape=(128, 128))] * 2
+    with torch.no_grad():
+        logits, raw, _ = dual.forward_with_uncertainty(x)
+        assert raw.shape[1] == 64  # one regressed map, 64 bins
+        # by hand: softmax entropy at the output's size, epistemic resized there
+        for out, scores in ((dual(x), logits),
+                            (dual.predict(x, metas, dict()),
+                             torch.nn.functional.interpolate(
+                                 logits, size=(128, 128), mode='bilinear',
+                                 align_corners=False))):
+            prob = scores.double().softmax(1)
+            total = -(prob * prob.log()).sum(1)
+            epistemic = torch.nn.functional.interpolate(
+                dual.loss_uncertainty.decode(raw), size=scores.shape[2:],
+                mode='bilinear', align_corners=False)[:, 0].double()
+            assert torch.allclose(out[:, :4], scores, atol=1e-5)
+            assert torch.allclose(out[:, 4].double(), epistemic, atol=1e-5)
+            assert torch.allclose(out[:, 5].double(), (total - epistemic).clamp_min(0),
+                                  atol=1e-5)
+    # where the regressed epistemic exceeds the entropy the aleatoric is 0, not < 0
+    scores = torch.tensor([[[[20.0]], [[0.0]], [[0.0]], [[0.0]]]])
+    raw = torch.full((1, 64, 1, 1), -30.0)
+    raw[0, 40] = 30.0  # epistemic at bin 40's centre, far above H ~ 0
+    assert dual._maps(scores, raw)[0, 1].item() == 0.0
+
+
+@pytest.mark.parametrize('names,derived,match', [
+    (('epistemic', 'aleatoric'), ('total', ), r"only \['aleatoric'\] can be derived"),
+    (('epistemic', ), ('aleatoric', ), "not in uncertainty_names"),
+    (('std', 'aleatoric'), ('aleatoric', ), "derived from a regressed 'epistemic'"),
+])
+def test_derived_names_that_cannot_be_derived_are_refused(names, derived, match):
+    with mmseg_scope(), pytest.raises(ValueError, match=match):
+        MODELS.build(dict(type='DualHead', head=_fcn(), uncertainty_names=names,
+                          derived_names=derived))
+
+
+def test_value_ranges_must_fit_the_regressed_maps():
+    loss = dict(type='UncertaintyRegressionLoss', value_range=[(0.0, 1.1), (0.0, 2.0)])
+    with mmseg_scope():
+        MODELS.build(dict(type='DualHead', head=_fcn(), loss_uncertainty=loss,
+                          uncertainty_names=('epistemic', 'aleatoric')))
+        with pytest.raises(ValueError, match=r"2 entries for the 1 regressed maps "
+                                             r"\['epistemic'\] \(derived, not regressed: "
+                                             r"\['aleatoric'\]\)"):
+            MODELS.build(dict(type='DualHead', head=_fcn(), loss_uncertainty=loss,
+                              uncertainty_names=('epistemic', 'aleatoric'),
+                              derived_names=('aleatoric', )))

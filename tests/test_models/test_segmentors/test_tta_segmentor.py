@@ -111,3 +111,47 @@ def test_distiller_with_a_tta_teacher_trains_on_the_naive_views(tmp_path):
     model.teacher.flips = (False, )
     taps = feature_taps(model.teacher)
     assert [t.classifier for t in taps] == [model.teacher.model.decode_head.conv_seg]
+
+
+def test_tta_of_an_ensemble_folds_every_member_on_every_view(tmp_path):
+    specs, models = [], []
+    for seed in (4, 5):
+        with mmseg_scope():
+            model = _sharpen(MODELS.build(member_model_cfg(5)), seed=seed)
+        path = str(tmp_path / f'member_{seed}.pth')
+        torch.save(dict(state_dict=model.state_dict(), meta={}), path)
+        specs.append(dict(model=member_model_cfg(5), checkpoint=path))
+        models.append(model.eval())
+    tta = MODELS.build(dict(type='TTASegmentor', members=specs, scales=(0.5, 1.0),
+                            flips=(False, True)))
+    inputs = torch.randn(2, 3, 32, 64, generator=torch.Generator().manual_seed(1))
+    samples = [SegDataSample(metainfo=dict(ori_shape=(32, 64), img_shape=(32, 64),
+                                           pad_shape=(32, 64), padding_size=[0, 0, 0, 0]))
+               for _ in range(2)]
+    with torch.no_grad():
+        merged = tta.predict(inputs, samples)
+        probs = {}  # (member, view) -> p
+        for v, (size, flip) in enumerate([(s, f) for s in ((16, 32), (32, 64))
+                                          for f in (False, True)]):
+            x = F.interpolate(inputs, size=size, mode='bilinear', align_corners=False)
+            for m, model in enumerate(models):
+                logits = _logits(model, torch.flip(x, dims=[3]) if flip else x)
+                logits = torch.flip(logits, dims=[3]) if flip else logits
+                probs[m, v] = F.interpolate(logits, size=(32, 64), mode='bilinear',
+                                            align_corners=False).softmax(1)
+    naive = _naive_maps(list(probs.values()))
+    for i, sample in enumerate(merged):
+        _assert_maps(sample, {k: v[i] for k, v in naive.items()})
+    # the chain rule: I(y; m, v) = I(y; m) + I(y; v | m), I(y; m) the epistemic
+    # map of the two members' view-averaged predictions
+    per_member = [_naive_maps([probs[m, v] for v in range(4)]) for m in range(2)]
+    between = _naive_maps([pm['mean'].float() for pm in per_member])['epistemic']
+    within = sum(pm['epistemic'] for pm in per_member) / 2
+    assert torch.allclose(naive['epistemic'], between + within, atol=1e-10)
+    # feature taps follow the maps' order: views outer, members inner
+    tta.flips = (False, )
+    taps = feature_taps(tta)
+    assert [t.classifier for t in taps] == [m.decode_head.conv_seg
+                                            for m in tta.model.members]
+    with pytest.raises(ValueError, match='either model .* or members'):
+        MODELS.build(dict(type='TTASegmentor', model=specs[0], members=specs))
