@@ -97,33 +97,12 @@ def side_by_side_timing(run: DemoRun) -> dict | None:
     return timing
 
 
-def epistemic_correlation(run: DemoRun) -> float | None:
-    """Pearson correlation of the student's epistemic map with the
-    ensemble's over every evaluated pixel of val and ood (None when a map
-    file is missing)."""
-    ours, theirs = [], []
-    for split in SPLITS:
-        files = [osp.join(run.work_dir, 'eval', split, name, 'maps.npz')
-                 for name in ('student', 'ensemble')]
-        if not all(osp.isfile(f) for f in files):
-            return None
-        with np.load(files[0]) as a, np.load(files[1]) as b:
-            if 'epistemic' not in a.files or 'epistemic' not in b.files:
-                return None
-            if list(a['img_paths']) != list(b['img_paths']):
-                raise ValueError(f'{files[0]} and {files[1]} hold other images')
-            ours.append(torch.from_numpy(a['epistemic'].astype(np.float32)))
-            theirs.append(torch.from_numpy(b['epistemic'].astype(np.float32)))
-    return map_correlations(torch.cat(ours), torch.cat(theirs))['pearson']
-
-
-def epistemic_floor(run: DemoRun) -> tuple[float, float] | None:
-    """The median of the student's epistemic map over the val pixels where
-    its teacher's is below :data:`EPISTEMIC_FLOOR`, and the share of val
-    pixels that are (None when a map file is missing)."""
-    teacher = run.distilled_from
-    files = [osp.join(run.work_dir, 'eval', 'val', name, 'maps.npz')
-             for name in ('student', teacher)]
+def epistemic_maps(run: DemoRun, split: str, student: str, reference: str
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The saved epistemic maps (``eval/<split>/<model>/maps.npz``) of two
+    models over the same pixels, as float32; None when a file or map is missing."""
+    files = [osp.join(run.work_dir, 'eval', split, name, 'maps.npz')
+             for name in (student, reference)]
     if not all(osp.isfile(f) for f in files):
         return None
     with np.load(files[0]) as a, np.load(files[1]) as b:
@@ -131,11 +110,32 @@ def epistemic_floor(run: DemoRun) -> tuple[float, float] | None:
             return None
         if list(a['img_paths']) != list(b['img_paths']):
             raise ValueError(f'{files[0]} and {files[1]} hold other images')
-        quiet = b['epistemic'].astype(np.float32) < EPISTEMIC_FLOOR
-        if not quiet.any():
-            return None
-        return (float(np.median(a['epistemic'].astype(np.float32)[quiet])),
-                float(quiet.mean()))
+        return a['epistemic'].astype(np.float32), b['epistemic'].astype(np.float32)
+
+
+def epistemic_correlation(run: DemoRun) -> float | None:
+    """Pearson correlation of the student's epistemic map with the
+    ensemble's over every evaluated pixel of val and ood (None when a map
+    file is missing)."""
+    pairs = [epistemic_maps(run, split, 'student', 'ensemble') for split in SPLITS]
+    if any(pair is None for pair in pairs):
+        return None
+    return map_correlations(torch.from_numpy(np.concatenate([p[0] for p in pairs])),
+                            torch.from_numpy(np.concatenate([p[1] for p in pairs])))['pearson']
+
+
+def epistemic_floor(run: DemoRun) -> tuple[float, float] | None:
+    """The median of the student's epistemic map over the val pixels where
+    its teacher's is below :data:`EPISTEMIC_FLOOR`, and the share of val
+    pixels that are (None when a map file is missing or no pixel is)."""
+    pair = epistemic_maps(run, 'val', 'student', run.distilled_from)
+    if pair is None:
+        return None
+    ours, teachers = pair
+    quiet = teachers < EPISTEMIC_FLOOR
+    if not quiet.any():
+        return None
+    return float(np.median(ours[quiet])), float(quiet.mean())
 
 
 def best_teacher(summaries: dict[str, ModelSummary], teachers: tuple[str, ...],

@@ -225,3 +225,17 @@ def test_value_ranges_must_fit_the_regressed_maps():
             MODELS.build(dict(type='DualHead', head=_fcn(), loss_uncertainty=loss,
                               uncertainty_names=('epistemic', 'aleatoric'),
                               derived_names=('aleatoric', )))
+
+
+def test_softmax_entropy_against_the_formula_and_at_extreme_logits():
+    from mmseg_uncert.models.decode_heads.dual_head import softmax_entropy
+    logits = torch.randn(2, 7, 5, 6, generator=torch.Generator().manual_seed(0)) * 4
+    prob = logits.double().softmax(1)
+    expected = -(prob * prob.log()).sum(1)
+    assert torch.allclose(softmax_entropy(logits).double(), expected, atol=1e-5)
+    # no overflow: one class at +1000 gives 0 nats; equal logits give log C
+    sure = torch.tensor([1000.0, -1000.0, 0.0]).view(1, 3, 1, 1)
+    assert softmax_entropy(sure).item() == pytest.approx(0.0, abs=1e-6)
+    equal = torch.full((1, 4, 1, 1), 500.0)
+    assert softmax_entropy(equal).item() == pytest.approx(torch.log(torch.tensor(4.0)).item(),
+                                                          rel=1e-6)

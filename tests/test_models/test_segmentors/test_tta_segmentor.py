@@ -124,10 +124,7 @@ def test_tta_of_an_ensemble_folds_every_member_on_every_view(tmp_path):
         models.append(model.eval())
     tta = MODELS.build(dict(type='TTASegmentor', members=specs, scales=(0.5, 1.0),
                             flips=(False, True)))
-    inputs = torch.randn(2, 3, 32, 64, generator=torch.Generator().manual_seed(1))
-    samples = [SegDataSample(metainfo=dict(ori_shape=(32, 64), img_shape=(32, 64),
-                                           pad_shape=(32, 64), padding_size=[0, 0, 0, 0]))
-               for _ in range(2)]
+    inputs, samples = _batch()
     with torch.no_grad():
         merged = tta.predict(inputs, samples)
         probs = {}  # (member, view) -> p
