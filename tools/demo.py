@@ -1,6 +1,6 @@
 """The main job on the embedded benchmark, from nothing to a report.
 
-    python tools/demo.py             # 13 to 19 min on 2 CPU cores (work_dirs/demo)
+    python tools/demo.py             # about 18 min on 2 CPU cores (work_dirs/demo)
     python tools/demo.py --quick     # a smoke run: small data, 20-iteration schedules
 
 Steps, each one of this package's tools, so that what the demo does is what
