@@ -133,9 +133,12 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
                                                  data_preprocessor))
         # a DirichletHead's maps follow from its logits: no target to regress
         targets = dict(uncertainty_targets or {})
-        self.uncertainty_targets = {
-            name: targets.get(name, name)
-            for name in (head.regressed_names if self.with_uncertainty else ())}
+        regressed = head.regressed_names if self.with_uncertainty else ()
+        if set(targets) - set(regressed):
+            raise ValueError(f'EnsembleDistiller: uncertainty_targets names channels '
+                             f'{sorted(set(targets) - set(regressed))} that the student '
+                             f'does not regress; its regressed maps are {list(regressed)}')
+        self.uncertainty_targets = {name: targets.get(name, name) for name in regressed}
         check_targets(self.uncertainty_targets, self.num_classes)
         with mmseg_scope():
             self.kd_loss = MODELS.build(kd_loss) if kd_loss else None

@@ -152,3 +152,10 @@ def test_per_class_spread_targets_of_the_forum_baseline(tmp_path):
     with pytest.raises(ValueError, match=r"no teacher map named \['class_std/5'\].*class_std/4"):
         with mmseg_scope():
             MODELS.build(ConfigDict(cfg))
+    # a target for a channel the student does not regress is named, not ignored
+    cfg.update(uncertainty_targets={'aleatoric': 'aleatoric'})
+    with pytest.raises(ValueError, match=r"channels \['aleatoric'\] that the student "
+                                         r"does not regress; its regressed maps are "
+                                         r"\['std_0'"):
+        with mmseg_scope():
+            MODELS.build(ConfigDict(cfg))
