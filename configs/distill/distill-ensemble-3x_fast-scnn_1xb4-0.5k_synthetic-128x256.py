@@ -35,15 +35,20 @@ model = dict(
         head={{_base_.model.decode_head}},
         uncertainty_names=('epistemic', 'aleatoric'),
         derived_names=('aleatoric', ),
+        # the teacher's aleatoric map is still regressed, as an auxiliary
+        # target: without it the student's softmax came out less calibrated
+        # (val ECE 0.0269 against 0.0203 on the demo's members, 2026-12-07)
+        regress_derived=True,
         # a little cheaper than a dense 3x3 branch on this light network
         branch_conv='depthwise_separable',
         # mutual information of M = 3 members is at most ln 3 = 1.10 nats;
-        # bins equal in its square root resolve the many values near 0, and
+        # the members' expected entropy rarely exceeds 2 nats (ln 19 = 2.94);
+        # bins equal in the square root resolve the many values near 0, and
         # the median of the predicted bins stays near 0 where the teacher's
         # map is (the mean carries the small chance of a high value)
         loss_uncertainty=dict(type='UncertaintyRegressionLoss',
                               form='distribution',
-                              value_range=(0.0, 1.1),
+                              value_range=[(0.0, 1.1), (0.0, 2.0)],
                               value_scale='sqrt',
                               estimate='median')),
     kd_loss=dict(type='PixelKDLoss', temperature=1.0),

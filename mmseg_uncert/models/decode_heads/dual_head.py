@@ -78,6 +78,9 @@ class DualHead(UncertaintyHead):
         derived_names: those of ``uncertainty_names`` computed from the others
             and the prediction instead of regressed: ``('aleatoric',)``
             (needs ``'epistemic'``) or none.
+        regress_derived: also regress the derived maps from the teacher, as
+            auxiliary targets whose loss shapes the shared features; the
+            outputs stay the derived maps.
         branch_channels: width of the branch's hidden layer.
         branch_conv: the hidden layer's 3x3 convolution, ``'conv'`` (dense)
             or ``'depthwise_separable'`` (depthwise 3x3 then pointwise 1x1,
@@ -95,6 +98,7 @@ class DualHead(UncertaintyHead):
                  head: ConfigType,
                  uncertainty_names: Sequence[str] = ('std', ),
                  derived_names: Sequence[str] = (),
+                 regress_derived: bool = False,
                  branch_channels: int = 64,
                  branch_conv: str = 'conv',
                  loss_uncertainty: ConfigType = dict(type='UncertaintyRegressionLoss'),
@@ -124,6 +128,10 @@ class DualHead(UncertaintyHead):
         self.loss_uncertainty = MODELS.build(loss_uncertainty)
         self.uncertainty_names = tuple(uncertainty_names)
         self.derived_names = _check_derived(tuple(derived_names), self.uncertainty_names)
+        if regress_derived and not self.derived_names:
+            raise ValueError('DualHead: regress_derived=True regresses the derived maps '
+                             'as auxiliary targets, and derived_names is empty')
+        self.regress_derived = regress_derived
         if self.derived_names and isinstance(self.tap, MaskQueryTap):
             raise ValueError(f'DualHead: derived_names={list(self.derived_names)} take '
                              f'the entropy of softmax(logits), and '
@@ -151,7 +159,10 @@ class DualHead(UncertaintyHead):
     @property
     def regressed_names(self) -> tuple[str, ...]:
         """The maps the branch regresses (its outputs, the distillation
-        targets), in channel order: ``uncertainty_names`` less the derived."""
+        targets), in channel order: ``uncertainty_names`` less the derived
+        (all of them with ``regress_derived``)."""
+        if self.regress_derived:
+            return self.uncertainty_names
         return tuple(n for n in self.uncertainty_names if n not in self.derived_names)
 
     def _maps(self, scores: Tensor, raw: Tensor) -> Tensor:
@@ -167,8 +178,8 @@ class DualHead(UncertaintyHead):
         regressed = dict(zip(self.regressed_names, maps.unbind(1)))
         total = softmax_entropy(at_least_float32(scores))
         derived = {'aleatoric': (total - regressed['epistemic']).clamp_min(0)}
-        return torch.stack([regressed.get(n, derived.get(n)) for n in self.uncertainty_names],
-                           1).to(scores.dtype)
+        return torch.stack([derived[n] if n in derived else regressed[n]
+                            for n in self.uncertainty_names], 1).to(scores.dtype)
 
     @property
     def feature_channels(self) -> int:

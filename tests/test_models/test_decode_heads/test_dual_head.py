@@ -239,3 +239,31 @@ def test_softmax_entropy_against_the_formula_and_at_extreme_logits():
     equal = torch.full((1, 4, 1, 1), 500.0)
     assert softmax_entropy(equal).item() == pytest.approx(torch.log(torch.tensor(4.0)).item(),
                                                           rel=1e-6)
+
+
+def test_regressed_derived_maps_are_auxiliary_targets_and_outputs_stay_derived():
+    loss = dict(type='UncertaintyRegressionLoss', value_range=[(0.0, 1.1), (0.0, 2.0)])
+    with mmseg_scope():
+        torch.manual_seed(0)
+        dual = MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'],
+                                 uncertainty_names=('epistemic', 'aleatoric'),
+                                 derived_names=('aleatoric', ), regress_derived=True,
+                                 loss_uncertainty=loss))
+        with pytest.raises(ValueError, match='regress_derived=True .* derived_names is empty'):
+            MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'], regress_derived=True))
+    # both maps are regressed (the distillation's targets), 2 x 64 raw channels
+    assert dual.regressed_names == ('epistemic', 'aleatoric')
+    dual.eval()
+    x = _features(6)
+    with torch.no_grad():
+        logits, raw, _ = dual.forward_with_uncertainty(x)
+        out = dual(x)
+    assert raw.shape[1] == 128
+    decoded = dual.loss_uncertainty.decode(raw)
+    prob = logits.double().softmax(1)
+    total = -(prob * prob.log()).sum(1)
+    # the output is the regressed epistemic and the derived aleatoric, not the regressed one
+    assert torch.allclose(out[:, 4], decoded[:, 0], atol=1e-6)
+    assert torch.allclose(out[:, 5].double(), (total - decoded[:, 0].double()).clamp_min(0),
+                          atol=1e-5)
+    assert not torch.allclose(out[:, 5], decoded[:, 1], atol=1e-3)
