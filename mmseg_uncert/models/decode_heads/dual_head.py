@@ -168,14 +168,19 @@ class DualHead(UncertaintyHead):
     def _maps(self, scores: Tensor, raw: Tensor) -> Tensor:
         """The K maps (B, K, H, W) at the size of ``scores`` (B, C, H, W):
         the regressed ones decoded at the branch's resolution and resized
-        once, the derived ones computed from them and ``scores``."""
+        once (auxiliary ones left out), the derived ones computed from them
+        and ``scores``."""
         maps = self.loss_uncertainty.decode(raw)
+        kept = [n for n in self.regressed_names if n not in self.derived_names]
+        if len(kept) < maps.shape[1]:
+            # auxiliary targets (regress_derived) are not outputs: not resized
+            maps = maps[:, [self.regressed_names.index(n) for n in kept]]
         if maps.shape[2:] != scores.shape[2:]:
             maps = resize(maps, scores.shape[2:], mode='bilinear',
                           align_corners=self.align_corners)
         if not self.derived_names:
             return maps.to(scores.dtype)
-        regressed = dict(zip(self.regressed_names, maps.unbind(1)))
+        regressed = dict(zip(kept, maps.unbind(1)))
         total = softmax_entropy(at_least_float32(scores))
         derived = {'aleatoric': (total - regressed['epistemic']).clamp_min(0)}
         return torch.stack([derived[n] if n in derived else regressed[n]
