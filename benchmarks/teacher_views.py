@@ -17,8 +17,8 @@ Per teacher:
 
 1. its cost per distillation step: ``teacher_outputs`` (what
    :class:`~mmseg_uncert.models.segmentors.EnsembleDistiller` runs on every
-   batch) on a batch of 4 random 128x256 crops-sized inputs, median of 10
-   after 2 warm-ups, the teachers taking turns;
+   batch) on 4 random inputs of the training crops' size (128x256),
+   median of 10 after 2 warm-ups, the teachers taking turns;
 2. its quality on the first ``--limit`` val and ood images, every pixel
    (:func:`~mmseg_uncert.workflows.split_evaluation.evaluate_model`);
 3. a student distilled from it with the demo's recipe
