@@ -1,6 +1,6 @@
 """Cost at Cityscapes size: training, inference and the metric, against mmseg's own.
 
-    python benchmarks/scale.py             # the full run: about 50 min on 2 CPU cores
+    python benchmarks/scale.py             # the full run: about 60 min on 2 CPU cores
     python benchmarks/scale.py --quick     # every part at a quarter of the size, to try it
     python benchmarks/scale.py --tables    # the markdown tables of the results file
 
@@ -27,8 +27,9 @@ and memory do not depend on the weights; nothing is downloaded):
   as ``tools/test.py`` runs it): both students; ensembles of M = 1, 2, 3, 5
   members (R-50, R-101 cycled; M = 2 is
   ``configs/ensemble/ensemble-2x_deeplabv3plus_r50-r101-d8_cityscapes-512x1024.py``)
-  in whole and slide mode (512x1024 windows, stride 341x683, as that config);
-  MC dropout of the R-50 (20 passes); TTA of the R-50 (6 views: scales
+  in whole and slide mode (512x1024 windows, stride 341x683, as that config),
+  and M = 1, 5 with ``stream_members`` (each member built and loaded from
+  its checkpoint for its pass); MC dropout of the R-50 (20 passes); TTA of the R-50 (6 views: scales
   0.75, 1, 1.25, each flipped or not); both students' ONNX graphs in
   onnxruntime.
 * metric: seconds per image of ``UncertaintyMetric.process`` on the
@@ -36,7 +37,9 @@ and memory do not depend on the weights; nothing is downloaded):
   (a 150-class student of the same architecture), against that student's
   ``test_step``; the once-per-run ``compute_metrics`` apart.
 * growth: the students, one R-50 member and the metric at 256x512,
-  512x1024 and 1024x2048; the ensembles and distillation against M; a plot.
+  512x1024 and 1024x2048, the sizes of each taking turns (the smaller
+  ones several calls per turn); the ensembles and distillation against M;
+  a plot.
 * FLOPs of every model from mmengine's ``FlopAnalyzer`` (it counts one
   multiply-add as one FLOP; the JSON says MACs), composed for ensembles,
   slide windows, MC passes and TTA views, and the GPU time they imply at an
@@ -150,11 +153,13 @@ def timed(call: Callable[[], Any]) -> float:
 
 class Part:
     """One measured thing: its call, what it holds (for the static bytes),
-    and its runs."""
+    and its runs; a timed run makes ``repeat`` calls (small images: several,
+    so that one slow call does not decide the median)."""
 
     def __init__(self, name: str, call: Callable[[], Any], holds: tuple = (),
-                 **info: Any) -> None:
+                 repeat: int = 1, **info: Any) -> None:
         self.name, self.call, self.holds, self.info = name, call, holds, info
+        self.repeat = repeat
         self.seconds: list[float] = []
         self.profiled_seconds: float | None = None
         self.peak_bytes: int | None = None
@@ -169,7 +174,7 @@ class Part:
             print(f'  {self.name}: {seconds:.2f} s, peak {self.peak_bytes / MIB:.0f} MiB',
                   flush=True)
         else:
-            self.seconds.append(timed(self.call))
+            self.seconds += [timed(self.call) for _ in range(self.repeat)]
             print(f'  {self.name}: {self.seconds[-1]:.2f} s', flush=True)
 
     @property
@@ -426,11 +431,17 @@ def main() -> None:
         model.eval()
     inference: list[Part] = []
     growth: list[Part] = []
+
+    def repeats(size: tuple[int, int]) -> int:
+        """Calls per timed run: about half as many as the image is smaller
+        than the full one (8 at 256x512, 2 at 512x1024, 1 at full size)."""
+        return max(1, round(full[0] * full[1] / (size[0] * size[1]) / 2))
+
     for name, model in (('plain student', plain), ('DualHead student', dual)):
         for size in sizes:
             label = name if size == full else f'{name} {size[0]}x{size[1]}'
             part = Part(label, test_call(model, test_data[size]),
-                        (model,), size=list(size))
+                        (model,), repeat=repeats(size), size=list(size))
             (inference if size == full else growth).append(part)
     ensembles = {}
     for mode in ('whole', 'slide'):
@@ -442,11 +453,18 @@ def main() -> None:
             inference.append(Part(f'ensemble M={m} {mode}',
                                   test_call(ensembles[mode, m], test_data[full]),
                                   (ensembles[mode, m],), mode=mode, members=m))
+        # the same members streamed: each built and loaded for its pass
+        for m in (1, 5):
+            streamed = build(dict(type='EnsembleSegmentor', members=members(m, ckpt),
+                                  test_cfg=test_cfg, stream_members=True)).eval()
+            inference.append(Part(f'ensemble M={m} {mode} streamed',
+                                  test_call(streamed, test_data[full]), (streamed,),
+                                  mode=mode, members=m, stream_members=True))
     member_one = ensembles['whole', 1]
-    for size in sizes[:-1]:
+    for size in sizes:
         growth.append(Part(f'R-50 member {size[0]}x{size[1]}',
                            test_call(member_one, test_data[size]), (member_one,),
-                           size=list(size)))
+                           repeat=repeats(size), size=list(size)))
     mc = build(dict(type='MCDropoutSegmentor', model=members(1, ckpt)[0],
                     num_samples=mc_passes)).eval()
     inference.append(Part(f'MC dropout R-50 ({mc_passes} passes)', test_call(mc, test_data[full]),
@@ -462,13 +480,14 @@ def main() -> None:
         for member in ensembles['whole', 2].members:
             member.inference(torch.zeros(1, 3, *crop), [dict(img_shape=crop, pad_shape=crop,
                                                              ori_shape=crop)])
+    # both students and the R-50 member at the three sizes take turns: the
+    # growth with pixels compares calls made side by side (the students'
+    # full-size parts are also their inference rows)
+    print('students and growth', flush=True)
+    take_turns([*inference[:2], *growth], args.rounds)
     print('inference', flush=True)
-    students = inference[:2]
-    take_turns(students, args.rounds)
     for part in inference[2:]:
         part.run(memory=True)
-    print('growth', flush=True)
-    take_turns(growth, args.rounds)
 
     # ONNX graphs of both students (traced at the crop size; height and width
     # are dynamic) run at full size by onnxruntime on all cores
@@ -500,12 +519,17 @@ def main() -> None:
             metric = UncertaintyMetric(scores=SCORES)
             name = f'UncertaintyMetric {classes} classes {size[0]}x{size[1]}'
             metric_parts.append(Part(name, lambda m=metric, d=data, s=samples: m.process(d, s),
-                                     (), classes=classes, size=list(size)))
+                                     (), repeat=repeats(size), classes=classes,
+                                     size=list(size)))
             metric_results[name] = metric
-            if classes == 150:
-                metric_parts.append(Part(f'DualHead student 150 classes {size[0]}x{size[1]}',
-                                         test_call(model, data), (model,), size=list(size)))
+    # the metric's parts take turns among themselves; the 150-class
+    # student's test_step (11 s, 3.7 GiB) would leave each a cold machine
     take_turns(metric_parts, args.rounds)
+    student_150 = Part(f'DualHead student 150 classes {full[0]}x{full[1]}',
+                       test_call(metric_models[150], test_data[full]), (metric_models[150],),
+                       size=list(full))
+    take_turns([student_150], args.rounds)
+    metric_parts.append(student_150)
     compute_seconds = {}
     for name, metric in metric_results.items():
         start = time.perf_counter()
@@ -560,6 +584,9 @@ def report(args: argparse.Namespace, load: float, full: tuple[int, int], crop: t
         names = [CYCLE[i % 2] for i in range(m)]
         implied[f'inference ensemble M={m} whole'] = sum(member_macs[n][F] for n in names)
         implied[f'inference ensemble M={m} slide'] = windows * sum(member_macs[n][C] for n in names)
+        for mode in ('whole', 'slide'):
+            implied[f'inference ensemble M={m} {mode} streamed'] = implied[
+                f'inference ensemble M={m} {mode}']
     implied[f'inference MC dropout R-50 ({mc_passes} passes)'] = mc_passes * member_macs['r50'][F]
     # a view at scale s costs s² of the full-size pass (convolutions)
     implied['inference TTA R-50 (6 views)'] = round(
@@ -595,8 +622,11 @@ def report(args: argparse.Namespace, load: float, full: tuple[int, int], crop: t
     goal('DualHead student ONNX / plain student ONNX (onnxruntime)',
          onnx_rows['DualHead student']['seconds'] / onnx_rows['plain student']['seconds'], 1.15)
     for mode in ('whole', 'slide'):
-        goal(f'ensemble peak memory M=5 / M=1 ({mode})',
+        goal(f'ensemble peak memory M=5 / M=1 ({mode}, members resident)',
              inf[f'ensemble M=5 {mode}']['peak_mib'] / inf[f'ensemble M=1 {mode}']['peak_mib'], 1.3)
+        goal(f'ensemble peak memory M=5 / M=1 ({mode}, stream_members)',
+             inf[f'ensemble M=5 {mode} streamed']['peak_mib']
+             / inf[f'ensemble M=1 {mode} streamed']['peak_mib'], 1.3)
     m19 = met[f'UncertaintyMetric 19 classes {F}']['seconds']
     m150 = met[f'UncertaintyMetric 150 classes {F}']['seconds']
     goal('UncertaintyMetric / DualHead student test_step, 19 classes',
@@ -606,7 +636,7 @@ def report(args: argparse.Namespace, load: float, full: tuple[int, int], crop: t
     pairs = {
         'plain student': (grow[f'plain student {small}'], inf['plain student']),
         'DualHead student': (grow[f'DualHead student {small}'], inf['DualHead student']),
-        'R-50 member': (grow[f'R-50 member {small}'], inf['ensemble M=1 whole']),
+        'R-50 member': (grow[f'R-50 member {small}'], grow[f'R-50 member {F}']),
         'UncertaintyMetric 19 classes': (met[f'UncertaintyMetric 19 classes {small}'],
                                          met[f'UncertaintyMetric 19 classes {F}']),
     }
@@ -673,13 +703,17 @@ def tables(result: dict) -> str:
         out.append(f"| {row['classes']} classes, {size} | {row['seconds']:.3f} | {mib(row)} "
                    f"| {step:.2f} |")
     inf = result['inference']
-    out += ['', '| ensemble memory, M = 5 / M = 1 | peak | peak less weights and buffers |',
-            '| --- | ---: | ---: |']
+    out += ['', '| ensemble memory, M = 5 / M = 1 | members resident | less their weights '
+            'and buffers | stream_members | time, streamed / resident (M = 5) |',
+            '| --- | ---: | ---: | ---: | ---: |']
     for mode in ('whole', 'slide'):
         five, one = inf[f'ensemble M=5 {mode}'], inf[f'ensemble M=1 {mode}']
         activations = ((five['peak_mib'] - five['static_mib'])
                        / (one['peak_mib'] - one['static_mib']))
-        out.append(f"| {mode} | {five['peak_mib'] / one['peak_mib']:.2f} | {activations:.2f} |")
+        s5, s1 = inf[f'ensemble M=5 {mode} streamed'], inf[f'ensemble M=1 {mode} streamed']
+        out.append(f"| {mode} | {five['peak_mib'] / one['peak_mib']:.2f} | {activations:.2f} | "
+                   f"{s5['peak_mib'] / s1['peak_mib']:.2f} | "
+                   f"{s5['seconds'] / five['seconds']:.2f} |")
     out += ['', '| goal | measured | limit | met |', '| --- | ---: | ---: | :---: |']
     for g in result['goals']:
         limit = g['limit'] if not isinstance(g['limit'], list) else '–'.join(map(str, g['limit']))
@@ -698,10 +732,10 @@ def plot(result: dict, path: str) -> None:
     series = {
         'plain student': lambda s: f'plain student {s}' if s != F else 'plain student',
         'DualHead student': lambda s: f'DualHead student {s}' if s != F else 'DualHead student',
-        'R-50 member': lambda s: f'R-50 member {s}' if s != F else 'ensemble M=1 whole',
+        'R-50 member': lambda s: f'R-50 member {s}',
         'UncertaintyMetric (19 classes)': lambda s: f'UncertaintyMetric 19 classes {s}',
     }
-    sizes = sorted({tuple(r['size']) for r in result['growth'].values()} | {tuple(result['image'])})
+    sizes = sorted({tuple(r['size']) for r in result['growth'].values()})
     pixels = [h * w for h, w in sizes]
     for label, key in series.items():
         names = [key(f'{h}x{w}') for h, w in sizes]

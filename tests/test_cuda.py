@@ -11,6 +11,10 @@ import sys
 import pytest
 import torch
 
+from mmseg.registry import MODELS
+
+from mmseg_uncert.models.segmentors import mmseg_scope
+
 from conftest import ROOT, run_tool, tool_env
 from helpers.device_checks import (INFERENCE_ONLY, SEGMENTORS, batch, build_segmentor,
                                    evaluate, run_steps, scores_of, train_step)
@@ -285,3 +289,31 @@ def test_anomaly_metric_on_cuda_equals_the_cpu_result():
         assert gpu.keys() == cpu.keys()
         for key, value in cpu.items():
             assert gpu[key] == pytest.approx(value, rel=1e-6, nan_ok=True), key
+
+
+def test_streamed_ensemble_holds_one_member_on_the_gpu(tmp_path):
+    """stream_members=True on CUDA: the resident ensemble's maps, with the
+    GPU holding one member's weights at a time instead of all four."""
+    specs = [dict(model=member_model_cfg(),
+                  checkpoint=save_member(str(tmp_path / f'm{i}.pth'), seed=i))
+             for i in range(4)]
+    x = torch.randn(1, 3, 256, 512, device=CUDA)
+    metas = [dict(ori_shape=(256, 512), img_shape=(256, 512), pad_shape=(256, 512))]
+    peaks, outs = {}, {}
+    for stream in (False, True):
+        with mmseg_scope():
+            model = MODELS.build(dict(type='EnsembleSegmentor', members=specs,
+                                      stream_members=stream)).to(CUDA)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad():
+            outs[stream] = model.encode_decode(x, metas)
+        torch.cuda.synchronize()
+        peaks[stream] = torch.cuda.max_memory_allocated()
+        if not stream:
+            member_bytes = sum(p.numel() * p.element_size()
+                               for p in model.members[0].parameters())
+        del model
+    assert torch.allclose(outs[True], outs[False], atol=1e-5)
+    # three members' weights fewer on the device (half of one for slack)
+    assert peaks[True] <= peaks[False] - 2.5 * member_bytes, (peaks, member_bytes)

@@ -79,7 +79,10 @@ class PredictiveStatistics:
                     f'{tuple(self.mean_prob.shape)}')
             delta = prob - self.mean_prob
             self.mean_prob.add_(delta, alpha=1.0 / (self.count + 1))
-            self.squared_deviation.addcmul_(delta, prob - self.mean_prob)
+            # (p − mean_old)(p − mean_new) = δ²·n/(n+1): one full-size
+            # temporary fewer than forming p − mean_new
+            self.squared_deviation.addcmul_(delta, delta,
+                                            value=self.count / (self.count + 1))
             self.sum_entropy += entropy(prob)
         if self.count == 255 and self.votes.dtype == torch.uint8:
             self.votes = self.votes.to(torch.int32)

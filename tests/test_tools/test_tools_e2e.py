@@ -301,7 +301,8 @@ def test_train_and_test_through_the_tools(tiny_data_root, tmp_path):
 def test_test_tool_show_dir_draws_the_maps(tiny_data_root, tmp_path):
     """tools/test.py --show-dir with the visualizer set by --cfg-options:
     one picture per test image (the first 2), image | prediction | ground
-    truth | 5 maps."""
+    truth | 5 maps. The ensemble streams its members (stream_members): the
+    runner moves, evaluates and draws a model that keeps no member."""
     cfg = write_tiny_config(str(tmp_path / 'tiny.py'), tiny_data_root, max_iters=2,
                             uncertainty_gt=False)
     members = [dict(model=member_model_cfg(19),
@@ -309,7 +310,8 @@ def test_test_tool_show_dir_draws_the_maps(tiny_data_root, tmp_path):
                for i in range(2)]
     ens = tmp_path / 'ensemble.py'
     ens.write_text(f"_base_ = [{cfg!r}]\nmodel = dict(_delete_=True, "
-                   f"type='EnsembleSegmentor', members={members!r})\n"
+                   f"type='EnsembleSegmentor', members={members!r}, "
+                   "stream_members=True)\n"
                    "test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU'])]\n")
     work = tmp_path / 'work'
     run_tool(['tools/test.py', str(ens), 'none', '--work-dir', str(work),

@@ -72,6 +72,11 @@ def build_teacher(teacher: Any, num_classes: int | None = None,
                         f'test-time augmentation of a training batch use '
                         f'TTASegmentor (UncertaintyTTAModel is the wrapper of '
                         f'tools/test.py --tta, on pipeline views)')
+    if getattr(model, 'stream_members', False):
+        raise ValueError('EnsembleDistiller: the teacher has stream_members=True, '
+                         'which builds and loads every member for each pass: each '
+                         'training step, and its members could be neither frozen '
+                         'nor tapped; set stream_members=False')
     if num_classes is not None and model.num_classes != num_classes:
         infos = getattr(model, 'member_info', None) or [getattr(model, 'info', {})]
         sources = ', '.join(str(i.get('source')) for i in infos)

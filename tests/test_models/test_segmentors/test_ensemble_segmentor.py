@@ -145,6 +145,63 @@ def test_bad_members_are_named(tmp_path):
                           members=[dict(config='no/such.py', checkpoint=None)]))
 
 
+def test_streamed_members_give_the_same_maps_one_member_at_a_time(tmp_path, monkeypatch):
+    """stream_members=True: the same outputs as resident members, no weight
+    kept between passes, each member freed before the next is built, and
+    the process's random stream untouched by the rebuilding."""
+    import gc
+    import weakref
+    from mmseg_uncert.models.segmentors import ensemble_segmentor
+    specs = member_specs(tmp_path, 3)
+    resident = MODELS.build(dict(type='EnsembleSegmentor', members=specs))
+    streamed = MODELS.build(dict(type='EnsembleSegmentor', members=specs,
+                                 stream_members=True))
+    # nothing but the input normalisation's mean and std
+    assert list(streamed.parameters()) == []
+    assert [name for name, _ in streamed.named_buffers()] == [
+        'data_preprocessor.mean', 'data_preprocessor.std']
+    assert streamed.state_dict() == {}
+    built = []
+
+    def recording_build(*args, **kwargs):
+        model, info = build_member(*args, **kwargs)
+        built.append(weakref.ref(model))
+        return model, info
+
+    monkeypatch.setattr(ensemble_segmentor, 'build_member', recording_build)
+    inputs = _inputs()
+    metas = [s.metainfo for s in _samples(2, ori_shape=(32, 64))]
+    torch.manual_seed(7)
+    rng = torch.get_rng_state()
+    with torch.no_grad():
+        for index, _ in enumerate(streamed.member_probabilities(inputs, metas)):
+            gc.collect()
+            # the member of this pass was freed as it yielded; none is alive
+            assert len(built) == index + 1
+            assert all(ref() is None for ref in built)
+    assert torch.equal(torch.get_rng_state(), rng)
+    samples = _samples(2, ori_shape=(32, 64))
+    out_s = streamed.predict(inputs, copy.deepcopy(samples))
+    out_r = resident.predict(inputs, copy.deepcopy(samples))
+    for a, b in zip(out_s, out_r):
+        assert torch.equal(a.seg_logits.data, b.seg_logits.data)
+        for name in UNCERTAINTY_NAMES:
+            assert torch.equal(getattr(a.pred_uncertainty, name),
+                               getattr(b.pred_uncertainty, name)), name
+    # a member without a checkpoint would get new random weights each pass
+    unsaved = dict(model=member_model_cfg(5), checkpoint=None)
+    with pytest.raises(ValueError, match=r'member\(s\) \[1\] have none.*checkpoint'):
+        MODELS.build(dict(type='EnsembleSegmentor', members=[specs[0], unsaved],
+                          stream_members=True))
+    # neither a distillation teacher nor the ensemble of a TTA model streams
+    from mmseg_uncert.models.segmentors.distillation_teacher import build_teacher
+    streamed_cfg = dict(type='EnsembleSegmentor', members=specs, stream_members=True)
+    with pytest.raises(ValueError, match='stream_members=True.*training step'):
+        build_teacher(streamed_cfg)
+    with pytest.raises(ValueError, match='TTASegmentor: its ensemble streams'):
+        MODELS.build(dict(type='TTASegmentor', model=dict(model=streamed_cfg)))
+
+
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
 def test_ensemble_over_mixed_architectures_and_a_cascade(mode, tmp_path):
     """p̄ is the mean of the members' own softmaxes (each run alone, by mmseg's
