@@ -3,6 +3,7 @@
     python benchmarks/scale.py             # the full run: about 60 min on 2 CPU cores
     python benchmarks/scale.py --quick     # every part at a quarter of the size, to try it
     python benchmarks/scale.py --tables    # the markdown tables of the results file
+    python benchmarks/scale.py --readme    # the README's short table of it
 
 One run in one process. What it measures, with seeded random weights (time
 and memory do not depend on the weights; nothing is downloaded):
@@ -325,10 +326,12 @@ def main() -> None:
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results', 'scale.json'))
     parser.add_argument('--tables', action='store_true',
                         help='print the markdown tables of the results file --out and stop')
+    parser.add_argument('--readme', action='store_true',
+                        help="print the README's short table of the results file --out and stop")
     args = parser.parse_args()
-    if args.tables:
+    if args.tables or args.readme:
         with open(args.out) as f:
-            print(tables(json.load(f)))
+            print((tables if args.tables else readme_table)(json.load(f)))
         return
 
     import mmseg
@@ -490,20 +493,24 @@ def main() -> None:
         part.run(memory=True)
 
     # ONNX graphs of both students (traced at the crop size; height and width
-    # are dynamic) run at full size by onnxruntime on all cores
-    onnx_rows = {}
+    # are dynamic) run at full size by onnxruntime on all cores, taking turns
     image = torch.rand(1, 3, *full, generator=torch.Generator().manual_seed(1)) * 255
+    graphs = {}
     for name, model in (('plain student', plain), ('DualHead student', dual)):
         path = osp.join(work, f'{name.split()[0]}.onnx')
         written = export_onnx(model, path, shape=crop)
         session = onnx_session(path, torch.get_num_threads())
         feed = {written.input_name: image.numpy()}
-        session.run(None, feed)
-        runs = [timed(lambda: session.run(None, feed)) for _ in range(1 + args.rounds)]
-        onnx_rows[name] = dict(seconds=round(statistics.median(runs), 3),
-                               seconds_runs=[round(s, 3) for s in runs],
-                               outputs=written.output_names)
-        print(f'  onnx {name}: {onnx_rows[name]["seconds"]} s', flush=True)
+        session.run(None, feed)  # warm-up
+        graphs[name] = (session, feed, written.output_names, [])
+    for _ in range(1 + 2 * args.rounds):
+        for name, (session, feed, _, runs) in graphs.items():
+            runs.append(timed(lambda: session.run(None, feed)))
+    onnx_rows = {name: dict(seconds=round(statistics.median(runs), 3),
+                            seconds_runs=[round(s, 3) for s in runs], outputs=outputs)
+                 for name, (_, _, outputs, runs) in graphs.items()}
+    for name, row in onnx_rows.items():
+        print(f'  onnx {name}: {row["seconds"]} s', flush=True)
 
     # --------------------------------------------------------------- metric
     print('metric', flush=True)
@@ -719,6 +726,37 @@ def tables(result: dict) -> str:
         limit = g['limit'] if not isinstance(g['limit'], list) else '–'.join(map(str, g['limit']))
         out.append(f"| {g['goal']} | {g['value']} | {limit} | {'yes' if g['met'] else '**no**'} |")
     return '\n'.join(out)
+
+
+def readme_table(result: dict) -> str:
+    """The README's short table: what a user choosing between plain mmseg
+    training and our distillation, and sizing an ensemble, asks first."""
+    t, i = result['training'], result['inference']
+    met = result['metric']['parts']
+    F = 'x'.join(map(str, result['image']))
+    crop = 'x'.join(map(str, result['crop']))
+
+    def row(what: str, part: dict, per: str) -> str:
+        seconds = part['seconds']
+        shown = f'{seconds:.1f}' if seconds >= 1 else f'{seconds:.2f}'
+        return f"| {what} | {shown} s / {per} | {part['peak_mib'] / 1024:.2f} |"
+
+    lines = ['| part (2 CPU cores, float32) | time | peak GiB |', '| --- | ---: | ---: |',
+             row(f'training step, batch 2 of {crop}: the student as plain mmseg trains it',
+                 t['plain student'], 'iteration'),
+             row('… distilled from 2 teachers (R-50, R-101: the shipped config)',
+                 t['distillation M=2'], 'iteration'),
+             row(f'inference, {F}: the plain student', i['plain student'], 'image'),
+             row('… the `DualHead` student (segmentation and uncertainty)',
+                 i['DualHead student'], 'image'),
+             row('… ensemble of 2 (the shipped config, whole image)',
+                 i['ensemble M=2 whole'], 'image'),
+             row('… ensemble of 5, members resident', i['ensemble M=5 whole'], 'image'),
+             row('… ensemble of 5, `stream_members=True`',
+                 i['ensemble M=5 whole streamed'], 'image'),
+             row('`UncertaintyMetric`, 19 classes, five scores',
+                 met[f'UncertaintyMetric 19 classes {F}'], 'image')]
+    return '\n'.join(lines)
 
 
 def plot(result: dict, path: str) -> None:

@@ -45,11 +45,11 @@ class EnsembleSegmentor(PredictiveSegmentor):
     With ``stream_members=True`` no member stays in memory: each is built and
     loaded from its checkpoint for its pass and freed after it, so memory
     holds one member's weights at a time, whatever M. The price is building
-    and loading every member for every batch (about 1.2 s for a DeepLabV3+
-    R-50 and 1.5 s for an R-101 on 2 CPU cores, against 22 s for the R-50's
-    pass over a 1024x2048 image there; ``benchmarks/scale.py`` measures both):
-    for when memory, not time, is the limit, such as a large ensemble on a
-    small GPU or laptop. The outputs are the same.
+    and loading every member for every batch: for DeepLabV3+ R-50/R-101
+    members on 1024x2048 images, 2 CPU cores, 1.07x the resident time at
+    M = 5, and 2.92 instead of 3.64 GiB (``benchmarks/scale.py``). It is for
+    when memory, not time, is the limit, such as a large ensemble on a small
+    GPU or a laptop. The outputs are the same.
 
     Args:
         members: one spec per member (see :func:`~.members.build_member`).
@@ -110,12 +110,15 @@ class EnsembleSegmentor(PredictiveSegmentor):
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:
         for index in range(len(self.member_info)):
-            member = self._member(index, inputs.device)
-            prob = class_probabilities(
-                member, member.inference(inputs, fresh_metas(batch_img_metas)))
-            # a streamed member is freed before the next one is built
-            del member
-            yield prob
+            # nothing of a pass outlives its yield: a streamed member is freed
+            # before the next one is built, and each map once it is folded in
+            yield self._member_probabilities(index, inputs, batch_img_metas)
+
+    def _member_probabilities(self, index: int, inputs: Tensor,
+                              batch_img_metas: list[dict]) -> Tensor:
+        member = self._member(index, inputs.device)
+        return class_probabilities(
+            member, member.inference(inputs, fresh_metas(batch_img_metas)))
 
     def _member(self, index: int, device: torch.device) -> nn.Module:
         """Member ``index``: the resident one, or (streamed) built and loaded

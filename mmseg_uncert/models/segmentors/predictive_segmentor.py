@@ -107,6 +107,7 @@ class PredictiveSegmentor(BaseSegmentor):
         with torch.no_grad():
             for prob in self.member_probabilities(inputs, batch_img_metas):
                 stats.add(prob)
+                del prob  # not kept alive through the next member's pass
         return stats
 
     @staticmethod

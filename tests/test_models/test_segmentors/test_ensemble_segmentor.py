@@ -152,7 +152,7 @@ def test_streamed_members_give_the_same_maps_one_member_at_a_time(tmp_path, monk
     import gc
     import weakref
     from mmseg_uncert.models.segmentors import ensemble_segmentor
-    specs = member_specs(tmp_path, 3)
+    specs = member_specs(tmp_path, 2)
     resident = MODELS.build(dict(type='EnsembleSegmentor', members=specs))
     streamed = MODELS.build(dict(type='EnsembleSegmentor', members=specs,
                                  stream_members=True))
