@@ -6,8 +6,10 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config
+from mmengine.device import get_device
 from mmengine.logging import print_log
 from mmengine.runner import Runner
+from torch import nn
 
 from mmseg.registry import RUNNERS
 
@@ -23,8 +25,12 @@ class CompatRunner(Runner):
     and ``mim train`` honour the key). Under ``torchrun`` without a GPU it
     starts a gloo process group and wraps the model in DDP without device ids;
     without a GPU it also keeps freed memory in the process
-    (:func:`~.cpu_memory.keep_freed_memory`: steps up to twice as fast); on
-    GPUs it is exactly mmengine's Runner.
+    (:func:`~.cpu_memory.keep_freed_memory`: steps up to twice as fast).
+    Under a launcher, a model with no parameter to train (an
+    ``EnsembleSegmentor`` that streams its members holds none) is not
+    wrapped: PyTorch's DDP refuses such a module, and testing needs no
+    gradients to synchronise. Otherwise, on GPUs, it is exactly mmengine's
+    Runner.
     """
 
     @classmethod
@@ -35,6 +41,13 @@ class CompatRunner(Runner):
             print_log('CPU run: freed memory is kept in the process (glibc mallopt), '
                       'so steps do not fault it in again', logger='current')
         return super().from_cfg(cfg)
+
+    def wrap_model(self, model_wrapper_cfg: dict | None, model: nn.Module) -> nn.Module:
+        if self.distributed and not any(p.requires_grad for p in model.parameters()):
+            print_log(f'{type(model).__name__} has no parameter to train: each process '
+                      f'runs it unwrapped (no DistributedDataParallel)', logger='current')
+            return model.to(get_device())
+        return super().wrap_model(model_wrapper_cfg, model)
 
 
 def build_runner(cfg: Config) -> Runner:
