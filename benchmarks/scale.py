@@ -4,6 +4,7 @@
     python benchmarks/scale.py --quick     # every part at a quarter of the size, to try it
     python benchmarks/scale.py --tables    # the markdown tables of the results file
     python benchmarks/scale.py --readme    # the README's short table of it
+    python benchmarks/scale.py --plot      # draw scale.png again from the results file
 
 One run in one process. What it measures, with seeded random weights (time
 and memory do not depend on the weights; nothing is downloaded):
@@ -328,10 +329,16 @@ def main() -> None:
                         help='print the markdown tables of the results file --out and stop')
     parser.add_argument('--readme', action='store_true',
                         help="print the README's short table of the results file --out and stop")
+    parser.add_argument('--plot', action='store_true',
+                        help='draw the figure of the results file --out again and stop')
     args = parser.parse_args()
-    if args.tables or args.readme:
+    if args.tables or args.readme or args.plot:
         with open(args.out) as f:
-            print((tables if args.tables else readme_table)(json.load(f)))
+            result = json.load(f)
+        if args.plot:
+            plot(result, args.out[:-len('.json')] + '.png')
+        else:
+            print((tables if args.tables else readme_table)(result))
         return
 
     import mmseg
@@ -760,11 +767,11 @@ def readme_table(result: dict) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-    """Time and memory against pixels (log-log) and against M."""
+    """Time and memory against pixels (log-log), and against M."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     F = 'x'.join(map(str, result['image']))
     rows = {**result['growth'], **result['inference'], **result['metric']['parts']}
     series = {
@@ -797,7 +804,17 @@ def plot(result: dict, path: str) -> None:
                              + result['training'][f'teacher forward M={m}']['seconds']
                              for m in (1, 2, 3)], 'k:', label='plain step + teacher forwards')
     axes[2].set(xlabel='members M (R-50, R-101 cycled)', ylabel='seconds',
-                title=f'cost vs M ({F} inference; training: batch 2)')
+                title=f'time vs M ({F} inference; training: batch 2)')
+    inf = result['inference']
+    for mode, colour in (('whole', 'C0'), ('slide', 'C1')):
+        axes[3].plot(ms, [inf[f'ensemble M={m} {mode}']['peak_mib'] / 1024 for m in ms],
+                     'o-', color=colour, label=f'ensemble {mode}, members resident')
+        axes[3].plot((1, 5), [inf[f'ensemble M={m} {mode} streamed']['peak_mib'] / 1024
+                              for m in (1, 5)],
+                     'D', color=colour,  # M = 1 and 5 only: no line between them
+                     label=f'ensemble {mode}, stream_members (M = 1, 5)')
+    axes[3].set(xlabel='members M (R-50, R-101 cycled)', ylabel='peak tensor GiB',
+                title=f'ensemble memory vs M ({F} inference)')
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which='both')
