@@ -44,8 +44,9 @@ class CompatRunner(Runner):
 
     def wrap_model(self, model_wrapper_cfg: dict | None, model: nn.Module) -> nn.Module:
         if self.distributed and not any(p.requires_grad for p in model.parameters()):
-            print_log(f'{type(model).__name__} has no parameter to train: each process '
-                      f'runs it unwrapped (no DistributedDataParallel)', logger='current')
+            print_log(f'{type(model).__name__} has no parameter to train: each '
+                      f'process runs it unwrapped (no DistributedDataParallel)',
+                      logger='current')
             return model.to(get_device())
         return super().wrap_model(model_wrapper_cfg, model)
 

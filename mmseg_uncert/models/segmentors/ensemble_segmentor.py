@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from mmseg.registry import MODELS
 
-from .members import build_member, mmseg_scope
+from .members import build_member, load_config, mmseg_scope
 from .predictive_segmentor import PredictiveSegmentor, class_probabilities, fresh_metas
 
 _NORMALISATION_KEYS = ('mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr')
@@ -102,10 +102,12 @@ class EnsembleSegmentor(PredictiveSegmentor):
         self.align_corners = models[0].align_corners
         self.out_channels = models[0].out_channels
         self.stream_members = stream_members
-        self.member_specs = [(spec, test_cfg) for spec in members]
         # streamed members are not child modules: nothing of theirs is kept,
-        # moved to a device or saved with the ensemble
+        # moved to a device or saved with the ensemble; their config files
+        # are read here once, not at every pass
         self.members = None if stream_members else nn.ModuleList(models)
+        self.member_specs = ([_inline(spec, test_cfg) for spec in members]
+                             if stream_members else None)
 
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:
@@ -125,12 +127,24 @@ class EnsembleSegmentor(PredictiveSegmentor):
         from its checkpoint on ``device``."""
         if self.members is not None:
             return self.members[index]
-        spec, test_cfg = self.member_specs[index]
         # building draws random initial weights, which the checkpoint then
         # replaces: the process's random stream is left as it was
         with torch.random.fork_rng(devices=[]):
-            model, _ = build_member(spec, f'ensemble member {index}', test_cfg)
+            model, _ = build_member(self.member_specs[index], f'ensemble member {index}')
         return model.to(device)
+
+
+def _inline(spec: dict[str, Any], test_cfg: dict | None) -> dict[str, Any]:
+    """A member spec with its config file read into an inline model dict
+    (``dict(model=..., checkpoint=...)``), so that building it again reads
+    no file; ``test_cfg``, when given, replaces the member's (as
+    :func:`~.members.build_member` does)."""
+    inline = {key: value for key, value in spec.items() if key != 'config'}
+    if 'config' in spec:
+        inline['model'] = load_config(spec['config']).model.to_dict()
+    if test_cfg is not None:
+        inline['test_cfg'] = test_cfg
+    return inline
 
 
 def _check_compatible(infos: list[dict], role: str) -> None:

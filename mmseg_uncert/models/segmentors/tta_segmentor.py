@@ -143,7 +143,7 @@ class TTASegmentor(PredictiveSegmentor):
         """The segmentors that see every view: the ensemble's members, or the
         one model."""
         if isinstance(self.model, EnsembleSegmentor):
-            if self.model.members is None:
+            if self.model.stream_members:
                 raise ValueError('TTASegmentor: its ensemble streams its members '
                                  '(stream_members=True), so they cannot see every '
                                  'view in turn; give TTASegmentor members=[...]')

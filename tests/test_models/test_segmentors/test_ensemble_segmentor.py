@@ -147,12 +147,17 @@ def test_bad_members_are_named(tmp_path):
 
 def test_streamed_members_give_the_same_maps_one_member_at_a_time(tmp_path, monkeypatch):
     """stream_members=True: the same outputs as resident members, no weight
-    kept between passes, each member freed before the next is built, and
-    the process's random stream untouched by the rebuilding."""
+    kept between passes, each member freed before the next is built, no
+    config file read again, and the process's random stream untouched by
+    the rebuilding."""
     import gc
     import weakref
-    from mmseg_uncert.models.segmentors import ensemble_segmentor
+    from mmseg_uncert.models.segmentors import ensemble_segmentor, members
     specs = member_specs(tmp_path, 2)
+    # the second member from a config file
+    config = tmp_path / 'member_1.py'
+    config.write_text(f'model = {specs[1]["model"]!r}\n')
+    specs[1] = dict(config=str(config), checkpoint=specs[1]['checkpoint'])
     resident = MODELS.build(dict(type='EnsembleSegmentor', members=specs))
     streamed = MODELS.build(dict(type='EnsembleSegmentor', members=specs,
                                  stream_members=True))
@@ -168,7 +173,11 @@ def test_streamed_members_give_the_same_maps_one_member_at_a_time(tmp_path, monk
         built.append(weakref.ref(model))
         return model, info
 
+    def no_file(path):
+        raise AssertionError(f'{path} read at a pass')
+
     monkeypatch.setattr(ensemble_segmentor, 'build_member', recording_build)
+    monkeypatch.setattr(members, 'load_config', no_file)
     inputs = _inputs()
     metas = [s.metainfo for s in _samples(2, ori_shape=(32, 64))]
     torch.manual_seed(7)
@@ -188,6 +197,7 @@ def test_streamed_members_give_the_same_maps_one_member_at_a_time(tmp_path, monk
         for name in UNCERTAINTY_NAMES:
             assert torch.equal(getattr(a.pred_uncertainty, name),
                                getattr(b.pred_uncertainty, name)), name
+    monkeypatch.undo()  # the builds below read their config files
     # a member without a checkpoint would get new random weights each pass
     unsaved = dict(model=member_model_cfg(5), checkpoint=None)
     with pytest.raises(ValueError, match=r'member\(s\) \[1\] have none.*checkpoint'):
