@@ -220,6 +220,12 @@ def test_score_bins_keep_the_order_and_a_relative_width_of_2_to_the_minus_10():
     assert torch.equal(F.score_bins(positive, signed=False),
                        F.score_bins(positive) - F.ZERO_BIN)
     assert F.score_bins(positive, signed=False).max() < F.NUM_NONNEGATIVE_BINS
+    # negative scores mirror the positive ones around the zero bin, -0.0 and
+    # float32's subnormals included
+    tiny = torch.tensor([0.0, 1e-45, 1e-40, 2.0**-126])
+    for v in (positive, tiny):
+        assert torch.equal(F.score_bins(-v), 2 * F.ZERO_BIN - F.score_bins(v))
+    assert (F.score_bins(tiny[:3]) == F.ZERO_BIN).all()
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
@@ -238,3 +244,48 @@ def test_max_prob_and_entropy_to_1e_5_relative_down_to_1e_9(dtype, num_classes):
     for name, value in (('max_prob', px.max_prob), ('entropy', px.entropy)):
         relative = np.abs(value.double().numpy() - ref[name])[keep] / ref[name][keep]
         assert relative.max() < 1e-5, name
+
+
+def test_stripe_histograms_of_all_scores_at_once_equal_each_scores_own():
+    """add_stripe_sums bins every score in one scatter; split per score, each
+    histogram equals the one binned on its own: misclassification, patches,
+    OOD and aleatoric rows, a signed map, the two non-negative built-ins, and
+    ignored pixels."""
+    g = torch.Generator().manual_seed(3)
+    C, h, w = 4, 9, 16  # 9 rows: a partial last row of 4x4 patches
+    logits = torch.randn(C, h, w, generator=g) * 4
+    label = torch.randint(0, C, (h, w), generator=g)
+    label[0, :5] = 255
+    # a signed map over many magnitudes, with zeros of both signs
+    magnitude = 10.0 ** torch.randint(-30, 5, (h, w), generator=g).float()
+    epistemic = torch.randn(h, w, generator=g) * magnitude
+    epistemic[1, :2] = torch.tensor([0.0, -0.0])
+    ood = torch.rand(h, w, generator=g) < 0.2
+    aleatoric = (torch.rand(h, w, generator=g) < 0.3).float()
+    scores = ('max_prob', 'entropy', 'epistemic')
+    into = {}
+    F.add_stripe_sums(into, logits, label, {'epistemic': epistemic}, ood, aleatoric,
+                      scores=scores, num_ece_bins=15, patch_size=4, ignore_index=255)
+    F.per_score_histograms(into, scores)
+
+    valid = label != 255
+    px = F.pixel_statistics(logits.reshape(C, -1), torch.where(valid, label, 0).reshape(-1))
+    maps = dict(max_prob=px.max_prob.view(h, w), entropy=px.entropy.view(h, w),
+                epistemic=epistemic)
+    in_dist = valid & ~ood
+    wrong = ~px.correct.view(h, w)
+    count = F.patch_sums(valid.float(), 4)
+    bad = (2 * F.patch_sums((~wrong & valid).float(), 4) < count)[count > 0]
+    for name in scores:
+        signed, score = F.is_signed(name), maps[name]
+        assert into[f'score_sum/{name}'].item() == pytest.approx(
+            score[valid].double().sum().item(), rel=1e-12)
+        expected = {
+            'mis': F.two_class_histogram(score[valid], wrong[valid], signed),
+            'ood': F.two_class_histogram(score[ood | in_dist], ood[ood | in_dist], signed),
+            'aleatoric': F.two_class_histogram(score[in_dist], aleatoric[in_dist] > 0, signed),
+            'patch': F.two_class_histogram(
+                (F.patch_sums(score * valid, 4)[count > 0] / count[count > 0]), bad, signed),
+        }
+        for key, histogram in expected.items():
+            assert torch.equal(into[f'{key}/{name}'], histogram), (key, name)
