@@ -312,13 +312,15 @@ def per_score_histograms(into: dict[str, Tensor], scores: tuple[str, ...]) -> No
     NUM_SCORE_BINS) into one two-row histogram per score, ``into[f'{key}/{s}']``;
     a score that is never negative keeps its bins from :data:`ZERO_BIN` up,
     ``num_score_bins(False)`` of them, as :func:`score_bins` gives it with
-    ``signed=False``."""
+    ``signed=False``. Each is a copy, so that the stacked histograms are
+    freed (a view would keep them, twice the size, in the metric's state)."""
     for key in ('mis', 'patch', 'ood', 'aleatoric'):
         stacked = into.pop(key, None)
         if stacked is None:
             continue
         for name, histogram in zip(scores, stacked):
-            into[f'{key}/{name}'] = histogram if is_signed(name) else histogram[:, ZERO_BIN:]
+            into[f'{key}/{name}'] = (histogram if is_signed(name)
+                                     else histogram[:, ZERO_BIN:]).clone()
 
 
 def _add(into: dict[str, Tensor], key: str, value: Tensor) -> None:

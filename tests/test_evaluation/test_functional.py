@@ -289,3 +289,6 @@ def test_stripe_histograms_of_all_scores_at_once_equal_each_scores_own():
         }
         for key, histogram in expected.items():
             assert torch.equal(into[f'{key}/{name}'], histogram), (key, name)
+            # its own memory: the stacked histograms are not kept alive
+            kept = into[f'{key}/{name}']
+            assert kept.untyped_storage().nbytes() == kept.numel() * kept.element_size()
