@@ -46,9 +46,11 @@ class PredictiveStatistics:
     the maps of the module docstring. The mean and the sum of squared
     deviations are updated by Welford's algorithm (Welford, Technometrics
     1962): sums of p and p² would leave the small spreads of agreeing members
-    to the cancellation of two nearly equal float32 numbers. Memory: three
-    (B, C, H, W) maps (the vote counts in 8 bits up to 255 members) and one
-    (B, H, W) sum.
+    to the cancellation of two nearly equal float32 numbers. Memory: two
+    (B, C, H, W) float maps, one (B, H, W) sum, and the votes: while there
+    are fewer members than classes, each member's prediction (one byte a
+    pixel), then the counts per class (one byte a class and pixel up to 255
+    members).
     """
 
     def __init__(self) -> None:
@@ -56,6 +58,9 @@ class PredictiveStatistics:
         self.mean_prob: Tensor | None = None
         self.squared_deviation: Tensor | None = None
         self.sum_entropy: Tensor | None = None
+        #: each member's prediction (B, 1, H, W), while fewer than the classes
+        self.predictions: list[Tensor] = []
+        #: votes per class (B, C, H, W), from then on
         self.votes: Tensor | None = None
 
     def add(self, prob: Tensor) -> None:
@@ -69,8 +74,6 @@ class PredictiveStatistics:
             self.mean_prob = prob.clone()
             self.squared_deviation = torch.zeros_like(prob)
             self.sum_entropy = entropy(prob)
-            self.votes = torch.zeros(prob.shape, dtype=torch.uint8,
-                                     device=prob.device)
         else:
             if prob.shape != self.mean_prob.shape:
                 raise ValueError(
@@ -84,12 +87,33 @@ class PredictiveStatistics:
             self.squared_deviation.addcmul_(delta, delta,
                                             value=self.count / (self.count + 1))
             self.sum_entropy += entropy(prob)
-        if self.count == 255 and self.votes.dtype == torch.uint8:
-            self.votes = self.votes.to(torch.int32)
-        self.votes.scatter_add_(1, prob.argmax(1, keepdim=True),
-                                self.votes.new_ones(()).expand(
-                                    prob.shape[0], 1, *prob.shape[2:]))
+        prediction = prob.argmax(1, keepdim=True)
+        num_classes = prob.shape[1]
+        if self.votes is None and self.count + 1 < num_classes:
+            # fewer members than classes: their predictions take less memory
+            # than counts per class (5 members, 19 classes: 10 against 38 MiB
+            # at 1024x2048, held through every member's pass)
+            self.predictions.append(
+                prediction.to(torch.uint8 if num_classes <= 256 else torch.int32))
+        else:
+            if self.votes is None:
+                self.votes = self._vote_counts(num_classes)
+                self.predictions = []
+            if self.count == 255 and self.votes.dtype == torch.uint8:
+                self.votes = self.votes.to(torch.int32)
+            _vote(self.votes, prediction)
         self.count += 1
+
+    def _vote_counts(self, num_classes: int) -> Tensor:
+        """The stored predictions' votes per class (B, C, H, W), in 8 bits up
+        to 255 members."""
+        first = self.predictions[0]
+        votes = torch.zeros((first.shape[0], num_classes, *first.shape[2:]),
+                            dtype=torch.uint8 if self.count < 255 else torch.int32,
+                            device=first.device)
+        for prediction in self.predictions:
+            _vote(votes, prediction)
+        return votes
 
     def _check(self) -> None:
         if self.count == 0:
@@ -117,10 +141,19 @@ class PredictiveStatistics:
         pred = mean.argmax(1, keepdim=True)
         variance = self.squared_deviation.gather(1, pred)[:, 0] / self.count
         std = variance.clamp_(min=0).sqrt_()
-        modal = self.votes.amax(1).float()
+        votes = (self.votes if self.votes is not None
+                 else self._vote_counts(self.mean_prob.shape[1]))
+        modal = votes.amax(1).float()
         variation_ratio = 1.0 - modal / self.count
         return dict(total=total, aleatoric=aleatoric, epistemic=epistemic,
                     std=std, variation_ratio=variation_ratio)
+
+
+def _vote(votes: Tensor, prediction: Tensor) -> None:
+    """Add one vote per pixel to ``votes`` (B, C, H, W) at ``prediction``
+    (B, 1, H, W)."""
+    votes.scatter_add_(1, prediction.long(),
+                       votes.new_ones(()).expand(prediction.shape))
 
 
 def dirichlet_uncertainty(log_concentration: Tensor) -> dict[str, Tensor]:

@@ -43,7 +43,7 @@ def _naive(probs) -> dict:
                 variation_ratio=variation_ratio)
 
 
-@pytest.mark.parametrize('m', [1, 3, 5])
+@pytest.mark.parametrize('m', [1, 3, 4, 5, 9])  # C = 4: the votes change form at 4
 def test_streaming_equals_naive_stacking(m):
     probs = _members(m, seed=m)
     stats, naive = _stream(probs), _naive(probs)
@@ -52,6 +52,26 @@ def test_streaming_equals_naive_stacking(m):
     assert set(maps) == set(UNCERTAINTY_NAMES)
     for name in UNCERTAINTY_NAMES:
         assert torch.allclose(maps[name].double(), naive[name], atol=1e-5), name
+
+
+def test_votes_are_kept_as_predictions_while_fewer_members_than_classes():
+    """Up to C − 1 members, one byte a pixel per member; from the C-th on,
+    counts per class; past 255 members the counts widen. The variation
+    ratio is the naive one throughout."""
+    probs = _members(300, seed=2, shape=(1, 4, 2, 3))
+    stats = PredictiveStatistics()
+    for m, p in enumerate(probs, start=1):
+        stats.add(p)
+        if m < 4:
+            assert stats.votes is None and len(stats.predictions) == m
+            assert stats.predictions[-1].dtype == torch.uint8
+        else:
+            assert stats.votes is not None and not stats.predictions
+        if m in (2, 3, 4, 255, 256, 300):
+            naive = _naive(probs[:m])['variation_ratio']
+            assert torch.allclose(stats.decompose()['variation_ratio'].double(),
+                                  naive, atol=1e-6), m
+    assert stats.votes.dtype == torch.int32 and int(stats.votes.sum()) == 300 * 6
 
 
 def test_decomposition_identities():

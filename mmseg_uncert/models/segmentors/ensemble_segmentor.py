@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from mmseg.registry import MODELS
 
 from .members import build_member, load_config, mmseg_scope
-from .predictive_segmentor import PredictiveSegmentor, class_probabilities, fresh_metas
+from .predictive_segmentor import PredictiveSegmentor, class_probabilities
+from .slide_inference import model_inference
 
 _NORMALISATION_KEYS = ('mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr')
 
@@ -120,7 +121,7 @@ class EnsembleSegmentor(PredictiveSegmentor):
                               batch_img_metas: list[dict]) -> Tensor:
         member = self._member(index, inputs.device)
         return class_probabilities(
-            member, member.inference(inputs, fresh_metas(batch_img_metas)))
+            member, model_inference(member, inputs, batch_img_metas))
 
     def _member(self, index: int, device: torch.device) -> nn.Module:
         """Member ``index``: the resident one, or (streamed) built and loaded

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from mmseg.registry import MODELS
 
 from .members import build_member
-from .predictive_segmentor import PredictiveSegmentor, class_probabilities, fresh_metas
+from .predictive_segmentor import PredictiveSegmentor, class_probabilities
+from .slide_inference import model_inference
 
 
 def dropout_layers(model: nn.Module) -> list[nn.Module]:
@@ -87,7 +88,7 @@ class MCDropoutSegmentor(PredictiveSegmentor):
                 layer.train()
             try:
                 for _ in range(self.num_samples):
-                    logits = self.model.inference(inputs, fresh_metas(batch_img_metas))
+                    logits = model_inference(self.model, inputs, batch_img_metas)
                     yield class_probabilities(self.model, logits)
             finally:
                 for layer in self._dropout:

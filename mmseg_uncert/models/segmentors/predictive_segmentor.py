@@ -163,13 +163,6 @@ def batch_metas(inputs: Tensor, data_samples: OptSampleList) -> list[dict]:
                  padding_size=[0, 0, 0, 0])] * inputs.shape[0]
 
 
-def fresh_metas(batch_img_metas: list[dict]) -> list[dict]:
-    """Copies of the image metas for one member's inference: mmseg's slide
-    inference overwrites ``img_shape`` with the crop's, which would change
-    the output size of the next member."""
-    return [dict(meta) for meta in batch_img_metas]
-
-
 def _log_prob(prob: Tensor) -> Tensor:
     """log p with p = 0 mapped to the log of the smallest normal float, so
     that the logits stay finite (the metrics refuse Inf)."""

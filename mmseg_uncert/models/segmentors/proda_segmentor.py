@@ -22,7 +22,7 @@ from ..frozen import FrozenChildren
 from ..precision import at_least_float32
 from ..prototypes import PrototypeBank
 from .members import build_member, mmseg_scope
-from .predictive_segmentor import fresh_metas
+from .slide_inference import model_inference
 from .pseudo_labels import pseudo_labels
 from .deployment import TrainingWrapper
 
@@ -250,7 +250,7 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
     def pseudo_label_probabilities(self, weak: Tensor, metas: list[dict]) -> Tensor:
         """p₀: the frozen warm-up model's softmax on the weak view, at the
         input's size, (B, K, H, W)."""
-        prob0 = self.pseudo_labeller.inference(weak, fresh_metas(metas)).softmax(1)
+        prob0 = model_inference(self.pseudo_labeller, weak, metas).softmax(1)
         size = weak.shape[2:]
         return prob0 if prob0.shape[2:] == size else resize(
             prob0, size, mode='bilinear', align_corners=self.align_corners)

@@ -14,6 +14,7 @@ from .cascade import final_head
 from .ensemble_segmentor import EnsembleSegmentor
 from .members import build_member
 from .predictive_segmentor import PredictiveSegmentor, class_probabilities
+from .slide_inference import model_inference
 
 
 def view_size(size: Sequence[int], scale: float) -> tuple[int, int]:
@@ -168,12 +169,11 @@ class TTASegmentor(PredictiveSegmentor):
                 view = scaled.flip(3) if flip else scaled
                 for model in self.view_models:
                     # the head resizes its output to pad_shape (else img_shape):
-                    # the view's own size; fresh dicts, since slide inference
-                    # overwrites img_shape
+                    # the view's own size
                     metas = [dict(m, img_shape=shape, pad_shape=shape)
                              for m in batch_img_metas]
                     # an uncertainty head's model gives its class logits first
-                    logits, _ = split_outputs(model.inference(view, metas),
+                    logits, _ = split_outputs(model_inference(model, view, metas),
                                               uncertainty_names(final_head(model)))
                     if flip:
                         logits = logits.flip(3)
