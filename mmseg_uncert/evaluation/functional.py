@@ -399,9 +399,14 @@ def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
     patch_count = kept_patches(patch_count)
     in_distribution = valid if ood is None else valid & ~ood
     builtin = dict(max_prob=lambda: px.max_prob, entropy=lambda: px.entropy)
-    # the scores as the rows of one tensor: each step below runs once for all
-    stack = torch.stack([maps[name].reshape(-1) if name in maps else builtin[name]()
-                         for name in scores])
+    # the scores as the rows of one tensor, each step below once for all; in
+    # float32 (the bins' precision), float64 when a map is (its sums stay
+    # exact); a float16 or integer map is widened, never the others narrowed
+    values = [maps[name].reshape(-1) if name in maps else builtin[name]()
+              for name in scores]
+    dtype = (torch.float64 if any(v.dtype == torch.float64 for v in values)
+             else torch.float32)
+    stack = torch.stack([v.to(dtype) for v in values])
     rows = stack if all_valid else stack[:, flat_valid]
     for name, total in zip(scores, rows.sum(1, dtype=torch.float64)):
         _add(into, f'score_sum/{name}', total)

@@ -47,10 +47,10 @@ class PredictiveStatistics:
     deviations are updated by Welford's algorithm (Welford, Technometrics
     1962): sums of p and p² would leave the small spreads of agreeing members
     to the cancellation of two nearly equal float32 numbers. Memory: two
-    (B, C, H, W) float maps, one (B, H, W) sum, and the votes: while there
-    are fewer members than classes, each member's prediction (one byte a
-    pixel), then the counts per class (one byte a class and pixel up to 255
-    members).
+    (B, C, H, W) float maps, one (B, H, W) sum, and the votes: each member's
+    prediction (one byte a pixel, two above 256 classes) while they take
+    less memory than counts per class would, then the counts (one byte a
+    class and pixel up to 255 members).
     """
 
     def __init__(self) -> None:
@@ -89,28 +89,29 @@ class PredictiveStatistics:
             self.sum_entropy += entropy(prob)
         prediction = prob.argmax(1, keepdim=True)
         num_classes = prob.shape[1]
-        if self.votes is None and self.count + 1 < num_classes:
-            # fewer members than classes: their predictions take less memory
-            # than counts per class (5 members, 19 classes: 10 against 38 MiB
-            # at 1024x2048, held through every member's pass)
-            self.predictions.append(
-                prediction.to(torch.uint8 if num_classes <= 256 else torch.int32))
+        label_dtype = torch.uint8 if num_classes <= 256 else torch.int16
+        label_bytes = torch.empty((), dtype=label_dtype).element_size()
+        if self.votes is None and (self.count + 1) * label_bytes < num_classes:
+            # the predictions take less memory than counts per class (5
+            # members, 19 classes: 10 against 38 MiB at 1024x2048, held
+            # through every member's pass)
+            self.predictions.append(prediction.to(label_dtype))
         else:
             if self.votes is None:
-                self.votes = self._vote_counts(num_classes)
+                self.votes = self._vote_counts(num_classes, prediction)
                 self.predictions = []
             if self.count == 255 and self.votes.dtype == torch.uint8:
                 self.votes = self.votes.to(torch.int32)
             _vote(self.votes, prediction)
         self.count += 1
 
-    def _vote_counts(self, num_classes: int) -> Tensor:
+    def _vote_counts(self, num_classes: int, like: Tensor) -> Tensor:
         """The stored predictions' votes per class (B, C, H, W), in 8 bits up
-        to 255 members."""
-        first = self.predictions[0]
-        votes = torch.zeros((first.shape[0], num_classes, *first.shape[2:]),
+        to 255 members; ``like`` is a prediction (B, 1, H, W), for the shape
+        (there may be none stored yet: a single-channel model)."""
+        votes = torch.zeros((like.shape[0], num_classes, *like.shape[2:]),
                             dtype=torch.uint8 if self.count < 255 else torch.int32,
-                            device=first.device)
+                            device=like.device)
         for prediction in self.predictions:
             _vote(votes, prediction)
         return votes
@@ -142,7 +143,7 @@ class PredictiveStatistics:
         variance = self.squared_deviation.gather(1, pred)[:, 0] / self.count
         std = variance.clamp_(min=0).sqrt_()
         votes = (self.votes if self.votes is not None
-                 else self._vote_counts(self.mean_prob.shape[1]))
+                 else self._vote_counts(self.mean_prob.shape[1], self.predictions[0]))
         modal = votes.amax(1).float()
         variation_ratio = 1.0 - modal / self.count
         return dict(total=total, aleatoric=aleatoric, epistemic=epistemic,

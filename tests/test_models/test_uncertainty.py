@@ -74,6 +74,25 @@ def test_votes_are_kept_as_predictions_while_fewer_members_than_classes():
     assert stats.votes.dtype == torch.int32 and int(stats.votes.sum()) == 300 * 6
 
 
+def test_votes_of_one_channel_and_of_more_than_256_classes():
+    """One channel: counts from the first member on (variation ratio 0).
+    300 classes: predictions in two bytes, kept while they take less
+    memory than counts (2 bytes x 149 members < 300), then counts."""
+    one = torch.ones(1, 1, 2, 2)
+    assert (_stream([one, one]).decompose()['variation_ratio'] == 0).all()
+    probs = _members(152, seed=4, shape=(1, 300, 1, 2))
+    stats = PredictiveStatistics()
+    for m, p in enumerate(probs, start=1):
+        stats.add(p)
+        assert (stats.votes is None) == (m <= 149), m
+    assert stats.votes is not None
+    stored = _stream(probs[:149])
+    assert stored.predictions[0].dtype == torch.int16
+    for count, s in ((149, stored), (152, stats)):
+        assert torch.allclose(s.decompose()['variation_ratio'].double(),
+                              _naive(probs[:count])['variation_ratio'], atol=1e-6)
+
+
 def test_decomposition_identities():
     maps = _stream(_members(4, seed=9)).decompose()
     assert torch.allclose(maps['total'], maps['aleatoric'] + maps['epistemic'],

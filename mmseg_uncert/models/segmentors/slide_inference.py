@@ -3,16 +3,22 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mmseg.models.segmentors import EncoderDecoder
+
 
 def model_inference(model: nn.Module, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
     """``model.inference(inputs, batch_img_metas)`` of an mmseg segmentor:
     the same logits, whole or slide (``model.test_cfg.mode``); slide by
-    :func:`slide_inference`, which needs less memory. ``batch_img_metas``
-    is left as it was (mmseg's slide inference writes the window's shape
-    into it)."""
-    if model.test_cfg.get('mode', 'whole') == 'slide':
+    :func:`slide_inference`, which needs less memory, where the model runs
+    mmseg's own ``inference`` and ``slide_inference`` (a segmentor with its
+    own keeps them). ``batch_img_metas`` is left as it was (mmseg's slide
+    inference writes the window's shape into it, MaskFormer's head the
+    batch's input shape)."""
+    if (model.test_cfg.get('mode', 'whole') == 'slide'
+            and type(model).inference is EncoderDecoder.inference
+            and type(model).slide_inference is EncoderDecoder.slide_inference):
         return slide_inference(model, inputs, batch_img_metas)
-    return model.inference(inputs, batch_img_metas)
+    return model.inference(inputs, [dict(meta) for meta in batch_img_metas])
 
 
 def slide_inference(model: nn.Module, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
@@ -42,9 +48,12 @@ def slide_inference(model: nn.Module, inputs: Tensor, batch_img_metas: list[dict
             x2 = min(col * w_stride + w_crop, width)
             y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
             window = inputs[:, :, y1:y2, x1:x2]
-            # a torch.Size img_shape is how mmseg's heads know a window: they
-            # resize their output to it (not to pad_shape)
-            metas = [dict(meta, img_shape=window.shape[2:]) for meta in batch_img_metas]
+            # as mmseg: the first image's img_shape becomes the window's, a
+            # torch.Size, which is how its heads know a window (they resize
+            # their output to it, not to pad_shape); copies, so that the
+            # caller's metas stay as they were
+            metas = [dict(meta) for meta in batch_img_metas]
+            metas[0]['img_shape'] = window.shape[2:]
             logits = model.encode_decode(window, metas)
             total[:, :, y1:y2, x1:x2] += logits
             del logits  # not kept through the next window's forward

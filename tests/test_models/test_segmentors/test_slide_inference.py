@@ -33,6 +33,26 @@ def test_the_logits_of_mmseg_slide_inference_bit_for_bit(index):
     assert metas == before  # mmseg writes the window's shape into them
 
 
+def test_a_segmentor_with_its_own_slide_inference_keeps_it():
+    """A subclass that overrides mmseg's slide inference runs its own, on
+    copies of the metas."""
+    with mmseg_scope():
+        model = build_model(member_model_cfg(num_classes=5), seed=0).eval()
+
+    class OwnSlide(type(model)):
+        def slide_inference(self, inputs, batch_img_metas):
+            batch_img_metas[0]['img_shape'] = 'written'
+            return inputs.new_full((1,), 7.0)
+
+    model.__class__ = OwnSlide
+    model.test_cfg = ConfigDict(mode='slide', crop_size=(16, 16), stride=(8, 8))
+    inputs, samples = synthetic_batch(5, (24, 28))
+    metas = [dict(s.metainfo) for s in samples]
+    before = copy.deepcopy(metas)
+    assert model_inference(model, inputs, metas).tolist() == [7.0]
+    assert metas == before
+
+
 def test_an_image_smaller_than_the_window_and_whole_mode():
     """One window, the image itself; whole mode is mmseg's inference."""
     with mmseg_scope():
