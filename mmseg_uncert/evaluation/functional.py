@@ -398,11 +398,11 @@ def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
     inaccurate_patch = kept_patches(2 * patch_sums(right, patch_size) < patch_count)
     patch_count = kept_patches(patch_count)
     in_distribution = valid if ood is None else valid & ~ood
-    builtin = dict(max_prob=lambda: px.max_prob, entropy=lambda: px.entropy)
+    builtin = dict(max_prob=px.max_prob, entropy=px.entropy)
     # the scores as the rows of one tensor, each step below once for all; in
     # float32 (the bins' precision), float64 when a map is (its sums stay
     # exact); a float16 or integer map is widened, never the others narrowed
-    values = [maps[name].reshape(-1) if name in maps else builtin[name]()
+    values = [maps[name].reshape(-1) if name in maps else builtin[name]
               for name in scores]
     dtype = (torch.float64 if any(v.dtype == torch.float64 for v in values)
              else torch.float32)

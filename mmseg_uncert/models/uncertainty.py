@@ -89,8 +89,8 @@ class PredictiveStatistics:
             self.sum_entropy += entropy(prob)
         prediction = prob.argmax(1, keepdim=True)
         num_classes = prob.shape[1]
-        label_dtype = torch.uint8 if num_classes <= 256 else torch.int16
-        label_bytes = torch.empty((), dtype=label_dtype).element_size()
+        label_dtype, label_bytes = ((torch.uint8, 1) if num_classes <= 256
+                                    else (torch.int16, 2))
         if self.votes is None and (self.count + 1) * label_bytes < num_classes:
             # the predictions take less memory than counts per class (5
             # members, 19 classes: 10 against 38 MiB at 1024x2048, held
