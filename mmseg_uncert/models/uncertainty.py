@@ -25,6 +25,8 @@ References:
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import Tensor
 
@@ -56,6 +58,7 @@ class PredictiveStatistics:
     def __init__(self) -> None:
         self.count = 0
         self.mean_prob: Tensor | None = None
+        #: from the second member on
         self.squared_deviation: Tensor | None = None
         self.sum_entropy: Tensor | None = None
         #: each member's prediction (B, 1, H, W), while fewer than the classes
@@ -65,53 +68,101 @@ class PredictiveStatistics:
 
     def add(self, prob: Tensor) -> None:
         """Fold in one member's probabilities (B, C, H, W)."""
-        if prob.dim() != 4:
-            raise ValueError(f'PredictiveStatistics.add expects (B, C, H, W) '
-                             f'probabilities, got shape {tuple(prob.shape)}')
+        _check_4d(prob)
+        self.add_bands([(0, prob)], prob.shape[2])
+
+    def add_bands(self, bands: Iterable[tuple[int, Tensor]], height: int) -> None:
+        """Fold in one member's probabilities given as row bands ``(top,
+        probabilities of rows top..top + h)``, (B, C, h, W), top to bottom,
+        covering rows 0..``height``: the statistics are the same as ``add``'s
+        of the whole map, bit for bit (tested). A slide-mode pass hands its
+        rows over as they are final, so no full-size map of the member is
+        ever held besides the statistics."""
+        row = 0
+        for top, prob in bands:
+            if top != row:
+                raise ValueError(
+                    f'member {self.count}: a band starts at row {top}, the '
+                    f'bands before it end at row {row}; bands go top to bottom '
+                    f'without gaps')
+            self._add_rows(prob, top, height)
+            row = top + prob.shape[2]
+            del prob  # not kept while the next band is computed
+        if row != height:
+            raise ValueError(f'member {self.count}: the bands cover rows 0..{row} '
+                             f'of an image {height} rows high')
+        self.count += 1
+
+    def _add_rows(self, prob: Tensor, top: int, height: int) -> None:
+        """Fold rows top..top + h of the current member's probabilities
+        (B, C, h, W) into the statistics' rows."""
+        _check_4d(prob)
         # float16 members are accumulated in float32 (float64 stays)
         prob = at_least_float32(prob)
+        batch, num_classes, _, width = prob.shape
+        rows = slice(top, top + prob.shape[2])
         if self.mean_prob is None:
-            self.mean_prob = prob.clone()
-            self.squared_deviation = torch.zeros_like(prob)
-            self.sum_entropy = entropy(prob)
+            shape = (batch, num_classes, height, width)
+            self.mean_prob = prob.new_empty(shape)
+            self.sum_entropy = prob.new_empty((batch, height, width))
+        expected = (batch, num_classes, width, height)
+        known = (*self.mean_prob.shape[:2], self.mean_prob.shape[3],
+                 self.mean_prob.shape[2])
+        if known != expected or rows.stop > height:
+            raise ValueError(
+                f'member {self.count} gave probabilities of shape '
+                f'{(batch, num_classes, height, width)}, earlier members '
+                f'{tuple(self.mean_prob.shape)}'
+                + (f' (a band of rows {top}..{rows.stop})' if rows.stop > height else ''))
+        if self.count == 0:
+            self.mean_prob[:, :, rows] = prob
+            self.sum_entropy[:, rows] = entropy(prob)
         else:
-            if prob.shape != self.mean_prob.shape:
-                raise ValueError(
-                    f'member {self.count} gave probabilities of shape '
-                    f'{tuple(prob.shape)}, earlier members '
-                    f'{tuple(self.mean_prob.shape)}')
-            delta = prob - self.mean_prob
-            self.mean_prob.add_(delta, alpha=1.0 / (self.count + 1))
+            if self.squared_deviation is None:
+                # from the second member on: a first member in slide mode
+                # does not hold it through its pass
+                self.squared_deviation = torch.zeros_like(self.mean_prob)
+            mean = self.mean_prob[:, :, rows]
+            delta = prob - mean
+            mean.add_(delta, alpha=1.0 / (self.count + 1))
             # (p − mean_old)(p − mean_new) = δ²·n/(n+1): one full-size
             # temporary fewer than forming p − mean_new
-            self.squared_deviation.addcmul_(delta, delta,
-                                            value=self.count / (self.count + 1))
-            self.sum_entropy += entropy(prob)
+            self.squared_deviation[:, :, rows].addcmul_(
+                delta, delta, value=self.count / (self.count + 1))
+            self.sum_entropy[:, rows] += entropy(prob)
+        if top == 0:
+            self._start_votes()
         prediction = prob.argmax(1, keepdim=True)
-        num_classes = prob.shape[1]
+        if self.votes is None:
+            self.predictions[-1][:, :, rows] = prediction
+        else:
+            _vote(self.votes[:, :, rows], prediction)
+
+    def _start_votes(self) -> None:
+        """Room for the current member's vote: a prediction map while the
+        predictions take less memory than counts per class (5 members, 19
+        classes: 10 against 38 MiB at 1024x2048, held through every member's
+        pass), then the counts."""
+        batch, num_classes, height, width = self.mean_prob.shape
         label_dtype, label_bytes = ((torch.uint8, 1) if num_classes <= 256
                                     else (torch.int16, 2))
         if self.votes is None and (self.count + 1) * label_bytes < num_classes:
-            # the predictions take less memory than counts per class (5
-            # members, 19 classes: 10 against 38 MiB at 1024x2048, held
-            # through every member's pass)
-            self.predictions.append(prediction.to(label_dtype))
-        else:
-            if self.votes is None:
-                self.votes = self._vote_counts(num_classes, prediction)
-                self.predictions = []
-            if self.count == 255 and self.votes.dtype == torch.uint8:
-                self.votes = self.votes.to(torch.int32)
-            _vote(self.votes, prediction)
-        self.count += 1
+            self.predictions.append(torch.empty((batch, 1, height, width), dtype=label_dtype,
+                                                device=self.mean_prob.device))
+            return
+        if self.votes is None:
+            self.votes = self._vote_counts()
+            self.predictions = []
+        if self.count == 255 and self.votes.dtype == torch.uint8:
+            self.votes = self.votes.to(torch.int32)
 
-    def _vote_counts(self, num_classes: int, like: Tensor) -> Tensor:
+    def _vote_counts(self) -> Tensor:
         """The stored predictions' votes per class (B, C, H, W), in 8 bits up
-        to 255 members; ``like`` is a prediction (B, 1, H, W), for the shape
-        (there may be none stored yet: a single-channel model)."""
-        votes = torch.zeros((like.shape[0], num_classes, *like.shape[2:]),
+        to 255 members (there may be none stored yet: a single-channel model)."""
+        batch, num_classes, height, width = self.mean_prob.shape
+        votes = torch.zeros((batch, num_classes, height, width),
                             dtype=torch.uint8 if self.count < 255 else torch.int32,
-                            device=like.device)
+                            device=self.mean_prob.device)
         for prediction in self.predictions:
             _vote(votes, prediction)
         return votes
@@ -129,6 +180,8 @@ class PredictiveStatistics:
         """The members' spread per class, sqrt((1/M) Σ_m (p_m,c − p̄_c)²),
         (B, C, H, W): the target of the forum thread's per-class student."""
         self._check()
+        if self.squared_deviation is None:  # one member: no spread
+            return torch.zeros_like(self.mean_prob)
         return (self.squared_deviation / self.count).clamp(min=0).sqrt()
 
     def decompose(self) -> dict[str, Tensor]:
@@ -140,14 +193,22 @@ class PredictiveStatistics:
         # H[p̄] >= mean H[p_m] by concavity; the clamp only removes rounding
         epistemic = (total - aleatoric).clamp_(min=0)
         pred = mean.argmax(1, keepdim=True)
-        variance = self.squared_deviation.gather(1, pred)[:, 0] / self.count
-        std = variance.clamp_(min=0).sqrt_()
-        votes = (self.votes if self.votes is not None
-                 else self._vote_counts(self.mean_prob.shape[1], self.predictions[0]))
+        if self.squared_deviation is None:  # one member: no spread
+            std = torch.zeros_like(total)
+        else:
+            variance = self.squared_deviation.gather(1, pred)[:, 0] / self.count
+            std = variance.clamp_(min=0).sqrt_()
+        votes = self.votes if self.votes is not None else self._vote_counts()
         modal = votes.amax(1).float()
         variation_ratio = 1.0 - modal / self.count
         return dict(total=total, aleatoric=aleatoric, epistemic=epistemic,
                     std=std, variation_ratio=variation_ratio)
+
+
+def _check_4d(prob: Tensor) -> None:
+    if prob.dim() != 4:
+        raise ValueError(f'PredictiveStatistics.add expects (B, C, H, W) '
+                         f'probabilities, got shape {tuple(prob.shape)}')
 
 
 def _vote(votes: Tensor, prediction: Tensor) -> None:

@@ -93,6 +93,34 @@ def test_votes_of_one_channel_and_of_more_than_256_classes():
                               _naive(probs[:count])['variation_ratio'], atol=1e-6)
 
 
+@pytest.mark.parametrize('m', [3, 5])  # C = 4: votes as predictions, then counts
+def test_bands_give_the_whole_maps_statistics_bit_for_bit(m):
+    """Each member handed over in uneven row bands (as a slide-mode pass
+    does, and a different split per member) gives the statistics of the
+    whole maps exactly."""
+    probs = _members(m, seed=11, shape=(2, 4, 13, 6))
+    whole = _stream(probs)
+    banded = PredictiveStatistics()
+    splits = [(0, 13), (0, 5, 13), (0, 1, 2, 12, 13), (0, 7, 13), (0, 4, 8, 13)]
+    for p, cuts in zip(probs, splits):
+        banded.add_bands(((a, p[:, :, a:b]) for a, b in zip(cuts, cuts[1:])), 13)
+    assert banded.count == whole.count == m
+    assert torch.equal(banded.mean(), whole.mean())
+    assert torch.equal(banded.class_std(), whole.class_std())
+    for name, value in whole.decompose().items():
+        assert torch.equal(banded.decompose()[name], value), name
+
+
+def test_bands_out_of_order_or_short_are_named():
+    p = _members(1, shape=(1, 3, 6, 2))[0]
+    with pytest.raises(ValueError, match=r'member 0: a band starts at row 3.*end at row 2'):
+        PredictiveStatistics().add_bands([(0, p[:, :, :2]), (3, p[:, :, 3:])], 6)
+    with pytest.raises(ValueError, match=r'member 0: the bands cover rows 0\.\.4 .* 6 rows'):
+        PredictiveStatistics().add_bands([(0, p[:, :, :4])], 6)
+    with pytest.raises(ValueError, match=r'a band of rows 4\.\.10'):
+        PredictiveStatistics().add_bands([(0, p[:, :, :4]), (4, p)], 6)
+
+
 def test_decomposition_identities():
     maps = _stream(_members(4, seed=9)).decompose()
     assert torch.allclose(maps['total'], maps['aleatoric'] + maps['epistemic'],

@@ -10,8 +10,7 @@ from torch import Tensor, nn
 from mmseg.registry import MODELS
 
 from .members import build_member, load_config, mmseg_scope
-from .predictive_segmentor import PredictiveSegmentor, class_probabilities
-from .slide_inference import model_inference
+from .predictive_segmentor import PredictiveSegmentor, probability_bands
 
 _NORMALISATION_KEYS = ('mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr')
 
@@ -110,18 +109,17 @@ class EnsembleSegmentor(PredictiveSegmentor):
         self.member_specs = ([_inline(spec, test_cfg) for spec in members]
                              if stream_members else None)
 
-    def member_probabilities(self, inputs: Tensor,
-                             batch_img_metas: list[dict]) -> Iterator[Tensor]:
+    def member_bands(self, inputs: Tensor, batch_img_metas: list[dict]
+                     ) -> Iterator[Iterator[tuple[int, Tensor]]]:
         for index in range(len(self.member_info)):
-            # nothing of a pass outlives its yield: a streamed member is freed
-            # before the next one is built, and each map once it is folded in
-            yield self._member_probabilities(index, inputs, batch_img_metas)
+            yield self._member_bands(index, inputs, batch_img_metas)
 
-    def _member_probabilities(self, index: int, inputs: Tensor,
-                              batch_img_metas: list[dict]) -> Tensor:
+    def _member_bands(self, index: int, inputs: Tensor,
+                      batch_img_metas: list[dict]) -> Iterator[tuple[int, Tensor]]:
+        # nothing of a pass outlives its bands: a streamed member is freed
+        # once its last band is taken, before the next one is built
         member = self._member(index, inputs.device)
-        return class_probabilities(
-            member, model_inference(member, inputs, batch_img_metas))
+        yield from probability_bands(member, inputs, batch_img_metas)
 
     def _member(self, index: int, device: torch.device) -> nn.Module:
         """Member ``index``: the resident one, or (streamed) built and loaded

@@ -9,8 +9,7 @@ from torch import Tensor, nn
 from mmseg.registry import MODELS
 
 from .members import build_member
-from .predictive_segmentor import PredictiveSegmentor, class_probabilities
-from .slide_inference import model_inference
+from .predictive_segmentor import PredictiveSegmentor, probability_bands
 
 
 def dropout_layers(model: nn.Module) -> list[nn.Module]:
@@ -78,8 +77,8 @@ class MCDropoutSegmentor(PredictiveSegmentor):
         self.seed = seed
         self._dropout = layers
 
-    def member_probabilities(self, inputs: Tensor,
-                             batch_img_metas: list[dict]) -> Iterator[Tensor]:
+    def member_bands(self, inputs: Tensor, batch_img_metas: list[dict]
+                     ) -> Iterator[Iterator[tuple[int, Tensor]]]:
         self.model.eval()
         devices = [inputs.device.index or 0] if inputs.is_cuda else []
         with torch.random.fork_rng(devices=devices):
@@ -88,8 +87,7 @@ class MCDropoutSegmentor(PredictiveSegmentor):
                 layer.train()
             try:
                 for _ in range(self.num_samples):
-                    logits = model_inference(self.model, inputs, batch_img_metas)
-                    yield class_probabilities(self.model, logits)
+                    yield probability_bands(self.model, inputs, batch_img_metas)
             finally:
                 for layer in self._dropout:
                     layer.eval()

@@ -15,6 +15,7 @@ from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
 from .members import mmseg_scope
 from .postprocess import samples_with_uncertainty
 from .cascade import final_head
+from .slide_inference import model_bands
 
 
 class PredictiveSegmentor(BaseSegmentor):
@@ -22,7 +23,7 @@ class PredictiveSegmentor(BaseSegmentor):
     :class:`TTASegmentor`.
 
     A subclass yields the M probability maps of a batch
-    (:meth:`member_probabilities`); this class folds them into running sums
+    (:meth:`member_bands`); this class folds them into running sums
     (:class:`~mmseg_uncert.models.uncertainty.PredictiveStatistics`, never an
     [M, B, C, H, W] tensor) and gives each data sample
 
@@ -96,18 +97,29 @@ class PredictiveSegmentor(BaseSegmentor):
         return untrained.get('init_cfg')
 
     @abstractmethod
+    def member_bands(self, inputs: Tensor,
+                     batch_img_metas: list[dict]) -> Iterator[Iterator[tuple[int, Tensor]]]:
+        """Yield each of the M members' softmax maps of a batch as row bands
+        ``(top, (B, C, h, W))``, top to bottom (one band: the whole map; a
+        member in slide mode hands its rows over as they are final, see
+        :func:`~.slide_inference.slide_bands`); each member's bands are taken
+        before the next member runs."""
+
     def member_probabilities(self, inputs: Tensor,
                              batch_img_metas: list[dict]) -> Iterator[Tensor]:
         """Yield the M softmax maps (B, C, H, W) of a batch, one at a time."""
+        for bands in self.member_bands(inputs, batch_img_metas):
+            parts = [prob for _, prob in bands]
+            yield parts[0] if len(parts) == 1 else torch.cat(parts, 2)
 
     def predictive_statistics(self, inputs: Tensor,
                               batch_img_metas: list[dict]) -> PredictiveStatistics:
-        """Σ p_m, Σ p_m², Σ H[p_m] and votes over the members of a batch."""
+        """Σ p_m, Σ p_m², Σ H[p_m] and votes over the members of a batch,
+        folded in band by band (see :meth:`member_bands`)."""
         stats = PredictiveStatistics()
         with torch.no_grad():
-            for prob in self.member_probabilities(inputs, batch_img_metas):
-                stats.add(prob)
-                del prob  # not kept alive through the next member's pass
+            for bands in self.member_bands(inputs, batch_img_metas):
+                stats.add_bands(bands, inputs.shape[2])
         return stats
 
     @staticmethod
@@ -151,6 +163,19 @@ def class_probabilities(model: nn.Module, logits: Tensor) -> Tensor:
         scores = logits.clamp_min(0)
         return scores / scores.sum(1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
     return logits.softmax(1)
+
+
+def probability_bands(model: nn.Module, inputs: Tensor,
+                      batch_img_metas: list[dict]) -> Iterator[tuple[int, Tensor]]:
+    """:func:`class_probabilities` of ``model``'s logits as the row bands of
+    :func:`~.slide_inference.model_bands`; a band's logits are freed once its
+    probabilities exist, and the probabilities once the consumer asks for the
+    next band (which runs windows)."""
+    for top, logits in model_bands(model, inputs, batch_img_metas):
+        prob = class_probabilities(model, logits)
+        del logits
+        yield top, prob
+        del prob
 
 
 def batch_metas(inputs: Tensor, data_samples: OptSampleList) -> list[dict]:

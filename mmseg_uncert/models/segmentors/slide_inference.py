@@ -1,5 +1,8 @@
-"""mmseg's inference of a segmentor, its slide windows added into their sum in place."""
+"""mmseg's inference of a segmentor, its slide windows added into their sum in
+place, whole or handed over in row bands as the rows are final."""
 from __future__ import annotations
+
+from typing import Iterator
 
 from torch import Tensor, nn
 
@@ -14,11 +17,20 @@ def model_inference(model: nn.Module, inputs: Tensor, batch_img_metas: list[dict
     own keeps them). ``batch_img_metas`` is left as it was (mmseg's slide
     inference writes the window's shape into it, MaskFormer's head the
     batch's input shape)."""
-    if (model.test_cfg.get('mode', 'whole') == 'slide'
-            and type(model).inference is EncoderDecoder.inference
-            and type(model).slide_inference is EncoderDecoder.slide_inference):
+    if _mmseg_slide(model):
         return slide_inference(model, inputs, batch_img_metas)
     return model.inference(inputs, [dict(meta) for meta in batch_img_metas])
+
+
+def model_bands(model: nn.Module, inputs: Tensor,
+                batch_img_metas: list[dict]) -> Iterator[tuple[int, Tensor]]:
+    """The logits of :func:`model_inference` as row bands ``(top, logits of
+    rows top..top + h)``, top to bottom: in mmseg's slide mode from
+    :func:`slide_bands`, otherwise one band of the whole image."""
+    if _mmseg_slide(model):
+        yield from slide_bands(model, inputs, batch_img_metas)
+    else:
+        yield 0, model.inference(inputs, [dict(meta) for meta in batch_img_metas])
 
 
 def slide_inference(model: nn.Module, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
@@ -35,27 +47,86 @@ def slide_inference(model: nn.Module, inputs: Tensor, batch_img_metas: list[dict
     difference between the first window's peak and the others' (38 MiB: one
     window's logits at 512x1024, 19 classes; ``benchmarks/scale.py``).
     """
-    h_stride, w_stride = model.test_cfg.stride
-    h_crop, w_crop = model.test_cfg.crop_size
     batch, _, height, width = inputs.shape
-    rows = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
-    cols = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
     total = inputs.new_zeros((batch, model.out_channels, height, width))
     count = inputs.new_zeros((batch, 1, height, width))
-    for row in range(rows):
-        for col in range(cols):
-            y2 = min(row * h_stride + h_crop, height)
-            x2 = min(col * w_stride + w_crop, width)
-            y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-            window = inputs[:, :, y1:y2, x1:x2]
-            # as mmseg: the first image's img_shape becomes the window's, a
-            # torch.Size, which is how its heads know a window (they resize
-            # their output to it, not to pad_shape); copies, so that the
-            # caller's metas stay as they were
-            metas = [dict(meta) for meta in batch_img_metas]
-            metas[0]['img_shape'] = window.shape[2:]
-            logits = model.encode_decode(window, metas)
+    for y1, y2 in _spans(model, 0, height):
+        for x1, x2 in _spans(model, 1, width):
+            logits = _window_logits(model, inputs, batch_img_metas, y1, y2, x1, x2)
             total[:, :, y1:y2, x1:x2] += logits
             del logits  # not kept through the next window's forward
             count[:, :, y1:y2, x1:x2] += 1
     return total.div_(count)
+
+
+def slide_bands(model: nn.Module, inputs: Tensor,
+                batch_img_metas: list[dict]) -> Iterator[tuple[int, Tensor]]:
+    """:func:`slide_inference`'s logits, bit for bit (tested), as row bands
+    ``(top, logits of rows top..top + h)``, top to bottom: the rows above a
+    window row are final once the row before it is done, and are handed over
+    then. Only the rows of one window row are summed at a time (half the
+    image with Cityscapes' 512x1024 windows on 1024x2048 images), so a
+    predictive segmentor that folds the bands into its statistics never holds
+    one member's full-size logits (``benchmarks/scale.py``). A consumer
+    should drop each band before asking for the next, which runs windows.
+    """
+    batch, _, height, width = inputs.shape
+    top, total, count = 0, None, None  # the sums of rows top..top + len
+    for y1, y2 in _spans(model, 0, height):
+        if total is not None and y1 > top:
+            yield top, total[:, :, :y1 - top] / count[:, :, :y1 - top]
+        # this window row's sums, started with what the rows before added
+        row_total = inputs.new_zeros((batch, model.out_channels, y2 - y1, width))
+        row_count = inputs.new_zeros((batch, 1, y2 - y1, width))
+        if total is not None:
+            kept = total.shape[2] - (y1 - top)
+            row_total[:, :, :kept] = total[:, :, y1 - top:]
+            row_count[:, :, :kept] = count[:, :, y1 - top:]
+        total, count, top = row_total, row_count, y1
+        del row_total, row_count
+        for x1, x2 in _spans(model, 1, width):
+            logits = _window_logits(model, inputs, batch_img_metas, y1, y2, x1, x2)
+            total[:, :, :, x1:x2] += logits
+            del logits  # not kept through the next window's forward
+            count[:, :, :, x1:x2] += 1
+    yield top, total.div_(count)
+
+
+def _mmseg_slide(model: nn.Module) -> bool:
+    """The model runs mmseg's own slide inference."""
+    return (model.test_cfg.get('mode', 'whole') == 'slide'
+            and type(model).inference is EncoderDecoder.inference
+            and type(model).slide_inference is EncoderDecoder.slide_inference)
+
+
+def _spans(model: nn.Module, dim: int, size: int) -> list[tuple[int, int]]:
+    """The windows' [start, end) along ``dim`` (0 rows, 1 columns) of an
+    image ``size`` long, as mmseg places them: every ``stride``, the last
+    moved back to end at the edge."""
+    crop, stride = model.test_cfg.crop_size[dim], model.test_cfg.stride[dim]
+    if stride > crop:
+        # mmseg would divide the uncovered pixels' zero sums by zero counts
+        raise ValueError(
+            f'test_cfg.stride {tuple(model.test_cfg.stride)} is larger than '
+            f'test_cfg.crop_size {tuple(model.test_cfg.crop_size)}: the pixels '
+            f'between the windows would get no logits; use a stride at most '
+            f'the crop size')
+    count = max(size - crop + stride - 1, 0) // stride + 1
+    spans = []
+    for index in range(count):
+        end = min(index * stride + crop, size)
+        spans.append((max(end - crop, 0), end))
+    return spans
+
+
+def _window_logits(model: nn.Module, inputs: Tensor, batch_img_metas: list[dict],
+                   y1: int, y2: int, x1: int, x2: int) -> Tensor:
+    """``model.encode_decode`` of one window."""
+    window = inputs[:, :, y1:y2, x1:x2]
+    # as mmseg: the first image's img_shape becomes the window's, a
+    # torch.Size, which is how its heads know a window (they resize their
+    # output to it, not to pad_shape); copies, so that the caller's metas
+    # stay as they were
+    metas = [dict(meta) for meta in batch_img_metas]
+    metas[0]['img_shape'] = window.shape[2:]
+    return model.encode_decode(window, metas)

@@ -156,10 +156,11 @@ class TTASegmentor(PredictiveSegmentor):
         """V = len(scales) · len(flips)."""
         return len(self.scales) * len(self.flips)
 
-    def member_probabilities(self, inputs: Tensor,
-                             batch_img_metas: list[dict]) -> Iterator[Tensor]:
+    def member_bands(self, inputs: Tensor, batch_img_metas: list[dict]
+                     ) -> Iterator[Iterator[tuple[int, Tensor]]]:
         """The V views' class probabilities (B, C, H, W) on the input's grid,
-        for each view those of every member (M·V maps)."""
+        for each view those of every member (M·V maps), each as one band (a
+        rescaled view's rows are final only when it is whole)."""
         size = tuple(inputs.shape[2:])
         for scale in self.scales:
             shape = view_size(size, scale)
@@ -180,4 +181,4 @@ class TTASegmentor(PredictiveSegmentor):
                     if shape != size:
                         logits = resize(logits, size, mode='bilinear',
                                         align_corners=self.align_corners)
-                    yield class_probabilities(model, logits)
+                    yield iter([(0, class_probabilities(model, logits))])
