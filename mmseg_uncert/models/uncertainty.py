@@ -49,10 +49,12 @@ class PredictiveStatistics:
     deviations are updated by Welford's algorithm (Welford, Technometrics
     1962): sums of p and p² would leave the small spreads of agreeing members
     to the cancellation of two nearly equal float32 numbers. Memory: two
-    (B, C, H, W) float maps, one (B, H, W) sum, and the votes: each member's
-    prediction (one byte a pixel, two above 256 classes) while they take
-    less memory than counts per class would, then the counts (one byte a
-    class and pixel up to 255 members).
+    (B, C, H, W) float maps (the squared deviations from the second member
+    on), one (B, H, W) sum, and the votes: each member's prediction (one
+    byte a pixel, two above 256 classes) while they take less memory than
+    counts per class would, then the counts (one byte a class and pixel up
+    to 255 members). ``add_bands`` takes a member in row bands, as a
+    slide-mode pass finishes them.
     """
 
     def __init__(self) -> None:
@@ -101,19 +103,16 @@ class PredictiveStatistics:
         prob = at_least_float32(prob)
         batch, num_classes, _, width = prob.shape
         rows = slice(top, top + prob.shape[2])
+        shape = (batch, num_classes, height, width)
         if self.mean_prob is None:
-            shape = (batch, num_classes, height, width)
             self.mean_prob = prob.new_empty(shape)
             self.sum_entropy = prob.new_empty((batch, height, width))
-        expected = (batch, num_classes, width, height)
-        known = (*self.mean_prob.shape[:2], self.mean_prob.shape[3],
-                 self.mean_prob.shape[2])
-        if known != expected or rows.stop > height:
-            raise ValueError(
-                f'member {self.count} gave probabilities of shape '
-                f'{(batch, num_classes, height, width)}, earlier members '
-                f'{tuple(self.mean_prob.shape)}'
-                + (f' (a band of rows {top}..{rows.stop})' if rows.stop > height else ''))
+        if self.mean_prob.shape != shape:
+            raise ValueError(f'member {self.count} gave probabilities of shape '
+                             f'{shape}, earlier members {tuple(self.mean_prob.shape)}')
+        if rows.stop > height:
+            raise ValueError(f'member {self.count}: a band of rows {top}..{rows.stop} '
+                             f'of an image {height} rows high')
         if self.count == 0:
             self.mean_prob[:, :, rows] = prob
             self.sum_entropy[:, rows] = entropy(prob)
