@@ -37,7 +37,7 @@ and memory do not depend on the weights; nothing is downloaded):
 * metric: seconds per image of ``UncertaintyMetric.process`` on the
   ``DualHead`` student's outputs at 1024x2048 with 19 and 150 classes
   (a 150-class student of the same architecture), against that student's
-  ``test_step``, the 19-class parts in the same rounds as the student's;
+  ``test_step``, all of them in the same rounds as the students' calls;
   the once-per-run ``compute_metrics`` apart.
 * growth: the students, one R-50 member and the metric at 256x512,
   512x1024 and 1024x2048, the sizes of each taking turns (the smaller
@@ -492,7 +492,7 @@ def main() -> None:
             member.inference(torch.zeros(1, 3, *crop), [dict(img_shape=crop, pad_shape=crop,
                                                              ori_shape=crop)])
     # the metric on the DualHead student's outputs, 19 classes at the three
-    # sizes (150 classes below): its goal is a share of that student's
+    # sizes and 150 at full size: its goal is a share of that student's
     # test_step, so the two are timed in the same rounds (the fourth and
     # fifth runs timed them in different phases: 9.96 and 11.3 % with the
     # same metric code)
@@ -509,9 +509,16 @@ def main() -> None:
                     repeat=repeats(size), classes=classes, size=list(size))
 
     metric_parts += [metric_part(19, dual, size) for size in sizes]
-    # both students, the R-50 member and the metric at the three sizes take
-    # turns: the growth with pixels compares calls made side by side (the
-    # students' full-size parts are also their inference rows)
+    student_150 = build(student_cfg(distill, plain=False, num_classes=150), initialise=True)
+    student_150.eval()
+    metric_parts += [metric_part(150, student_150, full),
+                     Part(f'DualHead student 150 classes {full[0]}x{full[1]}',
+                          test_call(student_150, test_data[full]), (student_150,),
+                          size=list(full))]
+    # both students, the R-50 member, the metric at the three sizes and the
+    # 150-class metric and student take turns: the growth with pixels and
+    # with classes compares calls made side by side (the students'
+    # full-size parts are also their inference rows)
     print('students, metric and growth', flush=True)
     take_turns([*inference[:2], *growth, *metric_parts], args.rounds)
     print('inference', flush=True)
@@ -539,19 +546,6 @@ def main() -> None:
         print(f'  onnx {name}: {row["seconds"]} s', flush=True)
 
     # --------------------------------------------------------------- metric
-    print('metric, 150 classes', flush=True)
-    student_150 = build(student_cfg(distill, plain=False, num_classes=150), initialise=True)
-    student_150.eval()
-    metric_150 = metric_part(150, student_150, full)
-    # apart from its student, whose test_step (11 s, 3.7 GiB) would leave the
-    # metric a cold machine
-    take_turns([metric_150], args.rounds)
-    metric_parts.append(metric_150)
-    student_part = Part(f'DualHead student 150 classes {full[0]}x{full[1]}',
-                        test_call(student_150, test_data[full]), (student_150,),
-                        size=list(full))
-    take_turns([student_part], args.rounds)
-    metric_parts.append(student_part)
     compute_seconds = {}
     for name, metric in metric_results.items():
         start = time.perf_counter()

@@ -206,7 +206,7 @@ class PredictiveStatistics:
 
 def _check_4d(prob: Tensor) -> None:
     if prob.dim() != 4:
-        raise ValueError(f'PredictiveStatistics.add expects (B, C, H, W) '
+        raise ValueError(f'PredictiveStatistics expects (B, C, H, W) '
                          f'probabilities, got shape {tuple(prob.shape)}')
 
 

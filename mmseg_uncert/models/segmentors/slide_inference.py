@@ -46,6 +46,8 @@ def slide_inference(model: nn.Module, inputs: Tensor, batch_img_metas: list[dict
     streamed ensemble of DeepLabV3+ members in slide mode, that was the
     difference between the first window's peak and the others' (38 MiB: one
     window's logits at 512x1024, 19 classes; ``benchmarks/scale.py``).
+    For callers that need the whole map (TTA's rescaled views, ProDA's
+    pseudo-labeller); a predictive segmentor folds :func:`slide_bands`.
     """
     batch, _, height, width = inputs.shape
     total = inputs.new_zeros((batch, model.out_channels, height, width))
