@@ -175,6 +175,10 @@ def test_first_argmax_is_argmax_with_its_ties(num_classes):
     values[:, 10:20] = 1.0  # every class tied
     top = values.amax(0)
     assert torch.equal(F.first_argmax(values, top), values.argmax(0))
+    # a logit −0 tying a maximum +0 (first, then second), and one alone
+    zeros = torch.tensor([[-0.0, -1.0, 0.0], [0.0, -0.0, -0.0]])
+    px = F.pixel_statistics(zeros, torch.zeros(3, dtype=torch.long))
+    assert px.correct.tolist() == [True, False, True] == (zeros.argmax(0) == 0).tolist()
 
 
 @pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
@@ -185,6 +189,13 @@ def test_all_finite_finds_one_bad_value(bad, dtype):
     values[2, 49, 6] = bad
     assert not F.all_finite(values)
     assert F.all_finite(torch.arange(5))  # integers are always finite
+
+
+def test_all_finite_when_the_sum_overflows_or_the_infinities_cancel():
+    big = torch.full((4, 3), 3e38)  # finite; its sum overflows float32
+    assert not bool(torch.isfinite(big.sum())) and F.all_finite(big)
+    assert F.all_finite(torch.full((3,), 60000.0, dtype=torch.float16))
+    assert not F.all_finite(torch.tensor([1.0, float('inf'), -float('inf')]))
 
 
 def test_pixel_statistics_by_hand():
@@ -226,6 +237,25 @@ def test_score_bins_keep_the_order_and_a_relative_width_of_2_to_the_minus_10():
     for v in (positive, tiny):
         assert torch.equal(F.score_bins(-v), 2 * F.ZERO_BIN - F.score_bins(v))
     assert (F.score_bins(tiny[:3]) == F.ZERO_BIN).all()
+
+
+def test_score_bins_from_the_table_are_the_bins_computed_from_the_bits():
+    """Every bit pattern's bin read from the prefix table equals the formula's
+    on the whole word: random words (NaN and Inf patterns among them), every
+    prefix with random low bits, and a strided float64 input."""
+    g = torch.Generator().manual_seed(0)
+    words = torch.randint(-2**31, 2**31, (1_000_000,), generator=g).to(torch.int32)
+    prefixes = torch.arange(1 << F.PREFIX_BITS) << (32 - F.PREFIX_BITS)
+    low = torch.randint(0, 1 << (32 - F.PREFIX_BITS), prefixes.shape, generator=g)
+    for bits in (words, (prefixes | low).to(torch.int32)):
+        scores = bits.view(torch.float32)
+        assert torch.equal(F.score_bins(scores), F.bins_of_bits(bits))
+        # non-negative bins: the magnitude's level, whatever the sign bit
+        assert torch.equal(F.score_bins(scores, signed=False),
+                           F.bins_of_bits(bits & 0x7FFFFFFF, signed=False))
+    strided = torch.randn(4, 6, 5, generator=g, dtype=torch.float64)[:, ::2]
+    assert torch.equal(F.score_bins(strided),
+                       F.bins_of_bits(strided.float().view(torch.int32)))
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
