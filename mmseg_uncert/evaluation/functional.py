@@ -422,7 +422,7 @@ def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
         value = value.reshape(-1)
         return value if all_valid else value[flat_valid]
 
-    _add(into, 'n_valid', flat_valid.sum(dtype=torch.float64))
+    _add(into, 'n_valid', torch.count_nonzero(flat_valid).double())
     _add(into, 'nll_sum', -kept(px.log_p_true).sum(dtype=torch.float64))
     _add(into, 'brier_sum', kept(px.brier).sum(dtype=torch.float64))
     confidence, correct = kept(px.confidence), kept(px.correct)
@@ -458,15 +458,18 @@ def add_stripe_sums(into: dict[str, Tensor], logits: Tensor, label: Tensor,
     dtype = (torch.float64 if any(v.dtype == torch.float64 for v in values)
              else torch.float32)
     values = [v.to(dtype) for v in values]
-    for name, value in zip(scores, values):
-        _add(into, f'score_sum/{name}', kept(value).sum(dtype=torch.float64))
+    # one score's map after another for the sums and the patch sums (a third
+    # faster than side by side)
+    by_score = torch.stack(values)
+    sums = (by_score if all_valid else by_score[:, flat_valid]).double().sum(1)
+    for name, total in zip(scores, sums):
+        _add(into, f'score_sum/{name}', total)
     # the scores side by side, a pixel's S scores in a row (the order
     # _add_score_histograms needs), each step below once for all
     by_pixel = torch.stack(values, dim=1)
     _add_score_histograms(into, 'mis', by_pixel if all_valid else by_pixel[flat_valid],
                           ~correct)
-    # one score's map after another for the patch sums (a third faster)
-    by_score = torch.stack(values).view(-1, h, w)
+    by_score = by_score.view(-1, h, w)
     patch_score = patch_sums(by_score if all_valid else by_score * valid, patch_size)
     patch_score = (patch_score.flatten(1) if all_patches
                    else patch_score[:, patch_valid]) / patch_count
