@@ -267,3 +267,52 @@ def test_regressed_derived_maps_are_auxiliary_targets_and_outputs_stay_derived()
     assert torch.allclose(out[:, 5].double(), (total - decoded[:, 0].double()).clamp_min(0),
                           atol=1e-5)
     assert not torch.allclose(out[:, 5], decoded[:, 1], atol=1e-3)
+
+
+def test_softmax_over_classes_is_the_softmax():
+    from mmseg_uncert.models.decode_heads.dual_head import softmax_over_classes
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 19, 7, 9, generator=g) * 30  # confident pixels too
+    z[:, :, 0, 0] = 5.0  # every class tied
+    z[0, 3, 1, 1] = 1e4  # one class far ahead
+    got = softmax_over_classes(z)
+    # within the float32 rounding of exp and of a sum of 19 terms
+    assert torch.allclose(got, z.double().softmax(1).float(), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(got.sum(1), torch.ones(2, 7, 9), atol=1e-6)
+
+
+@pytest.mark.parametrize('branch_conv', ['conv', 'depthwise_separable'])
+@pytest.mark.parametrize('norm', ['BN', 'GN'])
+def test_branch_in_eval_takes_features_and_probabilities_apart_with_the_same_values(
+        branch_conv, norm):
+    """In eval the first layer runs on the two inputs apart (no concatenation):
+    the branch's outputs on their concatenation, to float rounding. Training,
+    and a norm without running statistics (GN), take the concatenation."""
+    head = dict(HEADS['FCNHead'], norm_cfg=dict(type=norm, num_groups=2)
+                if norm == 'GN' else NORM)
+    with mmseg_scope():
+        torch.manual_seed(0)
+        dual = MODELS.build(dict(type='DualHead', head=head, branch_conv=branch_conv,
+                                 branch_channels=6, uncertainty_names=('std',)))
+    g = torch.Generator().manual_seed(1)
+    for module in dual.uncertainty_branch.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # statistics far from 0 and 1
+            module.running_mean.uniform_(-1, 1, generator=g)
+            module.running_var.uniform_(0.5, 2, generator=g)
+            module.weight.data.uniform_(0.5, 1.5, generator=g)
+            module.bias.data.uniform_(-1, 1, generator=g)
+    feature = torch.randn(2, dual.feature_channels, 6, 7, generator=g)
+    prob = torch.rand(2, 4, 6, 7, generator=g)
+    together = torch.cat([feature, prob], 1)
+    from mmseg_uncert.models.decode_heads.dual_head import _eval_splittable
+    assert _eval_splittable(dual.uncertainty_branch[0]) == (norm == 'BN')
+    dual.eval()
+    with torch.no_grad():
+        got, expected = dual._branch(feature, prob), dual.uncertainty_branch(together)
+        if norm == 'GN':
+            assert torch.equal(got, expected)
+        else:
+            scale = float(expected.abs().max())
+            assert torch.allclose(got, expected, rtol=0, atol=1e-6 * scale)
+        dual.train()
+        assert torch.equal(dual._branch(feature, prob), dual.uncertainty_branch(together))
