@@ -363,8 +363,11 @@ def _dense_apart(module: ConvModule, parts: list[Tensor]) -> Tensor:
     activation."""
     conv, total, start = module.conv, 0, 0
     for part in parts:
-        weight = conv.weight[:, start:start + part.shape[1]]
-        start += part.shape[1]
+        # no in-place `+=` on the start: under tracing a shape is a tensor,
+        # which the slice would keep and see change
+        end = start + part.shape[1]
+        weight = conv.weight[:, start:end]
+        start = end
         total = total + F.conv2d(part, weight, None, conv.stride, conv.padding,
                                  conv.dilation)
     if conv.bias is not None:
@@ -377,8 +380,8 @@ def _depthwise_apart(module: ConvModule, parts: list[Tensor]) -> list[Tensor]:
     by part (each channel is its own)."""
     conv, out, start = module.conv, [], 0
     for part in parts:
-        ch = slice(start, start + part.shape[1])
-        start += part.shape[1]
+        end = start + part.shape[1]  # not `+=`: see _dense_apart
+        ch, start = slice(start, end), end
         bias = None if conv.bias is None else conv.bias[ch]
         y = F.conv2d(part, conv.weight[ch], bias, conv.stride, conv.padding,
                      conv.dilation, part.shape[1])

@@ -316,3 +316,34 @@ def test_branch_in_eval_takes_features_and_probabilities_apart_with_the_same_val
             assert torch.allclose(got, expected, rtol=0, atol=1e-6 * scale)
         dual.train()
         assert torch.equal(dual._branch(feature, prob), dual.uncertainty_branch(together))
+
+
+def test_branch_split_in_eval_traces_for_the_flop_count():
+    """mmengine's FlopAnalyzer traces the model with torch.jit: the split
+    first layer must trace (shapes are tensors there) and count as the
+    concatenated one."""
+    from mmengine.analysis import FlopAnalyzer
+    with mmseg_scope():
+        torch.manual_seed(0)
+        dual = MODELS.build(dict(type='DualHead', head=HEADS['FCNHead'],
+                                 branch_conv='depthwise_separable', branch_channels=6,
+                                 uncertainty_names=('std',)))
+    dual.eval()
+    feature = torch.randn(1, dual.feature_channels, 6, 7)
+    prob = torch.rand(1, 4, 6, 7)
+
+    class Branch(torch.nn.Module):
+        def __init__(self, split: bool) -> None:
+            super().__init__()
+            self.dual, self.split = dual, split
+
+        def forward(self, f: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+            if self.split:
+                return self.dual._branch(f, p)
+            return self.dual.uncertainty_branch(torch.cat([f, p], 1))
+
+    with torch.no_grad():
+        traced = torch.jit.trace(Branch(True), (feature, prob))
+        assert torch.allclose(traced(feature, prob), Branch(False)(feature, prob), atol=1e-5)
+    assert (FlopAnalyzer(Branch(True), (feature, prob)).total()
+            == FlopAnalyzer(Branch(False), (feature, prob)).total())
