@@ -46,7 +46,7 @@ class EnsembleSegmentor(PredictiveSegmentor):
     loaded from its checkpoint for its pass and freed after it, so memory
     holds one member's weights at a time, whatever M. The price is building
     and loading every member for every batch: for DeepLabV3+ R-50/R-101
-    members on 1024x2048 images, 2 CPU cores, 1.04x the resident time at
+    members on 1024x2048 images, 2 CPU cores, 1.04-1.08x the resident time at
     M = 5, and 2.74 instead of 3.46 GiB (``benchmarks/scale.py``). It is for
     when memory, not time, is the limit, such as a large ensemble on a small
     GPU or a laptop. The outputs are the same.
