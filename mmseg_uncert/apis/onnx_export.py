@@ -95,7 +95,9 @@ class OnnxExport:
 class DeployedSegmentor(nn.Module):
     """The exported computation: optional channel swap and normalisation,
     ``segmentor.encode_decode``, then the C + K channels split into
-    ``seg_logits`` (N, C, H, W) and K maps (N, H, W).
+    ``seg_logits`` (N, C, H, W) and K maps (N, H, W); a segmentor with
+    ``encode_decode_parts`` (``UncertaintyEncoderDecoder``) gives the two
+    apart, so the graph holds no concatenation to cut.
 
     The network's channel order is ``'rgb'`` when the preprocessor swaps
     channels of the (BGR-loaded) image, else ``'bgr'``; the graph swaps
@@ -167,9 +169,12 @@ class DeployedSegmentor(nn.Module):
         # whole-image inference: the decode head resizes to the first image's
         # pad_shape; one meta for the batch keeps the batch size dynamic
         size = tuple(x.shape[2:])
-        out = self.segmentor.encode_decode(x, [dict(img_shape=size, pad_shape=size,
-                                                    ori_shape=size)])
-        logits, maps = split_outputs(out, self.uncertainty_names)
+        metas = [dict(img_shape=size, pad_shape=size, ori_shape=size)]
+        if self.uncertainty_names and hasattr(self.segmentor, 'encode_decode_parts'):
+            logits, maps = self.segmentor.encode_decode_parts(x, metas)
+        else:
+            out = self.segmentor.encode_decode(x, metas)
+            logits, maps = split_outputs(out, self.uncertainty_names)
         return (logits, *maps.unbind(1))
 
 

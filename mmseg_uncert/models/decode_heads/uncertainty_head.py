@@ -2,6 +2,8 @@
 its class logits."""
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -36,6 +38,13 @@ class UncertaintyHead(BaseModule):
         self.ignore_index = self.head.ignore_index
         self.threshold = getattr(self.head, 'threshold', None)
         self.out_channels = self.num_classes + len(self.uncertainty_names)
+
+    def predict_parts(self, inputs: Sequence[Tensor], *args: Any
+                      ) -> tuple[Tensor, Tensor]:
+        """``predict``'s class logits (B, C, H, W) and maps (B, K, H, W)
+        apart; a head that builds them apart overrides it, so that a caller
+        that wants them apart (the ONNX graph) gets no concatenation to cut."""
+        return self.split(self.predict(inputs, *args))
 
     def split(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
         """The class logits (B, C, ...) and the maps (B, K, ...) of outputs

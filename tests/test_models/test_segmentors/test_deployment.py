@@ -37,6 +37,16 @@ def test_a_cascade_student_deploys_alone():
     for a, b in zip(ours, theirs):
         assert torch.equal(a.seg_logits.data, b.seg_logits.data)
         assert torch.equal(a.pred_uncertainty.epistemic, b.pred_uncertainty.epistemic)
+    # the logits and maps apart, as the ONNX graph takes them: mmseg's cascade
+    # encode_decode (its stages run by mmseg's code), cut
+    size = (64, 64)
+    metas = [dict(img_shape=size, pad_shape=size, ori_shape=size)] * len(inputs)
+    with torch.no_grad():
+        logits, maps = deployed.encode_decode_parts(inputs, metas)
+        whole = deployed.encode_decode(inputs, metas)
+    names = deployed.decode_head[-1].uncertainty_names
+    assert logits.shape[1] == 19 and maps.shape[1] == len(names) > 0
+    assert torch.equal(torch.cat([logits, maps], 1), whole)
 
 
 def test_a_plain_head_student_deploys_as_a_plain_mmseg_model():
