@@ -1,8 +1,8 @@
 """CPU seconds per image of the deployed student and of its plain member:
 onnxruntime against PyTorch.
 
-    python benchmarks/onnx_speed.py                 # 256x512, 5 runs after 2 warm-ups
-    python benchmarks/onnx_speed.py --runs 20 --threads 1 2 4
+    python benchmarks/onnx_speed.py                 # 256x512, 20 runs after 3 warm-ups
+    python benchmarks/onnx_speed.py --runs 40 --threads 1 2 4
 
 The demo's student
 (``configs/distill/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py``:
@@ -16,11 +16,16 @@ onnxruntime's CPU provider with ``intra_op_num_threads = t`` (and one
 inter-op thread) on the graph ``tools/export_onnx.py`` writes (dynamic N, H,
 W). The student's plain member (``configs/fastscnn/
 fast-scnn_1xb4-1k_synthetic-128x256.py``: the same network without the
-uncertainty branch) is exported and timed the same way, the two models
-taking turns image by image, so that both see the same machine load.
-Reported per thread count t: the median over ``--runs`` images after
-``--warmup`` images, the student / member ratio per runtime, and the
-largest output difference on the timed input.
+uncertainty branch) is exported and timed the same way, and so is the
+student with its ``aleatoric`` map regressed instead of derived
+(``derived_names=()``: the map the recipe's branch already regresses as an
+auxiliary target, decoded at 1/8 resolution and resized, where the derived
+one is an entropy at the image's resolution; the same weights, another
+test-time output), the models taking turns image by image, so that all see
+the same machine load. Reported per thread
+count t: the median over ``--runs`` images after ``--warmup`` images, each
+student / member ratio per runtime, and the largest output difference on
+the timed input.
 Writes ``benchmarks/results/onnx_speed.json``. Other processes on the machine
 inflate both sides (the load average at the start is recorded).
 """
@@ -43,9 +48,12 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CONFIG = 'configs/distill/distill-ensemble-3x_fast-scnn_1xb4-0.5k_synthetic-128x256.py'
 MEMBER_CONFIG = 'configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py'
+#: the student with every map regressed (its checkpoint has both maps' bins)
+REGRESSED = {'model.decode_head.derived_names': (),
+             'model.decode_head.regress_derived': False}
 
 
-def _median_seconds_in_turns(calls: dict, warmup: int, runs: int) -> dict[str, float]:
+def median_seconds_in_turns(calls: dict, warmup: int, runs: int) -> dict[str, float]:
     """Median seconds of each call, the calls taking turns run by run."""
     for _ in range(warmup):
         for call in calls.values():
@@ -62,8 +70,8 @@ def _median_seconds_in_turns(calls: dict, warmup: int, runs: int) -> dict[str, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--size', type=int, nargs=2, default=[256, 512], metavar=('H', 'W'))
-    parser.add_argument('--runs', type=int, default=5)
-    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--runs', type=int, default=20)
+    parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--threads', type=int, nargs='+',
                         default=sorted({1, os.cpu_count() or 1}))
     parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
@@ -87,9 +95,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         graphs, sessions, feeds = {}, {}, {}
         export_seconds = {}
-        for name, config in (('student', CONFIG), ('member', MEMBER_CONFIG)):
+        for name, config, options in (
+                ('student', CONFIG, None),
+                ('student_regressed', CONFIG, REGRESSED),
+                ('member', MEMBER_CONFIG, None)):
             torch.manual_seed(0)
-            model = init_uncertainty_model(osp.join(ROOT, config))
+            model = init_uncertainty_model(osp.join(ROOT, config), cfg_options=options)
             graphs[name] = DeployedSegmentor(model).eval()
             path = osp.join(tmp, f'{name}.onnx')
             start = time.perf_counter()
@@ -103,11 +114,11 @@ def main() -> None:
             torch.set_num_threads(threads)
             runs = {name: onnx_session(path, threads) for name, path in sessions.items()}
             with torch.inference_mode():
-                torch_s = _median_seconds_in_turns(
+                torch_s = median_seconds_in_turns(
                     {n: (lambda g=g: g(image)) for n, g in graphs.items()},
                     args.warmup, args.runs)
                 expected = {n: g(image) for n, g in graphs.items()}
-            ort_s = _median_seconds_in_turns(
+            ort_s = median_seconds_in_turns(
                 {n: (lambda n=n: runs[n].run(None, feeds[n])) for n in runs},
                 args.warmup, args.runs)
             row = dict(threads=threads, torch_threads=torch.get_num_threads(),
@@ -120,9 +131,10 @@ def main() -> None:
                                  onnxruntime_seconds_per_image=round(ort_s[name], 4),
                                  onnxruntime_speedup=round(torch_s[name] / ort_s[name], 2),
                                  max_abs_difference=diff)
-            row['student_over_member'] = dict(
-                pytorch=round(torch_s['student'] / torch_s['member'], 3),
-                onnxruntime=round(ort_s['student'] / ort_s['member'], 3))
+            for student in ('student', 'student_regressed'):
+                row[f'{student}_over_member'] = dict(
+                    pytorch=round(torch_s[student] / torch_s['member'], 3),
+                    onnxruntime=round(ort_s[student] / ort_s['member'], 3))
             rows.append(row)
             print(row, flush=True)
     result = dict(

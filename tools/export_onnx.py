@@ -16,6 +16,8 @@ import argparse
 import os.path as osp
 import sys
 
+from mmengine.config import DictAction
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -48,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         '--shape (and at an odd other size when H, W are dynamic)')
     parser.add_argument('--atol', type=float, default=1e-4,
                         help='largest difference --verify accepts')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config keys, as tools/test.py does, e.g. '
+                        'model.decode_head.derived_names="()" '
+                        'model.decode_head.regress_derived=False (a DualHead student '
+                        'trained with regress_derived outputs its regressed '
+                        'aleatoric map: no full-resolution entropy)')
     return parser.parse_args(argv)
 
 
@@ -58,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         model, written = export_onnx_from_config(
             args.config, args.checkpoint, args.out, shape=shape, opset=args.opset,
             normalize_in_graph=not args.normalized_input,
-            input_channel_order=args.channel_order, dynamic_size=not args.static_size)
+            input_channel_order=args.channel_order, dynamic_size=not args.static_size,
+            cfg_options=args.cfg_options)
     except (OSError, UnsupportedModelError, ValueError) as error:
         # bad input: the message names the file or model and the fix
         print(f'export_onnx: {error}', file=sys.stderr)

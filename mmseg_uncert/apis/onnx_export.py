@@ -567,10 +567,12 @@ def onnx_session(path: str, threads: int | None = None) -> Any:
 
 
 def export_onnx_from_config(config: str | Config, checkpoint: str | None, out: str,
+                            cfg_options: dict[str, Any] | None = None,
                             **kwargs: Any) -> tuple[nn.Module, OnnxExport]:
     """Build the deployed model of ``config`` with ``checkpoint``
-    (:func:`~mmseg_uncert.apis.init_uncertainty_model`; None: random weights)
-    and :func:`export_onnx` it to ``out``. The checkpoint, the output path and
+    (:func:`~mmseg_uncert.apis.init_uncertainty_model`; None: random weights),
+    ``cfg_options`` merged into the config, and :func:`export_onnx` it to
+    ``out``. The checkpoint, the output path and
     the model type are checked before anything is built.
 
     Returns the model and what was written.
@@ -581,7 +583,9 @@ def export_onnx_from_config(config: str | Config, checkpoint: str | None, out: s
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist; give the '
                                 f'.pth file that tools/train.py wrote')
     check_output_path(out)
-    cfg = config if isinstance(config, Config) else load_config(config)
+    cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     with mmseg_scope():
         cls = MODELS.get(cfg.model.get('type', ''))
     if isinstance(cls, type) and issubclass(cls, PredictiveSegmentor):

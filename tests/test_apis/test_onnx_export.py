@@ -147,6 +147,36 @@ def test_verify_onnx_reports_agreement_and_catches_a_different_model(student):
     assert diffs['seg_logits'] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_the_tool_exports_the_regressed_aleatoric_map_with_cfg_options(student):
+    """tools/export_onnx.py --cfg-options: the same checkpoint with every map
+    regressed (derived_names=()), so the graph's aleatoric map is the
+    branch's second regressed map, decoded and resized, not the entropy."""
+    spec = importlib.util.spec_from_file_location(
+        'export_onnx_tool', osp.join(ROOT, 'tools', 'export_onnx.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = str(student['work'] / 'regressed' / 'student.onnx')
+    assert tool.main([STUDENT, str(student['work'] / 'student.pth'), '--out', out,
+                      '--shape', '64', '128', '--cfg-options',
+                      'model.decode_head.derived_names=()',
+                      'model.decode_head.regress_derived=False']) == 0
+    session = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
+    image = _bgr_image(1, 64, 128, seed=11)
+    got = dict(zip([o.name for o in session.get_outputs()],
+                   session.run(None, {'image': image})))
+    # by hand: the reference's branch outputs, both maps decoded, resized
+    model = student['reference']
+    x = torch.from_numpy(np.ascontiguousarray((image[:, ::-1] - MEAN) / STD))
+    with torch.no_grad():
+        _, raw, _ = model.decode_head.forward_with_uncertainty(model.extract_feat(x))
+        maps = F.interpolate(model.decode_head.loss_uncertainty.decode(raw),
+                             size=(64, 128), mode='bilinear', align_corners=False)
+        derived = _encode_decode(model, (image[:, ::-1] - MEAN) / STD)
+    np.testing.assert_allclose(got['epistemic'], maps[:, 0].numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(got['aleatoric'], maps[:, 1].numpy(), atol=ATOL, rtol=0)
+    assert np.abs(got['aleatoric'] - derived[:, NUM_CLASSES + 1].numpy()).max() > 0.01
+
+
 def test_rgb_input_order_swaps_in_the_graph(student):
     """input_channel_order='rgb' (the PyTorch module the graph is traced
     from): an RGB image gives what its BGR version gives in 'bgr' order."""

@@ -22,9 +22,6 @@ from .uncertainty_head import UncertaintyHead
 BRANCH_CONVS = {'conv': ConvModule, 'depthwise_separable': DepthwiseSeparableConvModule}
 #: maps a DualHead can compute instead of regressing, and the map each needs
 DERIVABLE = {'aleatoric': 'epistemic'}
-#: where derived maps are computed: at the returned logits' size, or at the
-#: branch's before the one resize
-DERIVED_RESOLUTIONS = ('output', 'branch')
 
 
 @MODELS.register_module()
@@ -74,13 +71,7 @@ class DualHead(UncertaintyHead):
     it does for the teacher. The entropy is taken at the resolution of the
     returned logits (the image's in ``predict``), so the map is as sharp as
     the prediction, where a regressed map is the branch's 1/8-resolution
-    output upsampled; and the branch regresses one map fewer. That entropy
-    costs C exponentials per output pixel: with
-    ``derived_resolution='branch'`` it is taken on the class scores at the
-    branch's resolution and the derived map resized with the regressed ones,
-    nearly free and as blurred as they are (on the demo's Fast-SCNN at
-    256x512, 19 classes, the full-resolution entropy is about 4 ms of a
-    13 ms plain ONNX graph).
+    output upsampled; and the branch regresses one map fewer.
 
     Args:
         head: the wrapped decode head config.
@@ -91,9 +82,6 @@ class DualHead(UncertaintyHead):
         regress_derived: also regress the derived maps from the teacher, as
             auxiliary targets whose loss shapes the shared features; the
             outputs stay the derived maps.
-        derived_resolution: ``'output'`` (derived maps at the returned
-            logits' size) or ``'branch'`` (at the branch's, then resized);
-            test time only, the training is the same.
         branch_channels: width of the branch's hidden layer.
         branch_conv: the hidden layer's 3x3 convolution, ``'conv'`` (dense)
             or ``'depthwise_separable'`` (depthwise 3x3 then pointwise 1x1,
@@ -112,7 +100,6 @@ class DualHead(UncertaintyHead):
                  uncertainty_names: Sequence[str] = ('std', ),
                  derived_names: Sequence[str] = (),
                  regress_derived: bool = False,
-                 derived_resolution: str = 'output',
                  branch_channels: int = 64,
                  branch_conv: str = 'conv',
                  loss_uncertainty: ConfigType = dict(type='UncertaintyRegressionLoss'),
@@ -146,10 +133,6 @@ class DualHead(UncertaintyHead):
             raise ValueError('DualHead: regress_derived=True regresses the derived maps '
                              'as auxiliary targets, and derived_names is empty')
         self.regress_derived = regress_derived
-        if derived_resolution not in DERIVED_RESOLUTIONS:
-            raise ValueError(f'DualHead: derived_resolution must be one of '
-                             f'{DERIVED_RESOLUTIONS}, got {derived_resolution!r}')
-        self.derived_resolution = derived_resolution
         if self.derived_names and isinstance(self.tap, MaskQueryTap):
             raise ValueError(f'DualHead: derived_names={list(self.derived_names)} take '
                              f'the entropy of softmax(logits), and '
@@ -183,37 +166,26 @@ class DualHead(UncertaintyHead):
             return self.uncertainty_names
         return tuple(n for n in self.uncertainty_names if n not in self.derived_names)
 
-    def _maps(self, logits: Tensor, raw: Tensor, scores: Tensor) -> Tensor:
-        """The K maps (B, K, H, W) at the size of ``logits`` (B, C, H, W), the
-        returned class scores: the regressed ones decoded at the branch's
-        resolution and resized once (auxiliary ones left out); the derived
-        ones computed from them and the class scores, ``logits`` or, with
-        ``derived_resolution='branch'``, the tapped ``scores`` (B, C, h, w)
-        at the branch's resolution, before the resize."""
+    def _maps(self, scores: Tensor, raw: Tensor) -> Tensor:
+        """The K maps (B, K, H, W) at the size of ``scores`` (B, C, H, W):
+        the regressed ones decoded at the branch's resolution and resized
+        once (auxiliary ones left out), the derived ones computed from them
+        and ``scores``."""
         maps = self.loss_uncertainty.decode(raw)
         kept = [n for n in self.regressed_names if n not in self.derived_names]
         if len(kept) < maps.shape[1]:
             # auxiliary targets (regress_derived) are not outputs: not resized
             maps = maps[:, [self.regressed_names.index(n) for n in kept]]
-        derive_at_branch = self.derived_resolution == 'branch'
-        if self.derived_names and derive_at_branch:
-            maps = self._with_derived(maps, kept, scores)
-        if maps.shape[2:] != logits.shape[2:]:
-            maps = resize(maps, logits.shape[2:], mode='bilinear',
+        if maps.shape[2:] != scores.shape[2:]:
+            maps = resize(maps, scores.shape[2:], mode='bilinear',
                           align_corners=self.align_corners)
-        if self.derived_names and not derive_at_branch:
-            maps = self._with_derived(maps, kept, logits)
-        return maps.to(logits.dtype)
-
-    def _with_derived(self, maps: Tensor, kept: list[str], scores: Tensor) -> Tensor:
-        """All K maps in ``uncertainty_names`` order: the regressed ``maps``
-        (named ``kept``) and the derived ones, from them and the class
-        ``scores`` of the same size."""
+        if not self.derived_names:
+            return maps.to(scores.dtype)
         regressed = dict(zip(kept, maps.unbind(1)))
         total = softmax_entropy(at_least_float32(scores))
         derived = {'aleatoric': (total - regressed['epistemic']).clamp_min(0)}
         return torch.stack([derived[n] if n in derived else regressed[n]
-                            for n in self.uncertainty_names], 1)
+                            for n in self.uncertainty_names], 1).to(scores.dtype)
 
     @property
     def feature_channels(self) -> int:
@@ -301,7 +273,7 @@ class DualHead(UncertaintyHead):
         """(B, C + K, h, w): the class scores then the decoded uncertainty maps."""
         scores, raw, _ = self.forward_with_uncertainty(
             inputs, *prev, batch_img_metas=batch_img_metas)
-        return torch.cat([scores, self._maps(scores, raw, scores)], 1)
+        return torch.cat([scores, self._maps(scores, raw)], 1)
 
     def loss_and_outputs(self, inputs: Sequence[Tensor], *args: Any
                          ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
@@ -325,12 +297,12 @@ class DualHead(UncertaintyHead):
     def predict_parts(self, inputs: Sequence[Tensor], *args: Any
                       ) -> tuple[Tensor, Tensor]:
         """The wrapped head's own ``predict(inputs, [prev_output,]
-        batch_img_metas, test_cfg)`` (B, C, H, W) and the K maps at the same
-        size (B, K, H, W)."""
+        batch_img_metas, test_cfg)`` (B, C, H, W) and the K decoded maps
+        resized to the same size (B, K, H, W)."""
         with self.tap:
             seg_logits = self.head.predict(inputs, *args)
-            scores, raw, _ = self._tapped(inputs)
-        return seg_logits, self._maps(seg_logits, raw, scores)
+            _, raw, _ = self._tapped(inputs)
+        return seg_logits, self._maps(seg_logits, raw)
 
     def predict(self, inputs: Sequence[Tensor], *args: Any) -> Tensor:
         """:meth:`predict_parts` side by side: (B, C + K, H, W)."""

@@ -200,45 +200,7 @@ def test_derived_aleatoric_is_the_entropy_of_the_prediction_less_the_epistemic()
     scores = torch.tensor([[[[20.0]], [[0.0]], [[0.0]], [[0.0]]]])
     raw = torch.full((1, 64, 1, 1), -30.0)
     raw[0, 40] = 30.0  # epistemic at bin 40's centre, far above H ~ 0
-    assert dual._maps(scores, raw, scores)[0, 1].item() == 0.0
-
-
-def test_derived_aleatoric_at_the_branch_resolution_is_resized_with_the_others():
-    """derived_resolution='branch': the entropy of the class scores at the
-    branch's size less the epistemic there, clamped, then both maps resized
-    once; the logits and the epistemic map are the 'output' head's."""
-    kwargs = dict(type='DualHead', head=HEADS['FCNHead'], derived_names=('aleatoric', ),
-                  uncertainty_names=('epistemic', 'aleatoric'))
-    with mmseg_scope():
-        torch.manual_seed(0)
-        at_output = MODELS.build(kwargs)
-        at_branch = MODELS.build(dict(kwargs, derived_resolution='branch'))
-        with pytest.raises(ValueError, match=r"derived_resolution must be one of "
-                                             r"\('output', 'branch'\), got 'image'"):
-            MODELS.build(dict(kwargs, derived_resolution='image'))
-    with torch.no_grad():  # confident, varied scores: the two maps differ
-        at_output.head.conv_seg.weight.mul_(20)
-    at_branch.load_state_dict(at_output.state_dict())
-    at_output.eval(), at_branch.eval()
-    x = _features(7)
-    metas = [dict(img_shape=(128, 128), pad_shape=(128, 128))] * 2
-    with torch.no_grad():
-        scores, raw, _ = at_branch.forward_with_uncertainty(x)
-        logits, maps = at_branch.predict_parts(x, metas, dict())
-        reference = at_output.predict(x, metas, dict())
-    # by hand, in float64: the maps at the branch's 64x64, then resized to 128x128
-    prob = scores.double().softmax(1)
-    epistemic = at_branch.loss_uncertainty.decode(raw)[:, 0].double()
-    aleatoric = (-(prob * prob.log()).sum(1) - epistemic).clamp_min(0)
-    expected = torch.nn.functional.interpolate(torch.stack([epistemic, aleatoric], 1),
-                                               size=(128, 128), mode='bilinear',
-                                               align_corners=False)
-    assert torch.allclose(maps.double(), expected, atol=1e-5)
-    together = at_branch.predict(x, metas, dict())
-    assert torch.equal(torch.cat([logits, maps], 1), together)
-    assert torch.equal(logits, reference[:, :4])
-    assert torch.equal(maps[:, 0], reference[:, 4])
-    assert (maps[:, 1] - reference[:, 5]).abs().max() > 0.05
+    assert dual._maps(scores, raw)[0, 1].item() == 0.0
 
 
 @pytest.mark.parametrize('names,derived,match', [
