@@ -1,7 +1,7 @@
 """ProDA's ablation on the embedded benchmark, over several seeds: source =
 ``train`` scenes, target = ``shift_train`` (fog, night, colour cast, blur;
-its labels unused), evaluated on ``shift_val`` (and on the source ``val``, to
-see what the source domain keeps).
+its labels unused but by the oracle row), evaluated on ``shift_val`` (and on
+the source ``val``, to see what the source domain keeps).
 
     python benchmarks/domain_adaptation.py                       # everything
     python benchmarks/domain_adaptation.py --seeds 1 --threads 1 # one seed, 1 core
@@ -9,25 +9,36 @@ see what the source domain keeps).
 The network and warm-up are the main job's member recipe
 (``configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py``: Fast-SCNN, 1000
 iterations from random initialisation, without the demo's bagging), trained
-once per seed. Rows of the chain, each starting from the seed's warm-up
-weights but the last:
+once per seed. The chain, each row's stage starting from the seed's warm-up
+weights, ``--iters`` iterations, with ProDA's recipe
+(``configs/proda/``; rates as half-lives of 1/10 and 1/4 of the stage):
 
 1. source only (the warm-up model);
 2. + self-training: symmetric cross-entropy on the warm-up model's confident
-   pseudo-labels (probability ≥ 0.9), plus the regulariser;
-3. + prototypical denoising: the pseudo-labels rectified by the prototypes,
-   where their (rectified) confidence is ≥ 0.9;
-4. + structure learning: row 3 plus the KL between weak and strong views'
-   prototype assignments (``CHAIN_STRUCTURE``);
-5. + distillation: a student taught on its confident target pixels by the
-   stage-1 model the config keeps (``DISTILL_FROM``), from its weights.
+   pseudo-labels (probability ≥ 0.9) of the weak view, learnt on the strong
+   view (RandAugment's geometric operations and a cut-out; labels carried),
+   plus the regulariser;
+3. + prototypical denoising: every pixel's pseudo-label rectified by the
+   prototypes (ProDA's rule);
+4. + structure learning: row 3 plus γ₁ = 10 times the KL between the weak
+   and strong views' prototype assignments, averaged over pixels and
+   classes: ProDA's stage 1 (but for the view SCE learns on);
+5. + distillation: a student from row 4's weights taught, on the strong
+   view, by row 4's flip-averaged prediction where it is ≥ 0.95 confident.
 
-Beside the chain: ProDA's denoising of every pixel; the CBST baseline
-(class-balanced thresholds instead of row 2's 0.9); structure learning in
-each form of ``VARIANTS`` (the assignment temperature, L2-normalised
-features, the strong view's strength, the KL only where the weak view is
-confident, a warm-up of γ₁) on top of the every-pixel denoising; and the
-distillation of the earlier recipe's stage 1 (``DISTILL_ALSO``).
+Beside the chain: self-training on the weak view (ProDA's view for SCE);
+CBST (class-balanced thresholds instead of row 2's 0.9); the distillation
+with the student starting from the warm-up weights (ProDA's student is a
+network other than its teacher); and the target oracle, the warm-up recipe trained on
+``shift_train`` with its labels, for the table only. For each row, the
+share of the source-only → oracle gap it closes, (row − source only) /
+(oracle − source only), per seed. Every row keeps its final checkpoint:
+none is chosen with target labels.
+
+For the rows with prototypes, the last logged movement: the share of its
+starting weights left in the momentum network, the mean share of the
+initial prototypes left, their mean relative drift, and the share of
+pixels the rectification changed.
 
 Each training is skipped when its final checkpoint exists and each
 evaluation when its result is stored beside the checkpoint, so the script
@@ -60,47 +71,34 @@ WARMUP = 'configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py'
 PRODA = 'configs/proda/proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py'
 DISTILL = ('configs/proda/'
            'proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
-SELF_TRAINING = dict(rectify=False, structure_weight=0.0, confidence_threshold=0.9)
-#: ProDA's rule: every pixel's rectified pseudo-label
-DENOISING_EVERY_PIXEL = dict(rectify=True, structure_weight=0.0, confidence_threshold=0.0)
-#: the chain's: rectified pseudo-labels where their confidence is >= 0.9,
-#: the pixels self-training keeps
-DENOISING = dict(rectify=True, structure_weight=0.0, confidence_threshold=0.9)
-#: stage-1 rows: name -> (work dir, ProDASegmentor switches over the config's;
-#: each sets every switch the config sets, so a change there changes no row)
+#: each sets every switch the config sets, so a change there changes no row
+SELF_TRAINING = dict(rectify=False, structure_weight=0.0, confidence_threshold=0.9,
+                     pseudo_label_view='strong', strong_geometric=True)
+DENOISING = dict(SELF_TRAINING, rectify=True, confidence_threshold=0.0)
+STRUCTURE = dict(DENOISING, structure_weight=10.0)
+SOURCE_ONLY = 'source only (warm-up)'
+ORACLE = 'target oracle (shift_train labels)'
+#: stage-1 rows: name -> (work dir, ProDASegmentor switches)
 STAGE1 = {
-    '+ self-training': ('self_training', SELF_TRAINING),
-    '+ prototypical denoising': ('prototypical_denoising_confident', DENOISING),
-    'prototypical denoising on every pixel (ProDA)':
-        ('prototypical_denoising', DENOISING_EVERY_PIXEL),
-    'self-training, CBST thresholds (p = 0.5)':
-        ('self_training__CBST_thresholds__p___0_5',
-         dict(rectify=False, structure_weight=0.0, confidence_threshold=0.0,
-              class_balanced_portion=0.5)),
+    '+ self-training': ('self_training_strong_view', SELF_TRAINING),
+    '+ prototypical denoising': ('denoising_strong_view', DENOISING),
+    '+ structure learning (ProDA stage 1)': ('structure_strong_view', STRUCTURE),
+    'self-training on the weak view (ProDA)': (
+        'self_training', dict(SELF_TRAINING, pseudo_label_view='weak')),
+    'self-training, CBST thresholds (p = 0.5)': (
+        'cbst_strong_view', dict(SELF_TRAINING, confidence_threshold=0.0,
+                                 class_balanced_portion=0.5)),
 }
-#: structure learning in each form measured, on top of ProDA's denoising on
-#: every pixel (switches over DENOISING_EVERY_PIXEL)
-VARIANTS = {
-    'γ₁ = 1, τ = 1, Euclidean (the earlier recipe)':
-        dict(structure_weight=1.0),
-    'τ_s = 10': dict(structure_weight=1.0, structure_temperature=10.0),
-    'τ_s = 0.1, L2-normalised features':
-        dict(structure_weight=1.0, structure_temperature=0.1, structure_distance='cosine'),
-    'strong view at half strength': dict(structure_weight=1.0, strong_strength=0.5),
-    'KL only where confidence ≥ 0.9':
-        dict(structure_weight=1.0, structure_confidence=0.9),
-    # the first half of the 300-iteration stage
-    'γ₁ ramped up over the first half': dict(structure_weight=1.0,
-                                             structure_warmup_iters=150),
-}
-#: row 4 of the chain: this variant on top of the chain's denoising (chosen
-#: as the one that counts the KL on the pixels the pseudo-labels train)
-CHAIN_STRUCTURE = 'KL only where confidence ≥ 0.9'
-#: the stage-1 model the config keeps, which teaches the distillation row
-#: (structure learning helped in no form: the config leaves it off)
-DISTILL_FROM = '+ prototypical denoising'
-#: also distilled, for comparison: the earlier recipe's stage 1
-DISTILL_ALSO = 'structure learning: γ₁ = 1, τ = 1, Euclidean (the earlier recipe)'
+#: the stage-1 model the distillation rows learn from: the full stage 1
+DISTILL_FROM = '+ structure learning (ProDA stage 1)'
+DISTILLATION = '+ distillation'
+DISTILLATION_FROM_WARMUP = 'distillation, the student from the warm-up weights'
+#: the prototype hook's half-lives as shares of the stage's iterations
+MOMENTUM_HALF_LIFE = 1 / 10
+PROTOTYPE_HALF_LIFE = 1 / 4
+#: the last logged value of each, for the rows with prototypes
+MOVEMENT = ('momentum_start_share', 'prototype_start_share', 'prototype_drift',
+            'target.rectified')
 
 
 def _run(command: list[str], threads: int) -> None:
@@ -152,6 +150,19 @@ def seconds_per_iteration(work: str) -> float | None:
     return round(statistics.median(times), 3) if times else None
 
 
+def last_logged(work: str, keys: tuple[str, ...]) -> dict:
+    """The last value mmengine logged in ``work`` of each of ``keys`` that
+    it logged at all."""
+    found = {}
+    for path in sorted(glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    record = json.loads(line)
+                    found.update({k: record[k] for k in keys if k in record})
+    return found
+
+
 def _dataset(split: str):
     from mmengine.config import Config
 
@@ -193,41 +204,49 @@ def evaluate(checkpoint: str, split: str, limit: int | None) -> dict:
     return result
 
 
-def run_seed(seed: int, args, variants: bool) -> dict:
+def _hooks(switches: dict, iters: int) -> list:
+    """The stage's custom hooks: the prototype hook with half-lives relative
+    to ``iters``, and CBST's thresholds where the row needs them."""
+    hooks = [dict(type='PrototypeHook', momentum_half_life=iters * MOMENTUM_HALF_LIFE,
+                  prototype_half_life=iters * PROTOTYPE_HALF_LIFE, min_pixels=10,
+                  init_batches=25)]
+    if 'class_balanced_portion' in switches:
+        hooks.append(dict(type='ClassBalancedThresholdHook', init_batches=25))
+    return hooks
+
+
+def run_seed(seed: int, args) -> dict:
     """Every row for one seed: {row: {checkpoint, work}}."""
     work = osp.join(args.work_dir, f'seed_{seed}')
     warmup = osp.abspath(train(WARMUP, osp.join(work, 'warmup'), args.warmup_iters,
                                {'randomness.seed': seed}, args.threads))
-    rows = {'source only (warm-up)': dict(checkpoint=warmup,
-                                          work=osp.join(work, 'warmup'))}
+    rows = {SOURCE_ONLY: dict(checkpoint=warmup, work=osp.join(work, 'warmup'))}
     common = {'load_from': warmup, 'model.pseudo_labeller.checkpoint': warmup,
               'randomness.seed': seed, 'model.view_seed': seed,
               'param_scheduler.0.end': args.iters}
-    stage1 = {row: (osp.join(work, name), switches)
-              for row, (name, switches) in STAGE1.items()}
-    stage1['+ structure learning'] = (
-        osp.join(work, 'structure_learning_on_confident_denoising'),
-        dict(DENOISING, **VARIANTS[CHAIN_STRUCTURE]))
-    for name, switches in VARIANTS.items():
-        row = f'structure learning: {name}'
-        if variants or row == DISTILL_ALSO:
-            stage1[row] = (osp.join(work, _slug(row)), dict(DENOISING_EVERY_PIXEL, **switches))
-    for row, (row_work, switches) in stage1.items():
-        hooks = ([dict(type='ClassBalancedThresholdHook', init_batches=25)]
-                 if 'class_balanced_portion' in switches else None)
+    for row, (name, switches) in STAGE1.items():
+        row_work = osp.join(work, name)
         rows[row] = dict(checkpoint=train(PRODA, row_work, args.iters,
                                           dict(common, **_model(switches)),
-                                          args.threads, hooks), work=row_work)
-    for row, teacher_row in (('+ distillation', DISTILL_FROM),
-                             (f'distillation from {DISTILL_ALSO}', DISTILL_ALSO)):
-        teacher = osp.abspath(rows[teacher_row]['checkpoint'])
-        distill_work = osp.join(work, 'distillation_from_' + osp.basename(
-            osp.dirname(teacher)))
+                                          args.threads, _hooks(switches, args.iters)),
+                         work=row_work)
+    teacher = osp.abspath(rows[DISTILL_FROM]['checkpoint'])
+    for row, start, name in ((DISTILLATION, teacher,
+                              'distillation_strong_view_from_teacher_weights'),
+                             (DISTILLATION_FROM_WARMUP, warmup, 'distillation_strong_view')):
+        row_work = osp.join(work, name)
         rows[row] = dict(checkpoint=train(
-            DISTILL, distill_work, args.iters,
-            {'load_from': teacher, 'model.teacher.checkpoint': teacher,
-             'randomness.seed': seed, 'param_scheduler.0.end': args.iters},
-            args.threads), work=distill_work)
+            DISTILL, row_work, args.iters,
+            {'load_from': start, 'model.teacher.model.checkpoint': teacher,
+             'randomness.seed': seed, 'model.view_seed': seed,
+             'param_scheduler.0.end': args.iters},
+            args.threads), work=row_work)
+    oracle_work = osp.join(work, 'oracle')
+    rows[ORACLE] = dict(checkpoint=train(
+        WARMUP, oracle_work, args.warmup_iters,
+        {'randomness.seed': seed, 'train_dataloader.dataset.data_prefix': dict(
+            img_path='leftImg8bit/shift_train', seg_map_path='gtFine/shift_train')},
+        args.threads), work=oracle_work)
     return rows
 
 
@@ -243,18 +262,12 @@ def time_stages(args) -> dict:
     n = args.timing_iters
     common = {'load_from': warmup, 'model.pseudo_labeller.checkpoint': warmup,
               'param_scheduler.0.end': n}
-    runs = {
-        'source only (warm-up)': (WARMUP, {}, None),
-        '+ self-training': (PRODA, dict(common, **_model(SELF_TRAINING)), None),
-        'self-training, CBST thresholds': (
-            PRODA, dict(common, **_model(STAGE1['self-training, CBST thresholds (p = 0.5)'][1])),
-            [dict(type='ClassBalancedThresholdHook', init_batches=25)]),
-        '+ prototypical denoising': (PRODA, dict(common, **_model(DENOISING)), None),
-        '+ structure learning': (PRODA, dict(common, **_model(
-            dict(DENOISING, **VARIANTS[CHAIN_STRUCTURE]))), None),
-        '+ distillation': (DISTILL, {'load_from': teacher, 'model.teacher.checkpoint': teacher,
-                                     'param_scheduler.0.end': n}, None),
-    }
+    runs = {SOURCE_ONLY: (WARMUP, {}, None)}
+    for row, (_, switches) in STAGE1.items():
+        runs[row] = (PRODA, dict(common, **_model(switches)), _hooks(switches, n))
+    runs[DISTILLATION] = (DISTILL, {'load_from': teacher,
+                                    'model.teacher.model.checkpoint': teacher,
+                                    'param_scheduler.0.end': n}, None)
     times = {}
     for row, (config, updates, hooks) in runs.items():
         row_work = osp.join(work, _slug(row))
@@ -280,9 +293,6 @@ def _mean_std(values: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--variant-seeds', type=int, nargs='*', default=None,
-                        help='seeds that also run the structure-learning variants '
-                             '(default: all of --seeds)')
     parser.add_argument('--warmup-iters', type=int, default=1000)
     parser.add_argument('--iters', type=int, default=300, help='iterations per stage')
     parser.add_argument('--threads', type=int, default=2,
@@ -298,7 +308,6 @@ def main() -> None:
     parser.add_argument('--no-report', action='store_true',
                         help='train and evaluate only; leave the results file alone')
     args = parser.parse_args()
-    variant_seeds = args.seeds if args.variant_seeds is None else args.variant_seeds
     args.work_dir = osp.abspath(args.work_dir)
     import mmseg_uncert  # noqa: F401
     if not osp.isdir(osp.join(ROOT, 'data', 'synthetic_streets', 'leftImg8bit', 'shift_val')):
@@ -309,30 +318,36 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     per_seed = {}
     for seed in args.seeds:
-        rows = run_seed(seed, args, seed in variant_seeds)
+        rows = run_seed(seed, args)
         results = {}
         for row, info in rows.items():
             target = evaluate(info['checkpoint'], 'shift_val', args.limit)
             results[row] = dict(target_mIoU=target['mIoU'], target_ECE=target['ECE'],
-                                s_per_iter=seconds_per_iteration(info['work']))
-            if not row.startswith('structure learning:'):
-                results[row]['source_mIoU'] = evaluate(info['checkpoint'], 'val',
-                                                       args.limit)['mIoU']
-            print(seed, row, results[row], flush=True)
+                                source_mIoU=evaluate(info['checkpoint'], 'val',
+                                                     args.limit)['mIoU'],
+                                s_per_iter=seconds_per_iteration(info['work']),
+                                **last_logged(info['work'], MOVEMENT))
+        source = results[SOURCE_ONLY]['target_mIoU']
+        oracle = results[ORACLE]['target_mIoU']
+        for row, result in results.items():
+            result['gap_closed'] = (result['target_mIoU'] - source) / (oracle - source)
+            print(seed, row, result, flush=True)
         per_seed[seed] = results
     if args.no_report:
         return
     timing = time_stages(args) if args.timing_iters else {}
     summary = {}
     for row in per_seed[args.seeds[0]]:
-        seeds = [s for s in args.seeds if row in per_seed[s]]
-        summary[row] = dict(seeds=seeds, **{
-            key: _mean_std([per_seed[s][row][key] for s in seeds])
-            for key in ('target_mIoU', 'target_ECE', 'source_mIoU', 's_per_iter')
-            if all(per_seed[s][row].get(key) is not None for s in seeds)})
+        keys = [k for k in per_seed[args.seeds[0]][row]
+                if all(per_seed[s][row].get(k) is not None for s in args.seeds)]
+        summary[row] = dict(seeds=args.seeds, **{
+            key: _mean_std([per_seed[s][row][key] for s in args.seeds])
+            for key in keys})
     result = dict(date=datetime.date.today().isoformat(), cores=os.cpu_count(),
                   warmup=WARMUP, warmup_iters=args.warmup_iters, stage1=PRODA,
                   distillation=DISTILL, iters_per_stage=args.iters,
+                  momentum_half_life=args.iters * MOMENTUM_HALF_LIFE,
+                  prototype_half_life=args.iters * PROTOTYPE_HALF_LIFE,
                   images_per_split=args.limit,
                   minutes_this_invocation=round((time.time() - start) / 60, 1),
                   seconds_per_iteration=dict(

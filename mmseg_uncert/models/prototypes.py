@@ -15,45 +15,66 @@ _ABSENT = -1e4
 
 
 def class_feature_sums(feature: Tensor, label: Tensor, num_classes: int,
-                       valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                       valid: Tensor | None = None,
+                       per_image: bool = False) -> tuple[Tensor, Tensor]:
     """Per-class sums of feature vectors and pixel counts.
 
     Args:
         feature: (B, F, h, w).
         label: (B, h, w) class indices.
         valid: (B, h, w) bool, pixels to count (default all).
+        per_image: keep the images apart.
     Returns:
-        sums (K, F) and counts (K,), both float64 so that sums over many
-        pixels and ranks add up exactly enough.
+        sums (K, F) and counts (K,), or (B, K, F) and (B, K) per image, all
+        float64 so that sums over many pixels and ranks add up exactly
+        enough.
     """
     if feature.shape[:1] + feature.shape[2:] != label.shape:
         raise ValueError(f'class_feature_sums: features {tuple(feature.shape)} and '
                          f'labels {tuple(label.shape)} differ in batch or size')
-    f = feature.detach().permute(0, 2, 3, 1).reshape(-1, feature.shape[1]).double()
+    b, channels = feature.shape[:2]
+    f = feature.detach().permute(0, 2, 3, 1).reshape(-1, channels).double()
     k = label.reshape(-1).long()
     keep = (k >= 0) & (k < num_classes)
     if valid is not None:
         keep &= valid.reshape(-1)
+    groups = b * num_classes if per_image else num_classes
+    if per_image:  # one group per (image, class)
+        image = torch.arange(b, device=k.device).repeat_interleave(k.numel() // b)
+        k = image * num_classes + k
     f, k = f[keep], k[keep]
-    sums = f.new_zeros(num_classes, f.shape[1]).index_add_(0, k, f)
-    counts = f.new_zeros(num_classes).index_add_(0, k, torch.ones_like(k, dtype=f.dtype))
+    sums = f.new_zeros(groups, channels).index_add_(0, k, f)
+    counts = f.new_zeros(groups).index_add_(0, k, torch.ones_like(k, dtype=f.dtype))
+    if per_image:
+        return sums.view(b, num_classes, channels), counts.view(b, num_classes)
     return sums, counts
 
 
 def ema_prototypes(prototypes: Tensor, initialised: Tensor, sums: Tensor,
-                   counts: Tensor, decay: float) -> None:
-    """η_k ← λ·η_k + (1 − λ)·η'_k in place, η'_k = sums_k / counts_k the
-    batch mean of class k. Classes absent from the batch (count 0) are left
-    untouched; a class seen for the first time takes the batch mean."""
-    present = counts > 0
+                   counts: Tensor, decay: float, min_count: float = 0) -> Tensor:
+    """η_k ← λ·η_k + (1 − λ)·η'_k in place, η'_k = sums_k / counts_k a class
+    mean, for each class with at least ``min_count`` pixels (and at least
+    one); the others are left untouched, and a class seen for the first
+    time takes the mean. With per-image sums (N, K, F) and counts (N, K)
+    the images update one after the other (ProDA: one update per image and
+    class, classes under 10 pixels skipped).
+
+    Returns the number of updates each class received (K,), new ones
+    included.
+    """
+    if sums.dim() == 3:
+        return sum(ema_prototypes(prototypes, initialised, s, c, decay, min_count)
+                   for s, c in zip(sums, counts))
+    present = (counts > 0) & (counts >= min_count)
     if not present.any():
-        return
+        return torch.zeros_like(counts)
     mean = (sums[present] / counts[present, None]).to(prototypes.dtype)
     fresh = present & ~initialised
     old = present & initialised
     prototypes[fresh] = mean[fresh[present]]
     prototypes[old] = decay * prototypes[old] + (1 - decay) * mean[old[present]]
     initialised |= present
+    return present.to(counts.dtype)
 
 
 def prototype_logits(feature: Tensor, prototypes: Tensor, initialised: Tensor,

@@ -13,6 +13,7 @@ import os.path as osp
 
 import torch
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import MessageHub
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.structures import PixelData
 from torch import nn
@@ -173,13 +174,18 @@ def train_step(model: nn.Module, name: str, device: torch.device,
         log = model.train_step(data, optim_wrapper)
     if name == 'ProDASegmentor':
         hook = PrototypeHook()
-        hook.bank = model.prototype_bank
+        hook.bank = bank = model.prototype_bank
+        # the model's prototypes as the hook's starting ones
+        hook.initial_update(bank.prototypes.detach().double().clone(),
+                            torch.ones(bank.num_classes, dtype=torch.float64,
+                                       device=bank.prototypes.device))
 
         class Runner:
             pass
 
         runner = Runner()
         runner.model = model
+        runner.message_hub = MessageHub.get_current_instance()
         hook.after_train_iter(runner, 0)
     return log
 

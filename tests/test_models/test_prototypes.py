@@ -55,3 +55,32 @@ def test_prototype_logits_on_normalised_features_against_cdist():
     assert torch.allclose(logits.permute(0, 2, 3, 1).reshape(-1, 5), expected, atol=1e-4)
     # the distance of unit vectors is sqrt(2 - 2 cos): it lies in [0, 2]
     assert (logits * -0.1).max() <= 2 + 1e-6
+
+
+def test_per_image_sums_and_updates_by_hand():
+    """ProDA's update: one per image and class, classes under the pixel
+    minimum skipped, images in order."""
+    # image 0: class 0 on 3 pixels, class 1 on 1; image 1: class 0 on 1, class 1 on 3
+    feature = torch.tensor([[[[1.0, 2.0], [3.0, 10.0]]],
+                            [[[5.0, 6.0], [7.0, 8.0]]]])
+    label = torch.tensor([[[0, 0], [0, 1]], [[0, 1], [1, 1]]])
+    sums, counts = class_feature_sums(feature, label, 3, per_image=True)
+    assert counts.tolist() == [[3, 1, 0], [1, 3, 0]]
+    assert sums[:, :, 0].tolist() == [[6, 10, 0], [5, 21, 0]]
+    # the pooled form is their sum
+    pooled = class_feature_sums(feature, label, 3)
+    assert torch.equal(pooled[0], sums.sum(0)) and torch.equal(pooled[1], counts.sum(0))
+    prototypes = torch.tensor([[0.0], [4.0], [9.0]])
+    initialised = torch.tensor([True, True, True])
+    updates = ema_prototypes(prototypes, initialised, sums, counts, decay=0.5,
+                             min_count=2)
+    # class 0: image 0 only (mean 2): 0.5 * 0 + 0.5 * 2 = 1; image 1 has 1 pixel
+    # class 1: image 1 only (mean 7): 0.5 * 4 + 0.5 * 7 = 5.5
+    assert prototypes[:, 0].tolist() == [1.0, 5.5, 9.0]
+    assert updates.tolist() == [1, 1, 0]
+    # no minimum: both images, one after the other
+    prototypes = torch.tensor([[0.0], [4.0], [9.0]])
+    updates = ema_prototypes(prototypes, initialised, sums, counts, decay=0.5)
+    assert prototypes[:, 0].tolist() == [0.5 * (0.5 * 0 + 0.5 * 2) + 0.5 * 5,
+                                         0.5 * (0.5 * 4 + 0.5 * 10) + 0.5 * 7, 9.0]
+    assert updates.tolist() == [2, 2, 0]

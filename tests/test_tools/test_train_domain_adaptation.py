@@ -48,7 +48,8 @@ def test_proda_resumes_identically_and_distils(tiny_data_root, tmp_path):
     extra = f"""
         model = dict(pseudo_labeller=dict(checkpoint={warmup!r}),
                      decode_head=dict(dropout_ratio=0.0))
-        custom_hooks = [dict(type='PrototypeHook', init_batches=1)]
+        custom_hooks = [dict(type='PrototypeHook', init_batches=1, min_pixels=1,
+                             momentum_half_life=1, prototype_half_life=1)]
         """
     straight = _tiny_uda_config(str(tmp_path / 'a.py'), tiny_data_root, warmup, 3, extra=extra)
     run_tool(['tools/train.py', straight, '--work-dir', str(tmp_path / 'a')])
@@ -58,41 +59,52 @@ def test_proda_resumes_identically_and_distils(tiny_data_root, tmp_path):
     assert 'initialised' not in (proc.stdout + proc.stderr).split('Load checkpoint')[-1]
     a = torch.load(str(tmp_path / 'a' / 'iter_3.pth'), weights_only=False)
     b = torch.load(str(tmp_path / 'b' / 'iter_3.pth'), weights_only=False)
-    for key in ('prototypes', 'initialised'):
+    for key in ('prototypes', 'initialised', 'initial_prototypes',
+                'prototype_start_share'):
         assert torch.equal(a['prototype_hook'][key], b['prototype_hook'][key]), key
+    assert a['prototype_hook']['momentum_start_share'] == 0.5 ** 3
     for name, value in a['prototype_hook']['momentum_network'].items():
         assert torch.allclose(value.float(), b['prototype_hook']['momentum_network'][name].float(),
                               atol=1e-6), name
     for name, value in a['state_dict'].items():
         assert torch.allclose(value.float(), b['state_dict'][name].float(), atol=1e-6), name
     assert not any(k.startswith(('pseudo_labeller', 'prototype')) for k in a['state_dict'])
-    # the distillation stage: the stage-1 model teaches a student on the target
+    # the movement of both is logged
+    log = (proc.stdout + proc.stderr).split('Load checkpoint')[-1]
+    for key in ('momentum_start_share', 'prototype_start_share', 'prototype_drift'):
+        assert key in log, key
+    # the distillation stage: the stage-1 model's flip-averaged prediction
+    # teaches a student (from the warm-up weights) on the target, without KL
     cfg = _tiny_uda_config(str(tmp_path / 'd.py'), tiny_data_root, warmup, 2,
                            base=PRODA_DISTILL, extra=f"""
-        model = dict(teacher=dict(checkpoint={str(tmp_path / 'a' / 'iter_3.pth')!r}))
+        model = dict(teacher=dict(model=dict(
+            checkpoint={str(tmp_path / 'a' / 'iter_3.pth')!r})))
         """)
     proc = run_tool(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'd')])
     log = proc.stdout + proc.stderr
-    for key in ('decode.loss_ce', 'target.decode.loss_ce', 'target.distill.loss_kd', 'mIoU'):
+    for key in ('decode.loss_ce', 'target.decode.loss_ce', 'mIoU'):
         assert key in log, key
+    assert 'loss_kd' not in log
     state = torch.load(str(tmp_path / 'd' / 'iter_2.pth'), weights_only=False)['state_dict']
     assert set(state) == set(a['state_dict'])
 
 
 def test_stage1_config_is_the_benchmarked_recipe():
-    """The stage-1 config keeps what the ablation measured as the chain's
-    denoising row, with structure learning off, and the benchmark's
-    distillation teacher is that row."""
+    """The stage-1 config is the ablation's full stage-1 row, with its
+    hook's half-lives, and that row teaches the benchmark's distillation."""
     import importlib.util
     from mmengine.config import Config
     spec = importlib.util.spec_from_file_location(
         'domain_adaptation', osp.join(ROOT, 'benchmarks', 'domain_adaptation.py'))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    model = Config.fromfile(PRODA).model
-    assert bench.DISTILL_FROM == '+ prototypical denoising'
+    cfg = Config.fromfile(PRODA)
+    assert bench.DISTILL_FROM == '+ structure learning (ProDA stage 1)'
     for key, value in bench.STAGE1[bench.DISTILL_FROM][1].items():
-        assert model[key] == value, key
+        assert cfg.model[key] == value, key
+    iters = cfg.train_cfg.max_iters
+    assert cfg.custom_hooks == bench._hooks({}, iters)
+    assert Config.fromfile(PRODA_DISTILL).model.pseudo_label_threshold == 0.95
 
 
 def test_cbst_trains_and_resumes_through_the_runner(tiny_data_root, tmp_path):

@@ -14,6 +14,7 @@ from mmseg.registry import MODELS
 from ..decode_heads.head_taps import HeadTap, tap_head
 from ..losses.pairwise_kd_loss import affinity
 from ..precision import at_least_float32
+from ..strong_view import StrongView
 from ..uncertainty import UNCERTAINTY_NAMES, PredictiveStatistics
 from .cascade import final_head
 from .ensemble_segmentor import normalisation_of
@@ -213,3 +214,19 @@ def check_finite(outputs: dict[str, Tensor], metas: list[dict]) -> None:
             f'infinite on image {metas[i].get("img_path", f"#{i} of the batch")}; '
             f'check the teacher checkpoints (and, with teacher_autocast, '
             f'overflow in half precision)')
+
+
+@torch.no_grad()
+def carried_to_view(teacher: TeacherOutputs, view: StrongView) -> TeacherOutputs:
+    """The teacher's probabilities and maps on the weak view carried to a
+    strong view of it (ProDA's distillation: the student learns on the
+    strong view what the teacher says of the weak one), 0 where the strong
+    pixel has no content (outside the weak view, cut out), where
+    :class:`EnsembleDistiller` therefore puts no label."""
+    def carry(t: Tensor) -> Tensor:  # (B, C, h, w)
+        return view.follow(t) * view.inside(t.shape[2:])[:, None]
+    return teacher._replace(
+        prob=carry(teacher.prob),
+        maps={name: carry(m[:, None])[:, 0] for name, m in teacher.maps.items()},
+        mean_log_prob=(None if teacher.mean_log_prob is None
+                       else carry(teacher.mean_log_prob)))

@@ -5,6 +5,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import MessageHub
 from torch import Tensor, nn
 
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
@@ -18,8 +19,10 @@ from ..decode_heads.dirichlet_head import DirichletHead
 from ..decode_heads.dual_head import DualHead
 from ..decode_heads.head_taps import HeadTap, MaskQueryTap, tap_head
 from ..frozen import FrozenChildren
+from ..strong_view import strong_view, view_generator
 from .cascade import OptionalCascade
-from .distillation_teacher import (CLASS_STD, TeacherOutputs, build_teacher, check_targets,
+from .distillation_teacher import (CLASS_STD, TeacherOutputs, build_teacher,
+                                   carried_to_view, check_targets,
                                    feature_taps, teacher_outputs)
 from .members import mmseg_scope
 from .pseudo_labels import pseudo_labelled_samples, pseudo_labels
@@ -82,6 +85,9 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
             top probability is below it are ignored by CE and KD (0 keeps all).
         student_init: a plain segmentor checkpoint of the student's
             architecture to start from (:mod:`~.student_init`).
+        target_view, view_seed: on target batches the student sees the
+            teacher's ``'weak'`` view, or (ProDA) a ``'strong'`` view of it
+            seeded by ``view_seed`` (:func:`~.carried_to_view`).
     """
 
     requires_uncertainty_head = False
@@ -98,6 +104,8 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
                  teacher_autocast: bool = False,
                  pseudo_label_threshold: float = 0.0,
                  student_init: str | None = None,
+                 target_view: str = 'weak',
+                 view_seed: int = 0,
                  num_stages: int | None = None,
                  train_cfg: OptConfigType = {},
                  data_preprocessor: OptConfigType = None,
@@ -115,12 +123,14 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
         if not 0.0 <= pseudo_label_threshold < 1.0:
             raise ValueError(f'EnsembleDistiller: pseudo_label_threshold must lie in '
                              f'[0, 1), got {pseudo_label_threshold}')
+        _check_target_view(target_view, pairwise_loss or mimic_loss)
         self.with_uncertainty = isinstance(head, DualHead)
         self.with_dirichlet = isinstance(head, DirichletHead)
         if not self.with_uncertainty:  # the features a plain head predicts from
             self.student_tap: HeadTap = tap_head(self.segmentation_head, 'EnsembleDistiller')
         self.teacher_autocast = teacher_autocast
         self.pseudo_label_threshold = pseudo_label_threshold
+        self.target_view, self.view_seed = target_view, view_seed
         self.student_init = student_init
         self.kd_loss = self.pairwise_loss = self.mimic_loss = None
         self.teacher_taps: list[HeadTap] = []
@@ -232,11 +242,18 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
         if not isinstance(inputs, dict):
             return self._distill(inputs, data_samples)
         # the teacher first, before any student graph is alive
-        teacher = self._teacher_outputs(inputs['target'],
+        target_inputs = inputs['target']
+        teacher = self._teacher_outputs(target_inputs,
                                         [s.metainfo for s in data_samples['target']])
+        if self.target_view == 'strong':
+            iteration = MessageHub.get_current_instance().get_info('iter', 0)
+            view = strong_view(target_inputs, self.data_preprocessor.mean,
+                               self.data_preprocessor.std, generator=view_generator(
+                                   self.view_seed, iteration, target_inputs.device))
+            target_inputs, teacher = view.image, carried_to_view(teacher, view)
         source = self._student_forward(self.extract_feat(inputs['source']),
                                        data_samples['source'], with_loss=True)[0]
-        target = self._distill(inputs['target'], data_samples['target'], teacher)
+        target = self._distill(target_inputs, data_samples['target'], teacher)
         return {**source, **add_prefix(target, 'target')}
 
     def _distill(self, inputs: Tensor, data_samples: SampleList,
@@ -262,8 +279,10 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
         if pseudo:
             prob = teacher.prob if teacher.prob.shape[2:] == size else resize(
                 teacher.prob, size, mode='bilinear', align_corners=self.align_corners)
+            # a pixel where the teacher has no probability (a strong view's
+            # pixel without content) carries no label
             label, kd_where, _ = pseudo_labels(
-                prob, image_mask(metas, size, inputs.device),
+                prob, image_mask(metas, size, inputs.device) & (prob.sum(1) > 0),
                 self.final_decode_head.ignore_index, self.pseudo_label_threshold)
             data_samples = pseudo_labelled_samples(label, metas)
             if not isinstance(self.segmentation_head, BaseDecodeHead):
@@ -312,3 +331,13 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
             losses[f'distill.{self.mimic_loss.loss_name}'] = self.mimic_loss(
                 feature, teacher.feature)
         return losses
+
+
+def _check_target_view(target_view: str, with_features: bool) -> None:
+    if target_view not in ('weak', 'strong'):
+        raise ValueError(f"EnsembleDistiller: target_view must be 'weak' or "
+                         f"'strong', got {target_view!r}")
+    if target_view == 'strong' and with_features:
+        raise ValueError("EnsembleDistiller: target_view='strong' carries the "
+                         "teacher's probabilities and maps to the strong view, not "
+                         "its features: leave pairwise_loss and mimic_loss out")

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mmengine import dist
 from mmengine.logging import MessageHub
 from mmengine.model import ExponentialMovingAverage
 from torch import Tensor, nn
@@ -21,95 +20,66 @@ from ..decode_heads.head_taps import ClassifierTap
 from ..frozen import FrozenChildren
 from ..precision import at_least_float32
 from ..prototypes import PrototypeBank
+from ..strong_view import StrongView, strong_view, view_generator
 from .members import build_member, mmseg_scope
 from .slide_inference import model_inference
 from .pseudo_labels import pseudo_labels
 from .deployment import TrainingWrapper
 
 
-def strong_view(inputs: Tensor, mean: Tensor, std: Tensor, strength: float = 1.0,
-                generator: torch.Generator | None = None) -> Tensor:
-    """A photometrically perturbed copy of normalised images, pixel-aligned
-    with them: per image a random brightness shift, contrast and saturation
-    scale, grey-scale with probability 0.2, Gaussian blur with probability
-    0.5 and Gaussian noise (ProDA's strong view is such a colour/blur
-    augmentation of the weak one; geometry is left alone so that pseudo-labels
-    and prototype assignments of the weak view apply pixel for pixel)."""
-    b = inputs.shape[0]
-    x = inputs * std + mean  # back to 0..255
-    def rand(*shape: int) -> Tensor:
-        return torch.rand(*shape, generator=generator, device=x.device, dtype=x.dtype)
+def _iteration() -> int:
+    return MessageHub.get_current_instance().get_info('iter', 0)
 
-    x = x + (rand(b, 1, 1, 1) - 0.5) * 2 * 0.3 * 255 * strength
-    grey = x.mean(1, keepdim=True)
-    img_mean = grey.mean((2, 3), keepdim=True)
-    x = (x - img_mean) * (1 + (rand(b, 1, 1, 1) - 0.5) * 2 * 0.4 * strength) + img_mean
-    x = grey + (x - grey) * (1 + (rand(b, 1, 1, 1) - 0.5) * 2 * 0.4 * strength)
-    to_grey = rand(b, 1, 1, 1) < 0.2
-    x = torch.where(to_grey, x.mean(1, keepdim=True).expand_as(x), x)
-    sigma = 0.1 + rand(b) * 1.9
-    blur = rand(b) < 0.5
-    if blur.any():
-        radius = 4
-        t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-        kernel = torch.exp(-t[None] ** 2 / (2 * sigma[:, None] ** 2))
-        kernel = kernel / kernel.sum(1, keepdim=True)
-        c = x.shape[1]
-        blurred = []
-        for i in range(b):
-            k = kernel[i]
-            y = F.conv2d(F.pad(x[i:i + 1], (radius, radius, 0, 0), mode='replicate'),
-                         k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-            y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode='replicate'),
-                         k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-            blurred.append(y)
-        x = torch.where(blur[:, None, None, None], torch.cat(blurred), x)
-    x = x + torch.randn(x.shape, generator=generator, device=x.device,
-                        dtype=x.dtype) * 8.0 * strength
-    return (x.clamp(0, 255) - mean) / std
+
+def network_features(network: nn.ModuleDict, inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """Logits and classifier features (before dropout) of a copy of
+    :meth:`ProDASegmentor.network`, such as the momentum network."""
+    x = network['backbone'](inputs)
+    if 'neck' in network:
+        x = network['neck'](x)
+    # the copy's own tap: a deep copy of the head carries none
+    with ClassifierTap(network['decode_head'], 'ProDASegmentor',
+                       before_dropout=True) as tap:
+        logits = network['decode_head'](x)
+        feature, _ = tap.take()
+    return logits, feature
 
 
 @MODELS.register_module()
 class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
     """Unsupervised domain adaptation by ProDA's stage 1 (Zhang et al.,
     "Prototypical Pseudo Label Denoising and Target Structure Learning for
-    Domain Adaptive Semantic Segmentation", CVPR 2021).
-
-    Trained on :class:`~mmseg_uncert.datasets.SourceTargetDataset` batches
-    (labelled source, unlabelled target); validated and tested as a plain
-    EncoderDecoder, whose keys its checkpoints share. Per iteration:
+    Domain Adaptive Semantic Segmentation", CVPR 2021), on
+    :class:`~mmseg_uncert.datasets.SourceTargetDataset` batches; validated,
+    tested and saved as a plain EncoderDecoder. Per iteration:
 
     * source: the decode head's loss against the labels;
-    * target pseudo-labels: the soft prediction p₀ of the frozen warm-up
-      model (``pseudo_labeller``: ProDA's fixed soft pseudo-labels, computed
-      on the fly for the same crop) on the weak (unaugmented) view, rectified
-      by the prototype weights ω_k = softmax_k(−‖f̃ − η_k‖/τ) of the momentum
-      network's features f̃: ŷ = argmax_k ω_k·p₀,k (``rectify=False``:
-      ŷ = argmax_k p₀,k, plain self-training), optionally only where their
-      confidence reaches ``confidence_threshold``, or, with
-      ``class_balanced_portion`` (CBST, Zou et al., ECCV 2018; plain
-      self-training only), ŷ = argmax_k p₀,k/λ_k kept where that maximum is
-      ≥ 1, λ_k the class-balanced thresholds that
-      :class:`~mmseg_uncert.engine.ClassBalancedThresholdHook` computes;
-    * target: ``target_loss`` (symmetric cross-entropy, α = 0.1, β = 1) of
-      the student on the strong view against ŷ; structure learning
-      γ₁·KL(z_weak ‖ z_strong) between the prototype assignments
-      z = softmax_k(−d(f, η_k)/τ_s) of the momentum network on the weak view
-      and of the student on the strong view (γ₁ = 10 in ProDA), with
-      d Euclidean on the raw features (ProDA) or on L2-normalised ones
-      (``structure_distance='cosine'``), optionally only on pixels whose
-      pseudo-label confidence reaches ``structure_confidence`` and with γ₁
-      ramped up linearly over ``structure_warmup_iters`` iterations; the
-      regulariser γ₂·(−mean_{pixels, k} log p_k) (γ₂ = 0.1), which keeps
-      every class alive.
+    * pseudo-labels on the weak view: ŷ = argmax_k ω_k·p₀,k, with p₀ the
+      frozen warm-up model's softmax (``pseudo_labeller``) and
+      ω_k = softmax_k(−‖f̃ − η_k‖/τ) the prototype weights of the momentum
+      network's features f̃ (``rectify=False``: ŷ = argmax_k p₀,k); kept
+      where their confidence reaches ``confidence_threshold``, or with
+      ``class_balanced_portion`` (CBST, Zou et al., ECCV 2018) ŷ =
+      argmax_k p₀,k/λ_k kept where that is ≥ 1;
+    * target: ``target_loss`` (SCE, α = 0.1, β = 1) against ŷ and the
+      regulariser γ₂·(−mean_{pixels, k} log p_k), on the weak view (ProDA;
+      ``pseudo_label_view='strong'``: on the strong view, ŷ carried there);
+    * structure learning: γ₁·mean_{pixels, k} z_weak,k (log z_weak,k −
+      log z_strong,k), z = softmax_k(−d(f, η_k)/τ_s) the prototype
+      assignments of the momentum network on the weak view (carried to the
+      strong view's geometry) and of the student on the strong view, over
+      the strong view's pixels with a source and outside the cut-out (the
+      mean over classes too is ProDA's scale; γ₁ = 10 there).
 
-    The warm-up model and, when rectification or structure learning is on,
-    the prototypes with the momentum network (a
-    :class:`~mmseg_uncert.models.PrototypeBank`, which
-    :class:`~mmseg_uncert.engine.PrototypeHook` fills and updates) are frozen
-    children (:mod:`~mmseg_uncert.models.frozen`), never saved with the
-    model. Target annotations are never read; batch padding is ignored
-    everywhere. Every argument: docs/components/proda_segmentor.md.
+    The strong view (:mod:`~mmseg_uncert.models.strong_view`) changes
+    colours and blurs and, with ``strong_geometric`` (ProDA's RandAugment),
+    flips, rotates, shears, translates and cuts out a square. The momentum
+    network runs in training mode, as ProDA's. The warm-up model and the
+    :class:`~mmseg_uncert.models.PrototypeBank` (prototypes and momentum
+    network, kept by :class:`~mmseg_uncert.engine.PrototypeHook`) are frozen
+    children, never saved with the model. Target annotations are never
+    read; batch padding is ignored. The maths, every argument and the
+    benchmark: docs/components/proda_segmentor.md.
 
     Args:
         pseudo_labeller: the warm-up (source-only) model,
@@ -123,6 +93,9 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
             confidence reaches it (0: everywhere).
         structure_warmup_iters: γ₁ ramps up linearly over N iterations.
         strong_strength, view_seed: the strong view's scale and seed.
+        strong_geometric: the strong view's geometric operations and cut-out.
+        pseudo_label_view: ``'weak'`` (ProDA) or ``'strong'``: the view the
+            target loss and the regulariser train on.
         confidence_threshold: pseudo-labels below it are ignored (0 keeps all).
         class_balanced_portion: CBST's p, or None (plain self-training only,
             with ``ClassBalancedThresholdHook``).
@@ -154,6 +127,8 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
                  structure_confidence: float = 0.0,
                  structure_warmup_iters: int = 0,
                  class_balanced_portion: float | None = None,
+                 strong_geometric: bool = True,
+                 pseudo_label_view: str = 'weak',
                  train_cfg: OptConfigType = {},
                  data_preprocessor: OptConfigType = None,
                  **network: Any) -> None:
@@ -166,7 +141,7 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
         _check_arguments(temperature, structure_temperature, structure_distance,
                          structure_confidence, structure_warmup_iters,
                          class_balanced_portion, rectify, confidence_threshold,
-                         structure_weight)
+                         structure_weight, pseudo_label_view)
         if self.for_inference:
             self.register_module('pseudo_labeller', None)
         else:
@@ -198,6 +173,8 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
         self.regulariser_weight = regulariser_weight
         self.strong_strength = strong_strength
         self.view_seed = view_seed
+        self.strong_geometric = strong_geometric
+        self.pseudo_label_view = pseudo_label_view
         self.confidence_threshold = confidence_threshold
         if self.needs_prototypes and not self.for_inference:
             # a child from the start, before any move or DDP wrap; filled by
@@ -220,19 +197,6 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
             parts['neck'] = self.neck
         return nn.ModuleDict(parts)
 
-    @staticmethod
-    def network_features(network: nn.ModuleDict, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits and classifier features of a :meth:`network` copy."""
-        x = network['backbone'](inputs)
-        if 'neck' in network:
-            x = network['neck'](x)
-        # the copy's own tap: a deep copy of the head carries none
-        with ClassifierTap(network['decode_head'], 'ProDASegmentor',
-                           before_dropout=True) as tap:
-            logits = network['decode_head'](x)
-            feature, _ = tap.take()
-        return logits, feature
-
     def loss(self, inputs: Tensor | dict, data_samples: SampleList | dict) -> dict:
         if not isinstance(inputs, dict):
             # a plain labelled batch: source-only training
@@ -242,10 +206,6 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
         losses.update(self.target_losses(inputs['target'], data_samples['target']))
         return losses
 
-    @staticmethod
-    def _iteration() -> int:
-        return MessageHub.get_current_instance().get_info('iter', 0)
-
     @torch.no_grad()
     def pseudo_label_probabilities(self, weak: Tensor, metas: list[dict]) -> Tensor:
         """p₀: the frozen warm-up model's softmax on the weak view, at the
@@ -254,14 +214,6 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
         size = weak.shape[2:]
         return prob0 if prob0.shape[2:] == size else resize(
             prob0, size, mode='bilinear', align_corners=self.align_corners)
-
-    def _view_generator(self, device: torch.device) -> torch.Generator:
-        """The strong view's random numbers, seeded by (seed, iteration,
-        rank): a resumed run draws the same views as an uninterrupted one,
-        and ranks draw different ones."""
-        iteration = self._iteration()
-        seed = (self.view_seed * 1_000_003 + iteration) * 7919 + dist.get_rank()
-        return torch.Generator(device=device).manual_seed(seed % 2**63)
 
     def target_losses(self, weak: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
         """The unlabelled-target terms (see the class docstring)."""
@@ -277,11 +229,11 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
                 "custom_hooks=[dict(type='ClassBalancedThresholdHook')] in the config")
         metas = [s.metainfo for s in data_samples]
         size = weak.shape[2:]
+        valid = image_mask(metas, size, weak.device)
         with torch.no_grad():
             prob0 = self.pseudo_label_probabilities(weak, metas)
             if bank is not None:
-                momentum = bank.momentum_network.module
-                m_logits, m_feature = self.network_features(momentum, weak)
+                m_logits, m_feature = self.momentum_features(weak)
                 z_weak = bank.logits(m_feature, self.temperature).softmax(1)
                 feat_valid = image_mask(metas, m_feature.shape[2:], weak.device, size)
                 bank.pending = (m_feature.detach(), m_logits.argmax(1), feat_valid)
@@ -294,7 +246,6 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
                 score = prob0 / self.class_thresholds[None, :, None, None]
             else:
                 score = prob0
-            valid = image_mask(metas, size, weak.device)
             # CBST keeps each class above its own threshold (score ≥ 1); else
             # the confidence of the rectified, renormalised pseudo-label
             pseudo, _, confidence = pseudo_labels(
@@ -306,63 +257,101 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
                 changed = (score.argmax(1) != prob0.argmax(1)) & valid
                 rectified = changed.float().sum() / valid.sum().clamp(min=1)
 
-        strong = strong_view(weak, self.data_preprocessor.mean,
-                             self.data_preprocessor.std, self.strong_strength,
-                             self._view_generator(weak.device))
-        x = self.extract_feat(strong)
-        with self.feature_tap:
-            logits = self.decode_head(x)
-            feature, _ = self.feature_tap.take()
-        logits_full = logits if logits.shape[2:] == size else resize(
-            logits, size, mode='bilinear', align_corners=self.align_corners)
+        view = None
+        if self.pseudo_label_view == 'strong' or self.structure_weight > 0:
+            generator = view_generator(self.view_seed, _iteration(), weak.device)
+            view = strong_view(weak, self.data_preprocessor.mean,
+                               self.data_preprocessor.std, self.strong_strength,
+                               generator, self.strong_geometric)
+        if self.pseudo_label_view == 'strong':
+            valid = view.carry_mask(valid)
+            pseudo = view.carry_labels(pseudo, self.target_loss.ignore_index)
+            logits_full, feature = self._target_forward(view.image)
+        else:
+            logits_full, feature = self._target_forward(weak)
         losses = {f'target.{self.target_loss.loss_name}':
                   self.target_loss(logits_full, pseudo)}
-        if self.structure_weight > 0:
-            losses.update(self.structure_losses(
-                feature, m_feature, z_weak, feat_valid, confidence))
         if self.regulariser_weight > 0:
             neg_log_p = -at_least_float32(logits_full).log_softmax(1).mean(1)
-            v = valid.float()
             losses['target.loss_regulariser'] = (self.regulariser_weight
-                                                 * (neg_log_p * v).sum()
-                                                 / v.sum().clamp(min=1))
+                                                 * neg_log_p[valid].sum()
+                                                 / valid.sum().clamp(min=1))
+        if self.structure_weight > 0:
+            if self.pseudo_label_view == 'weak':
+                # a second pass of the student, on the strong view
+                feature = self._target_forward(view.image)[1]
+            losses.update(self.structure_losses(
+                feature, m_feature, z_weak, feat_valid, confidence, view))
         if self.rectify:
             losses['target.rectified'] = rectified
         return losses
 
+    def _target_forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """The student's logits at the input's size and its classifier
+        features (before dropout)."""
+        x = self.extract_feat(inputs)
+        with self.feature_tap:
+            logits = self.decode_head(x)
+            feature, _ = self.feature_tap.take()
+        if logits.shape[2:] != inputs.shape[2:]:
+            logits = resize(logits, inputs.shape[2:], mode='bilinear',
+                            align_corners=self.align_corners)
+        return logits, feature
+
+    @torch.no_grad()
+    def momentum_features(self, weak: Tensor) -> tuple[Tensor, Tensor]:
+        """The momentum network's logits and features on the weak view, in
+        training mode as ProDA's: target batch statistics (the running ones
+        it writes are overwritten by the next update's copy of the model's)."""
+        network = self.prototype_bank.momentum_network.module
+        network.train()
+        try:
+            return network_features(network, weak)
+        finally:
+            network.eval()  # a frozen child stays in eval mode otherwise
+
     def structure_losses(self, feature: Tensor, m_feature: Tensor, z_weak: Tensor,
-                         feat_valid: Tensor, confidence: Tensor) -> dict[str, Tensor]:
-        """γ₁·KL(z_weak ‖ z_strong) over the counted feature pixels, and the
-        mean max_k z_weak there (how close to one-hot the assignments are)."""
+                         feat_valid: Tensor, confidence: Tensor,
+                         view: StrongView | None = None) -> dict[str, Tensor]:
+        """γ₁·KL(z_weak ‖ z_strong) averaged over the counted feature pixels
+        and the K classes (ProDA's scale), and the mean max_k z_weak there
+        (how close to one-hot the assignments are). ``feature``: the
+        student's on ``view`` (None: a view pixel-aligned with the weak one);
+        ``m_feature``, ``z_weak``, ``feat_valid``, ``confidence``: of the weak
+        view, carried to the strong view's geometry here."""
         bank = self.prototype_bank
         normalise = self.structure_distance == 'cosine'
-        if normalise or self.structure_temperature != self.temperature:
-            with torch.no_grad():
+        with torch.no_grad():
+            if normalise or self.structure_temperature != self.temperature:
                 z_weak = bank.logits(m_feature, self.structure_temperature,
                                      normalise).softmax(1)
+            counted = feat_valid
+            if self.structure_confidence > 0:
+                # the pseudo-label's confidence, brought to the features' size
+                small = resize(confidence[:, None], z_weak.shape[2:], mode='bilinear',
+                               align_corners=self.align_corners)[:, 0]
+                counted = counted & (small >= self.structure_confidence)
+            if view is not None:
+                z_weak = view.follow(z_weak)
+                counted = view.carry_mask(counted)
         log_z_strong = bank.logits(feature, self.structure_temperature,
                                    normalise).log_softmax(1)
         kl = (z_weak * (z_weak.clamp_min(1e-38).log() - log_z_strong)).sum(1)
-        counted = feat_valid
-        if self.structure_confidence > 0:
-            # the pseudo-label's confidence, brought to the features' size
-            small = resize(confidence[:, None], kl.shape[1:], mode='bilinear',
-                           align_corners=self.align_corners)[:, 0]
-            counted = counted & (small >= self.structure_confidence)
         v = counted.float()
         n = v.sum().clamp(min=1)
         weight = self.structure_weight
         if self.structure_warmup_iters > 0:
-            weight *= min(1.0, (self._iteration() + 1) / self.structure_warmup_iters)
-        return {'target.loss_structure': weight * (kl * v).sum() / n,
-                'target.assignment_max': (z_weak.amax(1) * v).sum().detach() / n}
+            weight *= min(1.0, (_iteration() + 1) / self.structure_warmup_iters)
+        classes = z_weak.shape[1]
+        return {'target.loss_structure': weight * (kl * v).sum() / (n * classes),
+                'target.assignment_max': (z_weak.amax(1) * v).sum() / n}
 
 
 def _check_arguments(temperature: float, structure_temperature: float,
                      structure_distance: str, structure_confidence: float,
                      structure_warmup_iters: int, class_balanced_portion: float | None,
                      rectify: bool, confidence_threshold: float,
-                     structure_weight: float) -> None:
+                     structure_weight: float, pseudo_label_view: str) -> None:
     """A clear error naming the config key, for each argument out of range."""
     for key, value in (('temperature', temperature),
                        ('structure_temperature', structure_temperature)):
@@ -370,6 +359,9 @@ def _check_arguments(temperature: float, structure_temperature: float,
             raise ValueError(
                 f'ProDASegmentor: model.{key} (τ of the prototype softmax) must '
                 f'be > 0, got {value}; ProDA uses 1 on raw features')
+    if pseudo_label_view not in ('weak', 'strong'):
+        raise ValueError(f"ProDASegmentor: model.pseudo_label_view must be 'weak' "
+                         f"(ProDA) or 'strong', got {pseudo_label_view!r}")
     if structure_distance not in ('euclidean', 'cosine'):
         raise ValueError(f"ProDASegmentor: model.structure_distance must be "
                          f"'euclidean' or 'cosine', got {structure_distance!r}")

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from mmseg_uncert.engine import PrototypeHook
+from mmseg_uncert.models.segmentors.proda_segmentor import network_features
+from mmseg_uncert.models.strong_view import StrongView
 
 from helpers.proda import _batch, _cbst_model, _proda
 
@@ -49,7 +51,7 @@ def test_prototype_features_are_taken_before_dropout(tmp_path):
     model.train()
     x = torch.randn(2, 3, 64, 128)
     network = model.network()
-    logits, feature = model.network_features(network, x)
+    logits, feature = network_features(network, x)
     with torch.no_grad():
         expected = model.decode_head._forward_feature(model.extract_feat(x))
     assert torch.allclose(feature, expected, atol=1e-5)
@@ -88,9 +90,10 @@ def test_confidence_threshold_drops_unsure_pseudo_labels(tmp_path):
 
 
 def _naive_structure_loss(feature, m_feature, prototypes, tau, normalise, weight, mask):
-    """γ₁ · mean over the counted pixels of KL(z_weak ‖ z_strong), pixel by
-    pixel in float64, and the largest |logit| + log K of any counted pixel
-    (what bounds the model's float32 rounding of a log-softmax)."""
+    """γ₁ · mean over the counted pixels and the K classes of the KL terms
+    z_weak,k (log z_weak,k − log z_strong,k) (ProDA's scale), pixel by pixel
+    in float64, and the largest |logit| + log K of any counted pixel (what
+    bounds the model's float32 rounding of a log-softmax)."""
     total, n, assign, scale = 0.0, 0, 0.0, 0.0
     b, c, h, w = feature.shape
     for i in range(b):
@@ -111,7 +114,22 @@ def _naive_structure_loss(feature, m_feature, prototypes, tau, normalise, weight
                 assign += max(pw)
                 n += 1
                 scale = max(scale, max(map(abs, zs + zw)) + math.log(len(zs)))
-    return weight * total / n, assign / n, scale
+    return weight * total / (n * len(prototypes)), assign / n, scale
+
+
+def _prototypes_and_features(model, seed, size, noise=None):
+    """Random prototypes (all initialised), student features of 2 images
+    and the momentum network's (the student's plus ``noise`` times a
+    normal draw, or a draw of their own), and z_weak of the latter."""
+    bank = model.prototype_bank
+    g = torch.Generator().manual_seed(seed)
+    channels = bank.prototypes.shape[1]
+    bank.prototypes.copy_(torch.randn(5, channels, generator=g))
+    bank.initialised.fill_(True)
+    feature = torch.randn(2, channels, *size, generator=g)
+    draw = torch.randn(2, channels, *size, generator=g)
+    m_feature = draw if noise is None else feature + noise * draw
+    return g, feature, m_feature, bank.logits(m_feature, model.temperature).softmax(1)
 
 
 @pytest.mark.parametrize('variant', [
@@ -125,13 +143,8 @@ def test_structure_loss_of_each_variant_by_hand(tmp_path, variant):
     from mmengine.logging import MessageHub
     model = _proda(tmp_path, structure_weight=2.0, **variant)
     bank = model.prototype_bank
-    g = torch.Generator().manual_seed(3)
-    channels = bank.prototypes.shape[1]
-    bank.prototypes.copy_(torch.randn(5, channels, generator=g))
-    bank.initialised.fill_(True)
-    feature = torch.randn(2, channels, 3, 4, generator=g)
-    m_feature = feature + 0.3 * torch.randn(2, channels, 3, 4, generator=g)
-    z_weak = bank.logits(m_feature, model.temperature).softmax(1)
+    g, feature, m_feature, z_weak = _prototypes_and_features(model, 3, (3, 4),
+                                                             noise=0.3)
     valid = torch.ones(2, 3, 4, dtype=torch.bool)
     valid[1, :, 3] = False  # padding
     # the pseudo-label confidence at input size (6 x 8): constant 2x2 blocks
@@ -200,7 +213,25 @@ def test_plain_self_training_runs_no_momentum_forward(tmp_path):
             dict(source=_batch(), target=_batch(labelled=False)), True)
         model(**batch, mode='loss')
         assert calls.get('momentum') == momentum_calls
-        assert calls['student'] == 2 and calls['labeller'] == 1  # source + strong view
+        assert calls['student'] == 2 and calls['labeller'] == 1  # source + weak view
+
+
+def _labels_the_target_loss_gets(model, batch):
+    """One training step's pseudo-labels, as the target loss receives them."""
+    seen = {}
+
+    def capture(logits, label):
+        seen['label'] = label.clone()
+        return logits.sum() * 0
+    model.target_loss.forward = capture
+    model(**batch, mode='loss')
+    return seen['label']
+
+
+def _labeller_probabilities(model, batch):
+    target = batch['inputs']['target']
+    metas = [s.metainfo for s in batch['data_samples']['target']]
+    return model.pseudo_labeller.inference(target, metas).softmax(1)
 
 
 def test_cbst_pseudo_labels_by_hand(tmp_path):
@@ -212,16 +243,8 @@ def test_cbst_pseudo_labels_by_hand(tmp_path):
         model(**batch, mode='loss')
     thresholds = torch.tensor([0.21, 0.25, float('inf'), 0.2, 0.3])
     model.class_thresholds.copy_(thresholds)
-    seen = {}
-
-    def capture(logits, label):
-        seen['label'] = label.clone()
-        return logits.sum() * 0
-    model.target_loss.forward = capture
-    model(**batch, mode='loss')
-    target = batch['inputs']['target']
-    metas = [s.metainfo for s in batch['data_samples']['target']]
-    prob = model.pseudo_labeller.inference(target, metas).softmax(1)
+    seen = {'label': _labels_the_target_loss_gets(model, batch)}
+    prob = _labeller_probabilities(model, batch)
     expected = torch.full(prob.shape[:1] + prob.shape[2:], 255)
     for i, y, x in np.ndindex(*expected.shape):
         ratios = [prob[i, k, y, x].item() / thresholds[k].item() for k in range(5)]
@@ -264,3 +287,85 @@ def test_rectified_fraction_does_not_count_pixels_the_threshold_drops(tmp_path):
             assert losses['target.loss_sce'].item() == 0.0  # every pixel dropped
     assert 0.0 < fractions[0.0] < 1.0
     assert fractions[0.99] == pytest.approx(fractions[0.0])
+
+
+def _flip_view(monkeypatch):
+    """Make the model's strong view a plain horizontal flip of the weak one
+    (its photometric part kept), so that what follows it can be checked
+    with torch.flip."""
+    from mmseg_uncert.models import strong_view as sv
+    from mmseg_uncert.models.segmentors import proda_segmentor
+
+    def flipped(inputs, mean, std, strength=1.0, generator=None, geometric=True):
+        view = sv.strong_view(inputs, mean, std, strength, generator, geometric=False)
+        warp = view.warp.clone()
+        warp[:, 0, 0] = -1
+        return view._replace(image=view.image.flip(-1), warp=warp)
+    monkeypatch.setattr(proda_segmentor, 'strong_view', flipped)
+
+
+def test_structure_loss_follows_the_strong_views_geometry(tmp_path, monkeypatch):
+    """With a flipped strong view, z_weak is compared flipped, on the
+    pixels outside the cut-out."""
+    _flip_view(monkeypatch)
+    model = _proda(tmp_path, structure_weight=3.0)
+    bank = model.prototype_bank
+    _, feature, m_feature, z_weak = _prototypes_and_features(model, 8, (4, 6))
+    valid = torch.ones(2, 4, 6, dtype=torch.bool)
+    valid[0, :, 0] = False  # padding on the left: on the right once flipped
+    warp = torch.tensor([[-1.0, 0, 0], [0, 1, 0]]).expand(2, 2, 3)
+    # a cut-out over the strong view's top-left 2 x 3 pixels of image 1 only
+    cutout = torch.tensor([[0.0, 0.0, 0.0, 0.0], [-1.0, -1.0, 0.0, 0.0]])
+    view = StrongView(torch.zeros(2, 3, 8, 12), warp, cutout)
+    losses = model.structure_losses(feature, m_feature, z_weak, valid,
+                                    torch.ones(2, 8, 12), view)
+    mask = valid.flip(-1)
+    mask[1, :2, :3] = False
+    expected, _, scale = _naive_structure_loss(
+        feature, m_feature.flip(-1), bank.prototypes, model.temperature, False, 3.0,
+        mask)
+    float32_error = 8 * torch.finfo(torch.float32).eps * scale
+    assert losses['target.loss_structure'].item() == pytest.approx(
+        expected, rel=1e-6, abs=3.0 * float32_error)
+
+
+def test_pseudo_labels_follow_the_view_they_train(tmp_path, monkeypatch):
+    """pseudo_label_view='strong': the target loss gets the weak view's
+    labels carried to the strong view (flipped here); 'weak' (ProDA) gets
+    them as they are."""
+    _flip_view(monkeypatch)
+    seen, batch = {}, None
+    for view in ('weak', 'strong'):
+        model = _proda(tmp_path, rectify=False, structure_weight=0.0,
+                       regulariser_weight=0.0, pseudo_label_view=view)
+        model.train()
+        batch = batch or model.data_preprocessor(
+            dict(source=_batch(), target=_batch(labelled=False)), True)
+        seen[view] = _labels_the_target_loss_gets(model, batch)
+    labels = _labeller_probabilities(model, batch).argmax(1)
+    assert torch.equal(seen['weak'], labels)
+    assert torch.equal(seen['strong'], labels.flip(-1))
+    with pytest.raises(ValueError, match="pseudo_label_view must be 'weak'"):
+        _proda(tmp_path, pseudo_label_view='both')
+
+
+def test_structure_learning_runs_the_student_on_both_views(tmp_path):
+    """ProDA's stage 1: source, weak view (pseudo-labels), strong view
+    (structure); the momentum network once, in training mode, then back in
+    eval mode."""
+    model = _proda(tmp_path, structure_weight=1.0)
+    bank = model.prototype_bank
+    bank.restart(model.network(), 0.999)
+    bank.prototypes.normal_()
+    bank.initialised.fill_(True)
+    calls, modes = [], []
+    model.backbone.register_forward_pre_hook(lambda m, a: calls.append('student'))
+    momentum = bank.momentum_network.module
+    norm = next(m for m in momentum.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    norm.register_forward_pre_hook(lambda m, a: modes.append(m.training))
+    model.train()
+    batch = model.data_preprocessor(dict(source=_batch(), target=_batch(labelled=False)), True)
+    model(**batch, mode='loss')
+    assert calls == ['student'] * 3
+    assert modes == [True]
+    assert not any(m.training for m in momentum.modules())

@@ -88,3 +88,45 @@ def test_pseudo_labelled_targets_train_every_output_of_a_multi_output_head():
                                              pseudo)
     for key in ('pam_cam.loss_ce', 'pam.loss_ce', 'cam.loss_ce'):
         assert torch.allclose(losses[f'target.decode.{key}'], expected[key], atol=1e-6), key
+
+
+def test_distiller_on_the_strong_view_learns_the_carried_labels(tmp_path, monkeypatch):
+    """target_view='strong' (ProDA): the student learns, on the strong view,
+    the teacher's labels of the weak view carried there (a flip here), and
+    nothing where the strong view has no content (its cut-out)."""
+    import torch.nn.functional as F
+    from mmseg_uncert.models.segmentors import ensemble_distiller
+    from mmseg_uncert.models.strong_view import StrongView
+    teacher = dict(model=member_model_cfg(5),
+                   checkpoint=save_member(str(tmp_path / 't.pth'), seed=4, num_classes=5))
+    cfg = member_model_cfg(5, dropout_ratio=0.0)
+    cfg.update(type='EnsembleDistiller', teacher=teacher, kd_loss=None,
+               target_view='strong',
+               data_preprocessor=dict(cfg['data_preprocessor'], size=(64, 128)))
+    with mmseg_scope():
+        model = MODELS.build(ConfigDict(cfg))
+    model.train()
+
+    def flipped(inputs, mean, std, generator=None):
+        # a flip, and a cut-out over the left quarter of the strong view
+        warp = torch.tensor([[-1.0, 0, 0], [0, 1, 0]]).expand(len(inputs), 2, 3)
+        cutout = torch.tensor([-1.0, -1.0, -0.5, 1.0]).expand(len(inputs), 4)
+        return StrongView(inputs.flip(-1), warp, cutout)
+    monkeypatch.setattr(ensemble_distiller, 'strong_view', flipped)
+    batch = model.data_preprocessor(dict(source=_batch(seed=5),
+                                         target=_batch(seed=6, labelled=False)), True)
+    losses = model(**batch, mode='loss')
+    target = batch['inputs']['target']
+    with torch.no_grad():
+        logits = model.decode_head(model.extract_feat(target.flip(-1)))
+        logits = F.interpolate(logits, target.shape[2:], mode='bilinear', align_corners=False)
+        q = model.teacher.members[0].inference(
+            target, [s.metainfo for s in batch['data_samples']['target']]).softmax(1)
+        labels = q.argmax(1).flip(-1)
+        labels[..., :32] = 255  # the cut-out: 32 of 128 columns
+        # mmseg's cross-entropy averages over every pixel, ignored ones as 0
+        ce = F.cross_entropy(logits, labels, ignore_index=255, reduction='none').mean()
+    assert losses['target.decode.loss_ce'].item() == pytest.approx(ce.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="target_view must be 'weak' or 'strong'"):
+        with mmseg_scope():
+            MODELS.build(ConfigDict(cfg, target_view='both'))
