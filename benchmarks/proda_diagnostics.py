@@ -30,6 +30,7 @@ import json
 import os.path as osp
 import sys
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,24 +61,27 @@ def _momentum_network(hook_state: dict) -> nn.Module:
 
 
 class Confusion:
-    """A confusion matrix over K classes; mIoU over the classes present."""
+    """Pixel areas accumulated with mmseg's IoUMetric, and its mIoU and
+    pixel accuracy over them (classes neither labelled nor predicted left
+    out, as in ``tools/test.py``)."""
 
     def __init__(self, k: int) -> None:
-        self.matrix = torch.zeros(k, k, dtype=torch.float64)
+        self.k = k
+        self.areas = [torch.zeros(k, dtype=torch.float64) for _ in range(4)]
 
     def add(self, pred: torch.Tensor, label: torch.Tensor) -> None:
-        keep = label != 255
-        k = self.matrix.shape[0]
-        self.matrix += torch.bincount(label[keep] * k + pred[keep],
-                                      minlength=k * k).view(k, k).double()
+        from mmseg.evaluation.metrics import IoUMetric
+        for one in zip(pred, label):
+            for total, area in zip(self.areas, IoUMetric.intersect_and_union(
+                    *one, self.k, 255)):
+                total += area.double()
 
     def summary(self) -> dict:
-        m = self.matrix
-        tp = m.diag()
-        union = m.sum(0) + m.sum(1) - tp
-        present = m.sum(1) > 0
-        return dict(mIoU=float((tp[present] / union[present]).mean() * 100),
-                    accuracy=float(tp.sum() / m.sum() * 100))
+        from mmseg.evaluation.metrics import IoUMetric
+        metrics = IoUMetric.total_area_to_metrics(*self.areas,
+                                                  metrics=['mIoU'])
+        return dict(mIoU=float(np.nanmean(metrics['IoU']) * 100),
+                    accuracy=float(metrics['aAcc'] * 100))
 
 
 @torch.no_grad()
@@ -144,7 +148,7 @@ def diagnose(seed: int, args) -> dict:
             nearest[row][1] += int(known.sum())
             sharpness[row][0] += float(z.amax(1).sum())
             sharpness[row][1] += z.shape[0] * z.shape[2] * z.shape[3]
-    known_pixels = plain.matrix.sum().item()
+    known_pixels = plain.areas[3].sum().item()
     return dict(
         pseudo_labels=dict(
             warmup_argmax=plain.summary(),
