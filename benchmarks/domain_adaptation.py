@@ -1,7 +1,11 @@
 """ProDA's ablation on the embedded benchmark, over several seeds: source =
 ``train`` scenes, target = ``shift_train`` (fog, night, colour cast, blur;
-its labels unused but by the oracle row), evaluated on ``shift_val`` (and on
-the source ``val``, to see what the source domain keeps).
+its labels unused in training but by the oracle row), evaluated on
+``shift_val`` (and on the source ``val``, to see what the source domain
+keeps). The recipe's choices were made on ``shift_val``; as a check on
+images they were not made on, every row is also scored on the first
+``--check-images`` ``shift_train`` images with their labels (the oracle's
+training images: its figure there is not a target score).
 
     python benchmarks/domain_adaptation.py                       # everything
     python benchmarks/domain_adaptation.py --seeds 1 --threads 1 # one seed, 1 core
@@ -9,8 +13,8 @@ the source ``val``, to see what the source domain keeps).
 The network and warm-up are the main job's member recipe
 (``configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py``: Fast-SCNN, 1000
 iterations from random initialisation, without the demo's bagging), trained
-once per seed. The chain, each row's stage starting from the seed's warm-up
-weights, ``--iters`` iterations, with ProDA's recipe
+once per seed. The chain, each row one part of ProDA more than the row
+before it, each stage ``--iters`` iterations with ProDA's recipe
 (``configs/proda/``; rates as half-lives of 1/10 and 1/4 of the stage):
 
 1. source only (the warm-up model);
@@ -24,16 +28,25 @@ weights, ``--iters`` iterations, with ProDA's recipe
    and strong views' prototype assignments, averaged over pixels and
    classes: ProDA's stage 1 (but for the view SCE learns on);
 5. + distillation: a student from row 4's weights taught, on the strong
-   view, by row 4's flip-averaged prediction where it is ≥ 0.95 confident.
+   view, by row 4's flip-averaged prediction where it is ≥ 0.95 confident;
+6. + a second distillation: the same, row 5 teaching a student from its
+   weights (ProDA's stage 3);
+7. + a third distillation: once more, row 6 the teacher (beyond ProDA).
 
-Beside the chain: self-training on the weak view (ProDA's view for SCE);
-CBST (class-balanced thresholds instead of row 2's 0.9); the distillation
-with the student starting from the warm-up weights (ProDA's student is a
-network other than its teacher); and the target oracle, the warm-up recipe trained on
-``shift_train`` with its labels, for the table only. For each row, the
-share of the source-only → oracle gap it closes, (row − source only) /
-(oracle − source only), per seed. Every row keeps its final checkpoint:
-none is chosen with target labels.
+Rows 2 to 4 each start from the warm-up weights (each is stage 1 with one
+part more); rows 5 to 7 from their teacher's, and learn with plain
+cross-entropy (ProDA's; stage 1's source loss keeps the class weights).
+Beside the chain: a fourth distillation; self-training on the weak view
+(ProDA's view for SCE); CBST (class-balanced thresholds instead of row 2's
+0.9); stage 1 with ProDA's source loss (no class weights) and its two
+distillations; three distillations that each differ from row 5 in one
+point: the student starting from the warm-up weights (ProDA's student is a
+network other than its teacher), the class-weighted cross-entropy, ProDA's
+SGD (its rates as they are: 6e-4, the head at 10×); and the target oracle,
+the warm-up recipe trained on ``shift_train`` with its labels, for the
+table only. For each row, the share of the source-only → oracle gap it
+closes, (row − source only) / (oracle − source only), per seed. Every row
+keeps its final checkpoint: none is chosen with target labels.
 
 For the rows with prototypes, the last logged movement: the share of its
 starting weights left in the momentum network, the mean share of the
@@ -47,9 +60,11 @@ and one ``--work-dir`` (default ``work_dirs/bench_uda``). Seconds per
 iteration: each kind of stage trains ``--timing-iters`` more iterations
 alone on the machine at the end (median of mmengine's logged ``time``; the
 per-seed figures were logged while other trainings may have shared the
-cores). Results go to
-``benchmarks/results/domain_adaptation.json``: per seed, and mean ± std
-(sample std, n − 1) over the seeds given.
+cores). Stages of ``--iters`` iterations are trained in
+``seed_N/<iters>_iters/``. Results go to
+``benchmarks/results/domain_adaptation.json`` (with another ``--iters``:
+``domain_adaptation_<iters>_iters.json``): per seed, and mean ± std (sample
+std, n − 1) over the seeds given.
 """
 from __future__ import annotations
 
@@ -65,6 +80,7 @@ import sys
 import time
 
 import torch
+from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 WARMUP = 'configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py'
@@ -76,9 +92,13 @@ SELF_TRAINING = dict(rectify=False, structure_weight=0.0, confidence_threshold=0
                      pseudo_label_view='strong', strong_geometric=True)
 DENOISING = dict(SELF_TRAINING, rectify=True, confidence_threshold=0.0)
 STRUCTURE = dict(DENOISING, structure_weight=10.0)
+#: ProDA's cross-entropy, without class weights
+PLAIN_CE = {'model.decode_head.loss_decode': dict(
+    _delete_=True, type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)}
+STAGE1_PLAIN_CE = 'stage 1, the source loss without class weights (ProDA)'
 SOURCE_ONLY = 'source only (warm-up)'
 ORACLE = 'target oracle (shift_train labels)'
-#: stage-1 rows: name -> (work dir, ProDASegmentor switches)
+#: stage-1 rows: name -> (work dir, settings of the config's model)
 STAGE1 = {
     '+ self-training': ('self_training_strong_view', SELF_TRAINING),
     '+ prototypical denoising': ('denoising_strong_view', DENOISING),
@@ -88,11 +108,49 @@ STAGE1 = {
     'self-training, CBST thresholds (p = 0.5)': (
         'cbst_strong_view', dict(SELF_TRAINING, confidence_threshold=0.0,
                                  class_balanced_portion=0.5)),
+    STAGE1_PLAIN_CE: ('structure_plain_ce', dict(STRUCTURE, **{
+        'decode_head.loss_decode': PLAIN_CE['model.decode_head.loss_decode']})),
 }
 #: the stage-1 model the distillation rows learn from: the full stage 1
 DISTILL_FROM = '+ structure learning (ProDA stage 1)'
 DISTILLATION = '+ distillation'
+SECOND_DISTILLATION = '+ a second distillation (ProDA stage 3)'
+THIRD_DISTILLATION = '+ a third distillation (beyond ProDA)'
 DISTILLATION_FROM_WARMUP = 'distillation, the student from the warm-up weights'
+#: the stage-1 config's source loss, with its class weights
+CLASS_WEIGHTED_CE = {'model.decode_head.loss_decode': dict(
+    _delete_=True,
+    **Config.fromfile(osp.join(ROOT, PRODA)).model.decode_head.loss_decode.to_dict())}
+#: ProDA's distillation optimiser, its rates as they are (stage 2's command:
+#: SGD at 6e-4 with momentum 0.9 and weight decay 2e-4, the head at 10x)
+PRODA_SGD = {'optim_wrapper.optimizer': dict(
+                 _delete_=True, type='SGD', lr=6e-4, momentum=0.9, weight_decay=2e-4),
+             'optim_wrapper.paramwise_cfg': dict(
+                 custom_keys={'decode_head': dict(lr_mult=10.0)})}
+#: distillation rows: name -> (work dir, teacher row, the row whose weights
+#: the student starts from, config updates); a row's teacher comes before it
+DISTILL_ROWS = {
+    DISTILLATION: ('distillation', DISTILL_FROM, DISTILL_FROM, {}),
+    SECOND_DISTILLATION: ('second_distillation', DISTILLATION, DISTILLATION, {}),
+    THIRD_DISTILLATION: ('third_distillation', SECOND_DISTILLATION,
+                         SECOND_DISTILLATION, {}),
+    'a fourth distillation (beyond ProDA)': ('fourth_distillation', THIRD_DISTILLATION,
+                                             THIRD_DISTILLATION, {}),
+    DISTILLATION_FROM_WARMUP: ('distillation_from_warmup', DISTILL_FROM,
+                               SOURCE_ONLY, {}),
+    'distillation, class-weighted cross-entropy': (
+        'distillation_class_weighted', DISTILL_FROM, DISTILL_FROM, CLASS_WEIGHTED_CE),
+    "distillation, ProDA's SGD (6e-4, the head at 10×)": (
+        'distillation_proda_sgd', DISTILL_FROM, DISTILL_FROM, PRODA_SGD),
+    f'{STAGE1_PLAIN_CE}, + distillation': (
+        's1plain_distillation', STAGE1_PLAIN_CE, STAGE1_PLAIN_CE, {}),
+    f'{STAGE1_PLAIN_CE}, + a second distillation': (
+        's1plain_second_distillation', f'{STAGE1_PLAIN_CE}, + distillation',
+        f'{STAGE1_PLAIN_CE}, + distillation', {}),
+}
+#: the chain, each row one stage more than the one before, in table order
+CHAIN = (SOURCE_ONLY, '+ self-training', '+ prototypical denoising', DISTILL_FROM,
+         DISTILLATION, SECOND_DISTILLATION, THIRD_DISTILLATION)
 #: the prototype hook's half-lives as shares of the stage's iterations
 MOMENTUM_HALF_LIFE = 1 / 10
 PROTOTYPE_HALF_LIFE = 1 / 4
@@ -110,7 +168,6 @@ def _run(command: list[str], threads: int) -> None:
 def _write_config(base: str, path: str, updates: dict, hooks: list | None) -> None:
     """``base`` with ``updates`` merged (dotted keys) and, if given, its
     ``custom_hooks`` replaced, written to ``path`` by mmengine."""
-    from mmengine.config import Config
     cfg = Config.fromfile(osp.join(ROOT, base))
     cfg.merge_from_dict(updates)
     if hooks is not None:
@@ -164,12 +221,11 @@ def last_logged(work: str, keys: tuple[str, ...]) -> dict:
 
 
 def _dataset(split: str):
-    from mmengine.config import Config
-
     from mmseg.registry import DATASETS
     from mmseg_uncert.models.segmentors import mmseg_scope
     ds = Config.fromfile(osp.join(ROOT, WARMUP)).test_dataloader.dataset
-    ds.data_prefix = dict(img_path=f'leftImg8bit/{split}', seg_map_path=f'gtFine/{split}')
+    ds.data_prefix = dict(img_path=f'leftImg8bit/{split}',
+                          seg_map_path=f'gtFine/{split}')
     with mmseg_scope():
         return DATASETS.build(ds)
 
@@ -215,9 +271,16 @@ def _hooks(switches: dict, iters: int) -> list:
     return hooks
 
 
+def stage_dir(work_dir: str, seed: int, iters: int) -> str:
+    """Where one seed's stages of ``iters`` iterations are trained (its
+    warm-up and oracle are one level up, shared by every stage length)."""
+    return osp.join(work_dir, f'seed_{seed}', f'{iters}_iters')
+
+
 def run_seed(seed: int, args) -> dict:
-    """Every row for one seed: {row: {checkpoint, work}}."""
+    """Every row for one seed: {row: {checkpoint, work}}, the chain first."""
     work = osp.join(args.work_dir, f'seed_{seed}')
+    stages = stage_dir(args.work_dir, seed, args.iters)
     warmup = osp.abspath(train(WARMUP, osp.join(work, 'warmup'), args.warmup_iters,
                                {'randomness.seed': seed}, args.threads))
     rows = {SOURCE_ONLY: dict(checkpoint=warmup, work=osp.join(work, 'warmup'))}
@@ -225,21 +288,19 @@ def run_seed(seed: int, args) -> dict:
               'randomness.seed': seed, 'model.view_seed': seed,
               'param_scheduler.0.end': args.iters}
     for row, (name, switches) in STAGE1.items():
-        row_work = osp.join(work, name)
+        row_work = osp.join(stages, name)
         rows[row] = dict(checkpoint=train(PRODA, row_work, args.iters,
                                           dict(common, **_model(switches)),
                                           args.threads, _hooks(switches, args.iters)),
                          work=row_work)
-    teacher = osp.abspath(rows[DISTILL_FROM]['checkpoint'])
-    for row, start, name in ((DISTILLATION, teacher,
-                              'distillation_strong_view_from_teacher_weights'),
-                             (DISTILLATION_FROM_WARMUP, warmup, 'distillation_strong_view')):
-        row_work = osp.join(work, name)
+    for row, (name, teacher, start, updates) in DISTILL_ROWS.items():
+        row_work = osp.join(stages, name)
         rows[row] = dict(checkpoint=train(
             DISTILL, row_work, args.iters,
-            {'load_from': start, 'model.teacher.model.checkpoint': teacher,
+            {'load_from': osp.abspath(rows[start]['checkpoint']),
+             'model.teacher.model.checkpoint': osp.abspath(rows[teacher]['checkpoint']),
              'randomness.seed': seed, 'model.view_seed': seed,
-             'param_scheduler.0.end': args.iters},
+             'param_scheduler.0.end': args.iters, **updates},
             args.threads), work=row_work)
     oracle_work = osp.join(work, 'oracle')
     rows[ORACLE] = dict(checkpoint=train(
@@ -247,7 +308,8 @@ def run_seed(seed: int, args) -> dict:
         {'randomness.seed': seed, 'train_dataloader.dataset.data_prefix': dict(
             img_path='leftImg8bit/shift_train', seg_map_path='gtFine/shift_train')},
         args.threads), work=oracle_work)
-    return rows
+    chain = [row for row in CHAIN if row in rows]
+    return {row: rows[row] for row in chain + [r for r in rows if r not in chain]}
 
 
 def time_stages(args) -> dict:
@@ -258,7 +320,8 @@ def time_stages(args) -> dict:
     work = osp.join(args.work_dir, 'timing')
     seed0 = osp.join(args.work_dir, 'seed_0')
     warmup = osp.join(seed0, 'warmup', f'iter_{args.warmup_iters}.pth')
-    teacher = osp.join(seed0, STAGE1[DISTILL_FROM][0], f'iter_{args.iters}.pth')
+    teacher = osp.join(stage_dir(args.work_dir, 0, args.iters), STAGE1[DISTILL_FROM][0],
+                       f'iter_{args.iters}.pth')
     n = args.timing_iters
     common = {'load_from': warmup, 'model.pseudo_labeller.checkpoint': warmup,
               'param_scheduler.0.end': n}
@@ -300,8 +363,11 @@ def main() -> None:
                              'invocations side by side on 2 cores)')
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'bench_uda'))
     parser.add_argument('--limit', type=int, help='images per split (default all)')
-    parser.add_argument('--out', default=osp.join(ROOT, 'benchmarks', 'results',
-                                                  'domain_adaptation.json'))
+    parser.add_argument('--check-images', type=int, default=200,
+                        help='shift_train images each row is also scored on')
+    parser.add_argument('--out', help='results file (default benchmarks/results/'
+                                      'domain_adaptation.json; with another --iters, '
+                                      'domain_adaptation_<iters>_iters.json)')
     parser.add_argument('--timing-iters', type=int, default=40,
                         help='iterations of each timing run (0: no timing runs)')
     parser.add_argument('--timing-threads', type=int, default=2)
@@ -309,8 +375,13 @@ def main() -> None:
                         help='train and evaluate only; leave the results file alone')
     args = parser.parse_args()
     args.work_dir = osp.abspath(args.work_dir)
+    if args.out is None:
+        suffix = '' if args.iters == 300 else f'_{args.iters}_iters'
+        args.out = osp.join(ROOT, 'benchmarks', 'results',
+                            f'domain_adaptation{suffix}.json')
     import mmseg_uncert  # noqa: F401
-    if not osp.isdir(osp.join(ROOT, 'data', 'synthetic_streets', 'leftImg8bit', 'shift_val')):
+    if not osp.isdir(osp.join(ROOT, 'data', 'synthetic_streets', 'leftImg8bit',
+                              'shift_val')):
         # every split, the ones already there included (same seed, same files)
         _run([sys.executable, 'tools/make_synthetic.py', '--out-dir',
               'data/synthetic_streets', '--overwrite'], args.threads)
@@ -325,6 +396,9 @@ def main() -> None:
             results[row] = dict(target_mIoU=target['mIoU'], target_ECE=target['ECE'],
                                 source_mIoU=evaluate(info['checkpoint'], 'val',
                                                      args.limit)['mIoU'],
+                                target_train_mIoU=evaluate(
+                                    info['checkpoint'], 'shift_train',
+                                    args.check_images)['mIoU'],
                                 s_per_iter=seconds_per_iteration(info['work']),
                                 **last_logged(info['work'], MOVEMENT))
         source = results[SOURCE_ONLY]['target_mIoU']
@@ -348,7 +422,7 @@ def main() -> None:
                   distillation=DISTILL, iters_per_stage=args.iters,
                   momentum_half_life=args.iters * MOMENTUM_HALF_LIFE,
                   prototype_half_life=args.iters * PROTOTYPE_HALF_LIFE,
-                  images_per_split=args.limit,
+                  images_per_split=args.limit, shift_train_images=args.check_images,
                   minutes_this_invocation=round((time.time() - start) / 60, 1),
                   seconds_per_iteration=dict(
                       threads=args.timing_threads, iterations=args.timing_iters,

@@ -38,7 +38,7 @@ from torch import nn
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from domain_adaptation import (DENOISING, STAGE1, STRUCTURE, WARMUP,  # noqa: E402
-                               _dataset)
+                               _dataset, stage_dir)
 
 ROWS = {name: work for name, (work, switches) in STAGE1.items()
         if switches in (DENOISING, STRUCTURE)}
@@ -95,7 +95,8 @@ def diagnose(seed: int, args) -> dict:
                               map_location='cpu', weights_only=False)['state_dict']
     labeller = _network(warmup_state)
     dataset = _dataset('shift_train')
-    checkpoints = {row: torch.load(osp.join(work, name, f'iter_{args.iters}.pth'),
+    stages = stage_dir(args.work_dir, seed, args.iters)
+    checkpoints = {row: torch.load(osp.join(stages, name, f'iter_{args.iters}.pth'),
                                    map_location='cpu', weights_only=False)
                    for row, name in ROWS.items()}
     denoising = checkpoints['+ prototypical denoising']['prototype_hook']

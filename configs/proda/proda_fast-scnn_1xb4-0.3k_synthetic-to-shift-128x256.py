@@ -19,6 +19,9 @@ load_from = warmup_checkpoint
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)
 crop_size = (128, 256)
+# Fast-SCNN's head with its own cross-entropy, before the class weights the
+# source loss gets below: the distillation stage's student learns with it
+plain_decode_head = {{_base_.model.decode_head}}
 model = dict(
     type='ProDASegmentor',
     data_preprocessor=dict(size=crop_size),

@@ -1,6 +1,7 @@
 """ProDA and CBST through tools/train.py: resumed runs, distillation, the recipe."""
 import os.path as osp
 
+import pytest
 import torch
 
 from conftest import ROOT, run_tool
@@ -12,6 +13,8 @@ PRODA = osp.join(ROOT, 'configs', 'proda',
                  'proda_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
 PRODA_DISTILL = osp.join(ROOT, 'configs', 'proda',
                          'proda-distill_fast-scnn_1xb4-0.3k_synthetic-to-shift-128x256.py')
+PRODA_DISTILL2 = PRODA_DISTILL.replace('proda-distill_', 'proda-distill2_')
+PRODA_DISTILL3 = PRODA_DISTILL.replace('proda-distill_', 'proda-distill3_')
 
 
 def _tiny_uda_config(path, data_root, warmup, max_iters, base=PRODA, extra=''):
@@ -89,15 +92,21 @@ def test_proda_resumes_identically_and_distils(tiny_data_root, tmp_path):
     assert set(state) == set(a['state_dict'])
 
 
-def test_stage1_config_is_the_benchmarked_recipe():
-    """The stage-1 config is the ablation's full stage-1 row, with its
-    hook's half-lives, and that row teaches the benchmark's distillation."""
+def _benchmark():
+    """benchmarks/domain_adaptation.py as a module."""
     import importlib.util
-    from mmengine.config import Config
     spec = importlib.util.spec_from_file_location(
         'domain_adaptation', osp.join(ROOT, 'benchmarks', 'domain_adaptation.py'))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_stage1_config_is_the_benchmarked_recipe():
+    """The stage-1 config is the ablation's full stage-1 row, with its
+    hook's half-lives, and that row teaches the benchmark's distillation."""
+    from mmengine.config import Config
+    bench = _benchmark()
     cfg = Config.fromfile(PRODA)
     assert bench.DISTILL_FROM == '+ structure learning (ProDA stage 1)'
     for key, value in bench.STAGE1[bench.DISTILL_FROM][1].items():
@@ -105,6 +114,77 @@ def test_stage1_config_is_the_benchmarked_recipe():
     iters = cfg.train_cfg.max_iters
     assert cfg.custom_hooks == bench._hooks({}, iters)
     assert Config.fromfile(PRODA_DISTILL).model.pseudo_label_threshold == 0.95
+
+
+def test_each_distillation_round_learns_from_the_round_before():
+    """The second and third distillation configs: teacher and start are the
+    previous round's final checkpoint where tools/train.py writes it
+    (work_dirs/<config name>/), and nothing else changes."""
+    from mmengine.config import Config
+    first = Config.fromfile(PRODA_DISTILL)
+    for config, previous in ((PRODA_DISTILL2, PRODA_DISTILL),
+                             (PRODA_DISTILL3, PRODA_DISTILL2)):
+        cfg = Config.fromfile(config)
+        name = osp.splitext(osp.basename(previous))[0]
+        final = f'work_dirs/{name}/iter_{Config.fromfile(previous).train_cfg.max_iters}.pth'
+        assert cfg.load_from == cfg.model.teacher.model.checkpoint == final, config
+        for key in ('model', 'optim_wrapper', 'train_dataloader', 'train_cfg'):
+            ours, theirs = cfg[key].to_dict(), first[key].to_dict()
+            if key == 'model':
+                ours['teacher']['model'].pop('checkpoint')
+                theirs['teacher']['model'].pop('checkpoint')
+            assert ours == theirs, (config, key)
+
+
+def _distill_optimizer_and_loss(teacher: str, updates: dict):
+    """The distillation config with ``updates`` merged: its student's
+    optimizer, trainable parameters by name, and decode-head loss."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+
+    from mmseg.registry import MODELS
+    from mmseg_uncert.models.segmentors import mmseg_scope
+    cfg = Config.fromfile(PRODA_DISTILL)
+    cfg.merge_from_dict({'model.teacher.model.config': WARMUP,
+                         'model.teacher.model.checkpoint': teacher, **updates})
+    with mmseg_scope():
+        model = MODELS.build(cfg.model)
+        optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    student = {name: p for name, p in model.named_parameters()
+               if not name.startswith('teacher.')}
+    return optimizer, student, model.decode_head.loss_decode
+
+
+def test_distillation_recipe_and_its_benchmarked_variants(tmp_path):
+    """The distillation config's student learns with plain cross-entropy
+    (ProDA's) under AdamW; the benchmark's variants give it the stage-1
+    source loss's class weights, or ProDA's SGD with the decode head at 10x
+    the backbone's rate; the frozen teacher is never optimised."""
+    import torch.nn.functional as F
+    bench = _benchmark()
+    teacher = save_config_model(WARMUP, str(tmp_path / 'teacher.pth'), seed=3)
+    logits = torch.randn(2, 19, 4, 5)
+    labels = torch.randint(0, 19, (2, 4, 5))   # every class weight comes in
+    optimizer, student, loss = _distill_optimizer_and_loss(teacher, {})
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert torch.allclose(loss(logits, labels), F.cross_entropy(logits, labels),
+                          rtol=1e-6)
+    _, _, weighted = _distill_optimizer_and_loss(teacher, bench.CLASS_WEIGHTED_CE)
+    weight = torch.tensor(bench.CLASS_WEIGHTED_CE['model.decode_head.loss_decode']
+                          ['class_weight'])
+    # PyTorch's weighted mean: divided by the labels' summed weights
+    assert torch.allclose(weighted(logits, labels),
+                          F.cross_entropy(logits, labels, weight=weight), rtol=1e-6)
+    optimizer, student, _ = _distill_optimizer_and_loss(teacher, bench.PRODA_SGD)
+    assert isinstance(optimizer, torch.optim.SGD)
+    rate = {id(p): group['lr'] for group in optimizer.param_groups for p in group['params']}
+    for group in optimizer.param_groups:
+        assert (group['momentum'], group['weight_decay']) == (0.9, 2e-4)
+    assert set(rate) == {id(p) for p in student.values()}
+    for name, p in student.items():
+        # lr_mult times the rate: a float product, one rounding from 6e-3
+        expected = 6e-3 if name.startswith('decode_head.') else 6e-4
+        assert rate[id(p)] == pytest.approx(expected, rel=1e-15), name
 
 
 def test_cbst_trains_and_resumes_through_the_runner(tiny_data_root, tmp_path):
