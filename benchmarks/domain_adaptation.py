@@ -13,7 +13,7 @@ training images: its figure there is not a target score).
 The network and warm-up are the main job's member recipe
 (``configs/fastscnn/fast-scnn_1xb4-1k_synthetic-128x256.py``: Fast-SCNN, 1000
 iterations from random initialisation, without the demo's bagging), trained
-once per seed. The chain, each row one part of ProDA more than the row
+once per seed. The chain, each row one part or stage more than the row
 before it, each stage ``--iters`` iterations with ProDA's recipe
 (``configs/proda/``; rates as half-lives of 1/10 and 1/4 of the stage):
 
@@ -26,7 +26,8 @@ before it, each stage ``--iters`` iterations with ProDA's recipe
    prototypes (ProDA's rule);
 4. + structure learning: row 3 plus γ₁ = 10 times the KL between the weak
    and strong views' prototype assignments, averaged over pixels and
-   classes: ProDA's stage 1 (but for the view SCE learns on);
+   classes: ProDA's stage 1 (but for the view SCE learns on and the
+   source loss's class weights);
 5. + distillation: a student from row 4's weights taught, on the strong
    view, by row 4's flip-averaged prediction where it is ≥ 0.95 confident;
 6. + a second distillation: the same, row 5 teaching a student from its
