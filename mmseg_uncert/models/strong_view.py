@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from mmengine import dist
+from mmengine.logging import MessageHub
 from torch import Tensor
 
 #: the fill of the pixels the warp or the cut-out leaves empty (0..255)
@@ -91,10 +92,11 @@ class StrongView(NamedTuple):
         return self.sourced(size) & ~self.cut(size)
 
 
-def view_generator(seed: int, iteration: int, device: torch.device) -> torch.Generator:
-    """The strong view's random numbers, seeded by (seed, iteration, rank):
-    a resumed run draws the same views as an uninterrupted one, and ranks
-    draw different ones."""
+def view_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The strong view's random numbers, seeded by (seed, the runner's
+    training iteration, rank): a resumed run draws the same views as an
+    uninterrupted one, and ranks draw different ones."""
+    iteration = MessageHub.get_current_instance().get_info('iter', 0)
     seed = (seed * 1_000_003 + iteration) * 7919 + dist.get_rank()
     return torch.Generator(device=device).manual_seed(seed % 2**63)
 

@@ -222,13 +222,14 @@ class PrototypeHook(Hook):
     def movement(self) -> dict[str, float]:
         """How far the momentum network and the prototypes have left their
         start (see the class docstring)."""
-        bank = self.bank
-        known = bank.initialised.cpu() & (self.initial_prototypes.norm(dim=1).cpu() > 0)
-        start = self.initial_prototypes.cpu()[known]
-        drift = (bank.prototypes.cpu()[known] - start).norm(dim=1) / start.norm(dim=1)
+        initial = self.initial_prototypes.cpu()
+        # classes with a nonzero starting prototype: a drift relative to it
+        known = self.bank.initialised.cpu() & (initial.norm(dim=1) > 0)
         if not known.any():
             return dict(momentum_start_share=self.momentum_start_share,
                         prototype_start_share=1.0, prototype_drift=0.0)
+        start, now = initial[known], self.bank.prototypes.cpu()[known]
+        drift = (now - start).norm(dim=1) / start.norm(dim=1)
         share = self.prototype_start_share[known]
         return dict(momentum_start_share=self.momentum_start_share,
                     prototype_start_share=float(share.mean()),

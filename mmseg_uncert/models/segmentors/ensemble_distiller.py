@@ -5,7 +5,6 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import MessageHub
 from torch import Tensor, nn
 
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
@@ -246,10 +245,9 @@ class EnsembleDistiller(TrainingWrapper, FrozenChildren, OptionalCascade,
         teacher = self._teacher_outputs(target_inputs,
                                         [s.metainfo for s in data_samples['target']])
         if self.target_view == 'strong':
-            iteration = MessageHub.get_current_instance().get_info('iter', 0)
             view = strong_view(target_inputs, self.data_preprocessor.mean,
                                self.data_preprocessor.std, generator=view_generator(
-                                   self.view_seed, iteration, target_inputs.device))
+                                   self.view_seed, target_inputs.device))
             target_inputs, teacher = view.image, carried_to_view(teacher, view)
         source = self._student_forward(self.extract_feat(inputs['source']),
                                        data_samples['source'], with_loss=True)[0]

@@ -259,7 +259,7 @@ class ProDASegmentor(TrainingWrapper, FrozenChildren, EncoderDecoder):
 
         view = None
         if self.pseudo_label_view == 'strong' or self.structure_weight > 0:
-            generator = view_generator(self.view_seed, _iteration(), weak.device)
+            generator = view_generator(self.view_seed, weak.device)
             view = strong_view(weak, self.data_preprocessor.mean,
                                self.data_preprocessor.std, self.strong_strength,
                                generator, self.strong_geometric)
